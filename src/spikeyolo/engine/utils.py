@@ -1,0 +1,116 @@
+"""Small engine helpers: run folders, atomic file writes, seeding and RNG state as plain data, devices."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def increment_path(path: str | Path, exist_ok: bool = False, mkdir: bool = True) -> Path:
+    """``runs/train/exp`` if free, else the first free of ``exp2``, ``exp3``, ...; never an existing run.
+
+    With ``exist_ok`` an existing folder is reused (used by resume, which continues its own run).
+    """
+    path = Path(path)
+    if not exist_ok and path.exists():
+        stem = path.name
+        n = 2
+        while (path.parent / f"{stem}{n}").exists():
+            n += 1
+        path = path.parent / f"{stem}{n}"
+    if mkdir:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_save(obj, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: a reader (or a crash) never
+    sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_write_text(text: str, path: str | Path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch (all devices); optionally ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def get_rng_state() -> dict:
+    """The state of every random generator, as tensors and plain data (loads with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    py = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": py[0], "state": list(py[1]), "gauss": py[2]},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def select_device(device: str | int | None = None) -> torch.device:
+    """``cpu``, ``0``, ``cuda:1``, ``0,1`` (first listed; DDP picks its own per process) or None (auto)."""
+    if device is None or device == "":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    s = str(device).strip().lower()
+    if s == "cpu":
+        return torch.device("cpu")
+    if s.startswith("cuda"):
+        return torch.device(s)
+    if s == "mps":
+        return torch.device("mps")
+    first = s.split(",")[0]
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} needs CUDA, which this torch build cannot use; use --device cpu")
+    return torch.device(f"cuda:{int(first)}")
