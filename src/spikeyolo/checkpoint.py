@@ -1,0 +1,79 @@
+"""Checkpoints: tensors plus plain-data config, loadable with ``torch.load(weights_only=True)``.
+
+A spikeyolo checkpoint is a dict ``{"format": "spikeyolo", "version", "config", "state_dict", ...extra}``.
+Nothing in it needs unpickling of arbitrary objects, so a downloaded file cannot run code when loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .model import SpikeYOLO
+
+FORMAT = "spikeyolo"
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """Write to a temporary file in the same folder, then rename: a killed run never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def checkpoint_dict(model: SpikeYOLO, **extra) -> dict:
+    """The checkpoint of a train-form model; ``extra`` must be tensors or plain data."""
+    if not isinstance(model, SpikeYOLO):
+        raise TypeError(f"save expects a train-form SpikeYOLO, got {type(model).__name__}")
+    if getattr(model, "form", "train") != "train":
+        raise ValueError("save the train form; fused and spike-driven forms are derived from it on load")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {"format": FORMAT, "version": __version__, "config": model.config, "state_dict": state, **extra}
+
+
+def save(model: SpikeYOLO, path: str | Path, **extra) -> Path:
+    """Save a train-form model (atomically). ``extra``: tensors or plain data, e.g. metrics or training args."""
+    atomic_torch_save(checkpoint_dict(model, **extra), path)
+    return Path(path)
+
+
+def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """The raw checkpoint dict, validated; loads with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickled objects, a torn file, not a torch file at all
+        raise ValueError(
+            f"{path} is not a spikeyolo checkpoint (it cannot be read as tensors and plain data: {e}). "
+            "Official BICLab checkpoints are pickled ultralytics objects; import them with "
+            "spikeyolo.checkpoint.import_official when that is available."
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "config" not in ckpt:
+        raise ValueError(f"{path} is not a spikeyolo checkpoint (no 'format: spikeyolo' entry)")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, key: str = "state_dict") -> SpikeYOLO:
+    model = SpikeYOLO(ckpt["config"])
+    model.load_state_dict(ckpt[key])
+    return model
+
+
+def load(path: str | Path, map_location="cpu") -> SpikeYOLO:
+    """Load a train-form model saved by :func:`save` (or a training run's ``last.pt``/``best.pt``), in eval mode."""
+    return model_from_checkpoint(read_checkpoint(path, map_location)).eval()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

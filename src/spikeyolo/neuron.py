@@ -1,0 +1,110 @@
+"""I-LIF: the integer leaky integrate-and-fire neuron of SpikeYOLO (Luo et al., ECCV 2024).
+
+Multi-step over the leading time axis of a ``[T, ...]`` tensor. With membrane ``u``, output ``s``:
+
+    charge:  u[0] = g * x[0],   u[t] = decay * (u[t-1] - s[t-1]) + g * x[t]
+    fire:    s[t] = round(clamp(u[t], 0, D))          (integers 0..D, round half to even)
+    reset:   the soft reset subtracts the emitted integer; it is detached from the graph when ``detach_reset``.
+
+Training uses the integers directly; gradients pass straight through on [0, D] (both ends inclusive) and are
+zero outside. At inference each integer is re-emitted as D binary virtual timesteps (see ``spike_driven.py``),
+which is why the output is called a spike count.
+
+Defaults follow the reference COCO code (decay 0.25, gain 1). The reference Gen1 code uses decay 0.5 and gain 0.5.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class _QuantizeSTE(torch.autograd.Function):
+    """round(clamp(u, 0, D)) with a straight-through gradient on the closed window [0, D]."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, D: int) -> torch.Tensor:
+        ctx.save_for_backward((u >= 0) & (u <= D))  # a bool mask is 4x smaller than saving u
+        return torch.clamp(u, 0, D).round_()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (window,) = ctx.saved_tensors
+        return grad * window, None
+
+
+def quantize(u: torch.Tensor, D: int) -> torch.Tensor:
+    """Integer spike count of a membrane potential: round(clamp(u, 0, D)), straight-through gradient."""
+    return _QuantizeSTE.apply(u, D)
+
+
+class ILIF(nn.Module):
+    """Integer LIF neuron over ``[T, ...]`` inputs, returning spike counts 0..D of the same shape.
+
+    Args:
+        D: largest integer emitted (the number of virtual timesteps at inference).
+        decay: membrane leak factor beta applied to the post-reset potential.
+        input_gain: factor g on the input current.
+        detach_reset: detach the reset term (the spike) from the autograd graph, as the reference does.
+
+    Set ``carry_state = True`` (see :func:`set_carry_state`) to keep the membrane from one call to the next,
+    e.g. over consecutive windows of an event stream; :func:`reset_state` clears it.
+    """
+
+    def __init__(self, D: int = 4, decay: float = 0.25, input_gain: float = 1.0, detach_reset: bool = True):
+        super().__init__()
+        if int(D) != D or D < 1:
+            raise ValueError(f"ILIF: D must be a positive integer, got {D!r}")
+        self.D = int(D)
+        self.decay = float(decay)
+        self.input_gain = float(input_gain)
+        self.detach_reset = bool(detach_reset)
+        self.carry_state = False
+        self.residual: torch.Tensor | None = None  # u - s after the last step, kept only when carry_state
+
+    def extra_repr(self) -> str:
+        return f"D={self.D}, decay={self.decay}, input_gain={self.input_gain}, detach_reset={self.detach_reset}"
+
+    def charge(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        u = x * self.input_gain if self.input_gain != 1.0 else x
+        return u if residual is None else u + self.decay * residual
+
+    def fire(self, u: torch.Tensor) -> torch.Tensor:
+        return quantize(u, self.D)
+
+    def reset(self, u: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return u - (s.detach() if self.detach_reset else s)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.residual if self.carry_state else None
+        if residual is not None and residual.shape != x.shape[1:]:
+            residual = None  # a new stream or batch size: start from rest
+        if x.shape[0] == 1 and residual is None and not self.carry_state:
+            return self.fire(self.charge(x, None))  # T = 1: no recurrence, no per-step bookkeeping
+        spikes = []
+        for t in range(x.shape[0]):
+            u = self.charge(x[t], residual)
+            s = self.fire(u)
+            residual = self.reset(u, s)
+            spikes.append(s)
+        if self.carry_state:
+            self.residual = residual.detach()
+        return torch.stack(spikes)
+
+
+def iter_neurons(model: nn.Module):
+    """All I-LIF modules of a model, in registration order."""
+    return (m for m in model.modules() if isinstance(m, ILIF))
+
+
+def set_carry_state(model: nn.Module, on: bool = True) -> None:
+    """Keep (or stop keeping) membrane potentials between forward calls, and start from rest."""
+    for m in iter_neurons(model):
+        m.carry_state = on
+        m.residual = None
+
+
+def reset_state(model: nn.Module) -> None:
+    """Return every neuron to rest (membrane 0)."""
+    for m in iter_neurons(model):
+        m.residual = None

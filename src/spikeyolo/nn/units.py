@@ -1,0 +1,240 @@
+"""Spiking conv units: one I-LIF followed by a purely linear chain (convs and BatchNorms).
+
+Every parameterised part of SpikeYOLO is such a unit, so the three execution forms differ only here:
+
+- train form: :class:`ConvBN`, :class:`ConvBias`, :class:`SepRepConvBN`, :class:`RepConvBN` (multi-branch,
+  BatchNorm kept);
+- fused form: :class:`FusedUnit`, one ``nn.Conv2d`` with bias (``unit.fuse()``);
+- spike-driven form: :class:`SpikeDrivenUnit`, the same conv fed D binary virtual timesteps.
+
+A unit maps ``[T, B, C, H, W] -> [T, B, C', H', W']``; convs run on ``x.flatten(0, 1)``, so BatchNorm
+statistics are shared over T and B as in the reference. Op order is I-LIF -> conv -> BN (pre-activation).
+Fusion maths is done in float64 and cast back, so fused weights are as exact as the dtype allows.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..neuron import ILIF
+
+BN_EPS, BN_MOMENTUM = 1e-3, 0.03  # the reference's (ultralytics') BatchNorm settings
+
+
+def batchnorm(c: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as ``y = a * x + b`` per channel (float64)."""
+    a = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    return a, bn.bias.double() - bn.running_mean.double() * a
+
+
+def time_distributed(fn, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 4-D op to a ``[T, B, ...]`` tensor by merging T into the batch (a view, no copy)."""
+    y = fn(x.flatten(0, 1))
+    return y.view(x.shape[0], x.shape[1], *y.shape[1:])
+
+
+class BNAndPad(nn.Module):
+    """BatchNorm, then pad by ``pad`` pixels with the value BN(0) (from running statistics, as the reference).
+
+    Padding with BN(0) instead of 0 makes ``BN -> conv`` equal to ``conv`` on the zero-padded input, which is
+    what lets the following unpadded depthwise conv fold into one padded conv (the DBB/RepVGG trick).
+    """
+
+    def __init__(self, c: int, pad: int = 1):
+        super().__init__()
+        self.bn, self.pad = batchnorm(c), pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(x)
+        if self.pad == 0:
+            return y
+        a = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+        fill = (self.bn.bias - self.bn.running_mean * a).view(1, -1, 1, 1)
+        y = F.pad(y, [self.pad] * 4)
+        border = torch.ones_like(y[:1, :1], dtype=torch.bool)
+        border[..., self.pad : -self.pad, self.pad : -self.pad] = False
+        return torch.where(border, fill.to(y.dtype), y)
+
+
+class SpikeUnit(nn.Module):
+    """Base: optional I-LIF, then a linear map on ``[N, C, H, W]`` given by :meth:`linear`."""
+
+    def __init__(self, lif: ILIF | None):
+        super().__init__()
+        self.lif = lif
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.lif is not None:
+            x = self.lif(x)
+        return time_distributed(self.linear, x)
+
+    def fused_kernel(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(weight, bias, conv kwargs) of the single conv equal to :meth:`linear` in eval mode (float64)."""
+        raise NotImplementedError
+
+    def fuse(self) -> FusedUnit:
+        w, b, kw = self.fused_kernel()
+        ref = next(self.parameters())
+        conv = nn.Conv2d(w.shape[1] * kw["groups"], w.shape[0], w.shape[-1], bias=True, **kw)
+        conv.to(device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(w)
+            conv.bias.copy_(b)
+        return FusedUnit(self.lif, conv)
+
+
+def _conv_kwargs(conv: nn.Conv2d) -> dict:
+    return dict(stride=conv.stride, padding=conv.padding, groups=conv.groups)
+
+
+def _fold_bn(w: torch.Tensor, b: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    a, c = bn_affine(bn)
+    return w * a.view(-1, 1, 1, 1), b * a + c
+
+
+class ConvBN(SpikeUnit):
+    """``[I-LIF] -> Conv(k, s, p, groups[, bias]) -> BN``.
+
+    The stem (no neuron, conv with bias), the downsampling layers (conv with bias, as the reference), the
+    standard and SPPF/head convs, and the first two convs of SepConv are all this unit.
+    """
+
+    def __init__(self, c1, c2, k=1, s=1, p=None, groups=1, conv_bias=False, lif: ILIF | None = None):
+        super().__init__(lif)
+        self.conv = nn.Conv2d(c1, c2, k, s, k // 2 if p is None else p, groups=groups, bias=conv_bias)
+        self.bn = batchnorm(c2)
+
+    def linear(self, x):
+        return self.bn(self.conv(x))
+
+    def fused_kernel(self):
+        w = self.conv.weight.double()
+        b = self.conv.bias.double() if self.conv.bias is not None else w.new_zeros(w.shape[0])
+        return *_fold_bn(w, b, self.bn), _conv_kwargs(self.conv)
+
+
+class ConvBias(SpikeUnit):
+    """``I-LIF -> Conv(k, bias)`` without BN: the last convs of the detection head."""
+
+    def __init__(self, c1, c2, k=1, lif: ILIF | None = None):
+        super().__init__(lif)
+        self.conv = nn.Conv2d(c1, c2, k, 1, k // 2, bias=True)
+
+    def linear(self, x):
+        return self.conv(x)
+
+    def fused_kernel(self):
+        return self.conv.weight.double().clone(), self.conv.bias.double().clone(), _conv_kwargs(self.conv)
+
+
+def _dw3x3_after_1x1(pw: torch.Tensor, pw_bias: torch.Tensor, dw: torch.Tensor):
+    """Compose a 1x1 conv (``pw [M, Cin]``, bias ``[M]``, constant also on the padding) with an unpadded
+    depthwise 3x3 (``dw [M, 3, 3]``): one 3x3 conv ``[M, Cin, 3, 3]`` on the zero-padded input."""
+    return pw[:, :, None, None] * dw[:, None], pw_bias * dw.sum((1, 2))
+
+
+class SepRepConvBN(SpikeUnit):
+    """``I-LIF -> BNAndPad(c1) -> 1x1 (c1 -> c2) -> 3x3 depthwise (c2, no pad) -> BN``: the last part of SepConv.
+
+    Folds into one dense 3x3 conv ``c1 -> c2`` with padding 1.
+    """
+
+    def __init__(self, c1, c2, lif: ILIF | None = None):
+        super().__init__(lif)
+        self.bnpad = BNAndPad(c1, 1)
+        self.pw = nn.Conv2d(c1, c2, 1, bias=False)
+        self.dw = nn.Conv2d(c2, c2, 3, 1, 0, groups=c2, bias=False)
+        self.bn = batchnorm(c2)
+
+    def linear(self, x):
+        return self.bn(self.dw(self.pw(self.bnpad(x))))
+
+    def fused_kernel(self):
+        a, c = bn_affine(self.bnpad.bn)
+        pw = self.pw.weight.double()[:, :, 0, 0]
+        w, b = _dw3x3_after_1x1(pw * a, pw @ c, self.dw.weight.double()[:, 0])
+        return *_fold_bn(w, b, self.bn), dict(stride=1, padding=1, groups=1)
+
+
+class RepConvBN(SpikeUnit):
+    """``I-LIF -> 1x1 (c1 -> c1) -> BNAndPad(c1) -> 3x3 dw (no pad) -> 1x1 (c1 -> c2) -> BN -> BN``.
+
+    The reference's RepConv followed by the block's own BN (two BNs in a row). Folds into one dense 3x3 conv.
+    """
+
+    def __init__(self, c1, c2, lif: ILIF | None = None):
+        super().__init__(lif)
+        self.pw1 = nn.Conv2d(c1, c1, 1, bias=False)
+        self.bnpad = BNAndPad(c1, 1)
+        self.dw = nn.Conv2d(c1, c1, 3, 1, 0, groups=c1, bias=False)
+        self.pw2 = nn.Conv2d(c1, c2, 1, bias=False)
+        self.bn_inner = batchnorm(c2)
+        self.bn = batchnorm(c2)
+
+    def linear(self, x):
+        return self.bn(self.bn_inner(self.pw2(self.dw(self.bnpad(self.pw1(x))))))
+
+    def fused_kernel(self):
+        a, c = bn_affine(self.bnpad.bn)
+        pw1 = self.pw1.weight.double()[:, :, 0, 0] * a[:, None]  # BN(pw1 x) = a * (pw1 x) + c
+        w, b = _dw3x3_after_1x1(pw1, c, self.dw.weight.double()[:, 0])
+        pw2 = self.pw2.weight.double()[:, :, 0, 0]
+        w, b = torch.einsum("om,mikl->oikl", pw2, w), pw2 @ b
+        w, b = _fold_bn(w, b, self.bn_inner)
+        return *_fold_bn(w, b, self.bn), dict(stride=1, padding=1, groups=1)
+
+
+class FusedUnit(nn.Module):
+    """Fused form: ``[I-LIF] -> Conv(bias)``."""
+
+    def __init__(self, lif: ILIF | None, conv: nn.Conv2d):
+        super().__init__()
+        self.lif, self.conv = lif, conv
+
+    def forward(self, x):
+        if self.lif is not None:
+            x = self.lif(x)
+        return time_distributed(self.conv, x)
+
+
+class SpikeDrivenUnit(nn.Module):
+    """Spike-driven form: ``I-LIF`` counts expanded into D binary virtual timesteps, a bias-free conv on the
+    binary slots, the D partial sums accumulated per real timestep, and the bias added once per real timestep.
+
+    Virtual steps are time-major (slot ``t*D + d``) and thermometer coded: slot d of step t is ``1[S_t > d]``.
+    The conv stays an ``nn.Conv2d`` so hooks, op counters and exporters see it.
+    """
+
+    def __init__(self, lif: ILIF, conv: nn.Conv2d):
+        super().__init__()
+        self.lif = lif
+        self.conv = nn.Conv2d(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+            groups=conv.groups, bias=False,
+        ).to(device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            self.conv.weight.copy_(conv.weight)
+        self.bias = nn.Parameter(conv.bias.detach().clone())
+
+    def forward(self, x):
+        counts = self.lif(x)  # [T, B, C, H, W], integers 0..D
+        T, B = counts.shape[:2]
+        slots = expand_to_binary(counts, self.lif.D)  # [T*D, B, C, H, W], 0/1
+        y = self.conv(slots.flatten(0, 1))
+        y = y.view(T, self.lif.D, B, *y.shape[1:]).sum(1)  # accumulate the virtual steps of each real step
+        return y + self.bias.view(1, 1, -1, 1, 1)
+
+
+def expand_to_binary(counts: torch.Tensor, D: int) -> torch.Tensor:
+    """``[T, ...]`` integers 0..D -> ``[T*D, ...]`` binary thermometer code, time-major."""
+    levels = torch.arange(D, device=counts.device, dtype=counts.dtype).view(1, D, *[1] * (counts.dim() - 1))
+    return (counts.unsqueeze(1) > levels).to(counts.dtype).flatten(0, 1)
