@@ -62,7 +62,7 @@ def load_spec(model: str | Path | dict = DEFAULT_CONFIG) -> dict:
     if not path.exists():
         shipped = resources.files("spikeyolo") / "configs" / str(model)
         if not shipped.is_file():
-            raise FileNotFoundError(f"model config {model!r} not found (neither a file nor a shipped config)")
+            raise FileNotFoundError(f"model {model!r}: not a scale {SCALES}, a YAML file or a shipped config")
         return yaml.safe_load(shipped.read_text())
     return yaml.safe_load(path.read_text())
 
