@@ -1,0 +1,159 @@
+"""Data YAML loading (the ultralytics convention, plus COCO JSON, Pascal VOC and Gen1 layouts).
+
+Layouts by ``type`` (default ``yolo``)::
+
+    # yolo: images with YOLO txt labels (``.../images/x.jpg`` -> ``.../labels/x.txt``, else beside the image)
+    path: /data/set            # root; relative paths are relative to this YAML's folder; default: that folder
+    train: images/train        # a folder of images, a .txt file listing images (one a line), or a list of these
+    val: images/val
+    test: images/test          # optional
+    names: [cat, dog]          # or {0: cat, 1: dog}; ``nc`` optional, checked against names
+
+    # coco: one JSON per split; class names from the JSON categories (sorted by id) unless ``names`` given
+    type: coco
+    train: {images: images/train2017, annotations: annotations/instances_train2017.json}
+    val: {images: images/val2017, annotations: annotations/instances_val2017.json}
+
+    # voc: Pascal VOC XML, one ``<stem>.xml`` per image in ``annotations``; ``names`` required
+    type: voc
+    train: {images: JPEGImages, annotations: Annotations}   # images may also be a .txt list or a list
+    names: [aeroplane, bicycle, ...]
+    class_map: {Alive: Tree, Dead: Tree}                    # optional: rename classes before the lookup
+
+    # gen1: Prophesee Gen1; only resolved here, read by spikeyolo.events.gen1.Gen1Dataset
+    type: gen1
+    train: train
+    val: test
+
+Every path is checked: a missing one raises :class:`DataConfigError` naming the YAML file and the key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+TYPES = ("yolo", "coco", "voc", "gen1")
+SPLITS = ("train", "val", "test")
+
+
+class DataConfigError(ValueError):
+    """A data YAML that cannot be used; the message names the file and the key."""
+
+
+def load_data_config(path_or_dict: str | Path | dict) -> dict:
+    """Read and check a data YAML (or an already loaded dict).
+
+    Returns a new dict with every path absolute (``str``): ``yaml_file`` (str or None), ``path`` (root),
+    ``type``, ``names`` (list of str, index = class id), ``nc``, and per present split either a list of
+    image sources (yolo, gen1) or ``{"images": [sources], "annotations": file_or_folder}`` (coco, voc).
+    Unknown keys are kept as they are.
+    """
+    if isinstance(path_or_dict, dict):
+        raw, yaml_file, base = dict(path_or_dict), None, Path.cwd()
+        where = "data config dict"
+    else:
+        yaml_file = Path(path_or_dict).expanduser().resolve()
+        where = str(yaml_file)
+        if not yaml_file.is_file():
+            raise DataConfigError(f"data YAML not found: {yaml_file}")
+        try:
+            raw = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise DataConfigError(f"{where}: not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise DataConfigError(f"{where}: expected a mapping at top level, got {type(raw).__name__}")
+        base = yaml_file.parent
+
+    cfg = dict(raw)
+    cfg["yaml_file"] = str(yaml_file) if yaml_file else None
+    dtype = str(raw.get("type", "yolo")).lower()
+    if dtype not in TYPES:
+        raise DataConfigError(f"{where}: key 'type': unknown dataset type {dtype!r}; expected one of {TYPES}")
+    cfg["type"] = dtype
+
+    root = Path(str(raw.get("path") or ".")).expanduser()
+    root = (base / root).resolve() if not root.is_absolute() else root
+    if not root.is_dir():
+        raise DataConfigError(f"{where}: key 'path': folder {root} does not exist")
+    cfg["path"] = str(root)
+
+    if not any(raw.get(s) for s in SPLITS):
+        raise DataConfigError(f"{where}: no split given; expected at least one of keys {SPLITS}")
+    for split in SPLITS:
+        if raw.get(split):
+            cfg[split] = _resolve_split(raw[split], root, dtype, where, split)
+        else:
+            cfg.pop(split, None)
+
+    names = _names(raw, where)
+    if names is None and dtype == "coco":
+        names = _coco_names(cfg, where)
+    if names is None:
+        raise DataConfigError(f"{where}: key 'names': class names are required for type {dtype!r}")
+    if raw.get("nc") is not None and int(raw["nc"]) != len(names):
+        raise DataConfigError(f"{where}: key 'nc': nc={raw['nc']} but 'names' lists {len(names)} classes")
+    cfg["names"], cfg["nc"] = names, len(names)
+    return cfg
+
+
+def _resolve_path(p, root: Path, where: str, key: str, want_file: bool = False) -> str:
+    q = Path(str(p)).expanduser()
+    q = q if q.is_absolute() else root / q
+    ok = q.is_file() if want_file else q.exists()
+    if not ok:
+        raise DataConfigError(f"{where}: key '{key}': {q} does not exist")
+    return str(q.resolve())
+
+
+def _resolve_sources(value, root: Path, where: str, key: str) -> list[str]:
+    items = value if isinstance(value, list | tuple) else [value]
+    return [_resolve_path(v, root, where, key) for v in items]
+
+
+def _resolve_split(value, root: Path, dtype: str, where: str, split: str):
+    if dtype in ("coco", "voc"):
+        if not isinstance(value, dict) or "images" not in value or "annotations" not in value:
+            raise DataConfigError(
+                f"{where}: key '{split}': type {dtype!r} expects a mapping with 'images' and 'annotations'"
+            )
+        out = dict(value)
+        out["images"] = _resolve_sources(value["images"], root, where, f"{split}.images")
+        out["annotations"] = _resolve_path(
+            value["annotations"], root, where, f"{split}.annotations", want_file=dtype == "coco"
+        )
+        return out
+    return _resolve_sources(value, root, where, split)
+
+
+def _names(raw: dict, where: str) -> list[str] | None:
+    names = raw.get("names")
+    if names is None:
+        nc = raw.get("nc")
+        return [f"class{i}" for i in range(int(nc))] if nc is not None else None
+    if isinstance(names, dict):
+        try:
+            ids = sorted(int(k) for k in names)
+        except (TypeError, ValueError) as e:
+            raise DataConfigError(f"{where}: key 'names': ids must be integers") from e
+        if ids != list(range(len(ids))):
+            raise DataConfigError(f"{where}: key 'names': ids must be 0..{len(ids) - 1} without gaps, got {ids}")
+        return [str(names[k] if k in names else names[str(k)]) for k in ids]
+    if isinstance(names, list | tuple):
+        return [str(n) for n in names]
+    raise DataConfigError(f"{where}: key 'names': expected a list or a mapping, got {type(names).__name__}")
+
+
+def _coco_names(cfg: dict, where: str) -> list[str]:
+    """Names from the categories of the first annotation file (val first: it is the smallest)."""
+    for split in ("val", "test", "train"):
+        if split in cfg:
+            ann = cfg[split]["annotations"]
+            try:
+                cats = json.loads(Path(ann).read_text(encoding="utf-8")).get("categories", [])
+            except (OSError, ValueError) as e:
+                raise DataConfigError(f"{where}: key '{split}.annotations': cannot read {ann}: {e}") from e
+            return [str(c["name"]) for c in sorted(cats, key=lambda c: int(c["id"]))]
+    raise DataConfigError(f"{where}: key 'names': no annotation file to read categories from")

@@ -1,0 +1,324 @@
+"""Detection dataset: reads labels once (cached), serves augmented training items or letterboxed validation
+items as dicts per docs/internals.md, and exposes ground truth in original pixels for the validator.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import augment as A
+from .cache import cached, files_hash
+from .config import DataConfigError, load_data_config
+from .labels import Record, Report, list_images, read_coco, read_image, read_voc, read_yolo, yolo_label_path
+from .tiling import clip_boxes_to_region, tile_grid
+
+LOG = logging.getLogger("spikeyolo.data")
+MAX_LOGGED_WARNINGS = 10
+
+
+class DataError(ValueError):
+    """A split with nothing usable left after reading (every image unreadable or skipped)."""
+
+
+@dataclass
+class Sample:
+    """One item source: a whole image (``region=None``) or a tile of it. Boxes in the sample's own pixels."""
+
+    im_file: str  # the real image file
+    image_id: str  # file stem, plus ``__x0_y0`` for a tile
+    shape: tuple[int, int]  # (h, w) of the sample (the tile for a tile)
+    region: tuple[int, int, int, int] | None
+    cls: np.ndarray  # [n] int64
+    boxes: np.ndarray  # [n, 4] float32 xyxy
+
+    @property
+    def name(self) -> str:
+        """The ``im_file`` the batch reports: the real path, or a virtual ``<stem>__x0_y0<ext>`` for a tile."""
+        if self.region is None:
+            return self.im_file
+        p = Path(self.im_file)
+        return str(p.with_name(self.image_id + p.suffix))
+
+
+@functools.lru_cache(maxsize=2)
+def _read_full(path: str) -> np.ndarray:
+    """Decoded whole image kept for consecutive tiles of it (per process; never modified: tiles are copies)."""
+    im = read_image(path)
+    if im is None:
+        raise OSError(f"cannot read image {path}")
+    im.setflags(write=False)
+    return im
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """Images with boxes, as training or validation items.
+
+    Args:
+        records: usable images from a label reader (boxes in original pixels).
+        names: class names (index = class id).
+        imgsz: square network input size.
+        augment: training augmentation (mosaic, affine, HSV, flip) when True; letterbox only when False.
+        hyp: augmentation settings, see ``augment.DEFAULT_HYP``.
+        seed: base of the per-sample RNG ``(seed, epoch, index)``.
+        tile_size, overlap, min_visibility: cut every image into tiles (see ``tiling.tile_grid``); each tile is
+            then an "original image" of its own (also for :meth:`ground_truth`).
+        stats: counts from reading, extended here.
+
+    ``__getitem__`` takes an index or an ``(index, epoch, mosaic)`` key (what ``build_dataloader`` sends, so
+    epoch and mosaic reach persistent workers). Items: ``img`` uint8 ``[3, imgsz, imgsz]`` RGB, ``cls [n, 1]``,
+    ``bboxes [n, 4]`` normalized xywh of the input, ``batch_idx [n]`` zeros, ``im_file``, ``ori_shape`` (h, w),
+    ``ratio_pad`` ``((gain_y, gain_x), (pad_x, pad_y))`` (exact for validation items; for augmented items it
+    is the letterbox before the random affine, or none at all for a mosaic: ``((1, 1), (0, 0))``).
+    """
+
+    keyed = True  # build_dataloader sends (index, epoch, mosaic) keys
+
+    def __init__(
+        self,
+        records: list[Record],
+        names: list[str],
+        imgsz: int = 640,
+        augment: bool = False,
+        hyp: dict | None = None,
+        seed: int = 0,
+        tile_size: int | None = None,
+        overlap: float = 0.2,
+        min_visibility: float = 0.5,
+        stats: dict | None = None,
+    ):
+        self.names, self.nc, self.imgsz = list(names), len(names), int(imgsz)
+        self.augment, self.hyp, self.seed = bool(augment), A.merge_hyp(hyp), int(seed)
+        self.epoch = 0
+        self.mosaic = self.augment and self.hyp["mosaic"] > 0
+        self.samples = _make_samples(records, tile_size, overlap, min_visibility)
+        n_boxes = sum(len(s.cls) for s in self.samples)
+        self.stats = dict(stats or {})
+        self.stats.update(
+            images=len(records),
+            samples=len(self.samples),
+            boxes=n_boxes,
+            background=sum(len(s.cls) == 0 for s in self.samples),
+        )
+        self.stats.setdefault("skipped", 0)
+        self.stats.setdefault("warnings", [])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentation RNG of the next pass uses this epoch (the loader's ``set_epoch`` calls this)."""
+        self.epoch = int(epoch)
+
+    def close_mosaic(self) -> None:
+        """Switch mosaic off (the last epochs of the recipe train on single letterboxed images)."""
+        self.mosaic = False
+
+    def ground_truth(self, i: int) -> dict:
+        """Labels of sample ``i`` in its original pixels: ``im_file``, ``image_id``, ``shape`` (h, w),
+        ``cls [n]`` int64, ``boxes_xyxy [n, 4]`` float32; for a tile the tile is the original image."""
+        s = self.samples[i]
+        return {
+            "im_file": s.name,
+            "image_id": s.image_id,
+            "shape": s.shape,
+            "cls": s.cls.copy(),
+            "boxes_xyxy": s.boxes.copy(),
+        }
+
+    def load(self, i: int) -> np.ndarray:
+        """BGR uint8 ``[h, w, 3]`` of sample ``i`` (the tile cut out for a tile)."""
+        s = self.samples[i]
+        if s.region is None:
+            im = read_image(s.im_file)
+            if im is None:
+                raise OSError(f"cannot read image {s.im_file} (it was readable when labels were cached)")
+            return im
+        x0, y0, x1, y1 = s.region
+        return _read_full(s.im_file)[y0:y1, x0:x1].copy()
+
+    def __getitem__(self, key) -> dict:
+        index, epoch, mosaic = key if isinstance(key, tuple) else (key, self.epoch, self.mosaic)
+        s = self.samples[index]
+        size = self.imgsz
+        if not self.augment:
+            img, gain, pad = A.letterbox(self.load(index), size)
+            boxes, cls = A.apply_gain_pad(s.boxes, gain, pad), s.cls
+        else:
+            rng = A.sample_rng(self.seed, epoch, index)
+            img, boxes, cls, gain, pad = self._augmented(index, rng, mosaic)
+        return self._item(img, boxes, cls, s, gain, pad)
+
+    def _augmented(self, index: int, rng: np.random.Generator, mosaic: bool):
+        h, size = self.hyp, self.imgsz
+        if mosaic and rng.random() < h["mosaic"]:
+            others = rng.integers(0, len(self.samples), size=3)
+            pieces = []
+            for j in (index, *others.tolist()):
+                im, (gy, gx) = A.resize_long_side(self.load(j), size)
+                pieces.append((im, A.apply_gain_pad(self.samples[j].boxes, (gy, gx), (0, 0)), self.samples[j].cls))
+            img, boxes, cls = A.mosaic4(pieces, size, rng)
+            gain, pad = (1.0, 1.0), (0.0, 0.0)
+        else:
+            s = self.samples[index]
+            img, gain, pad = A.letterbox(self.load(index), size)
+            boxes, cls = A.apply_gain_pad(s.boxes, gain, pad), s.cls
+        img, boxes, cls = A.random_affine(img, boxes, cls, (size, size), rng, h["translate"], h["scale"])
+        img = A.hsv_jitter(img, rng, h["hsv_h"], h["hsv_s"], h["hsv_v"])
+        if rng.random() < h["fliplr"]:
+            img, boxes = A.hflip(img, boxes)
+        return img, boxes, cls, gain, pad
+
+    def _item(self, img, boxes, cls, s: Sample, gain, pad) -> dict:
+        h, w = img.shape[:2]
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        xywh = np.stack(
+            [(boxes[:, 0] + boxes[:, 2]) / 2 / w, (boxes[:, 1] + boxes[:, 3]) / 2 / h,
+             (boxes[:, 2] - boxes[:, 0]) / w, (boxes[:, 3] - boxes[:, 1]) / h], 1,
+        )  # fmt: skip
+        chw = np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))  # BGR HWC -> RGB CHW
+        n = len(boxes)
+        return {
+            "img": torch.from_numpy(chw),
+            "cls": torch.as_tensor(np.asarray(cls, np.float32).reshape(n, 1)),
+            "bboxes": torch.from_numpy(xywh.astype(np.float32)),
+            "batch_idx": torch.zeros(n),
+            "im_file": s.name,
+            "ori_shape": tuple(s.shape),
+            "ratio_pad": ((float(gain[0]), float(gain[1])), (float(pad[0]), float(pad[1]))),
+        }
+
+
+def _make_samples(records: list[Record], tile_size, overlap, min_visibility) -> list[Sample]:
+    samples = []
+    for r in records:
+        stem = Path(r.im_file).stem
+        if not tile_size:
+            samples.append(Sample(r.im_file, stem, tuple(r.shape), None, r.cls, r.boxes))
+            continue
+        for region in tile_grid(r.shape[0], r.shape[1], int(tile_size), overlap):
+            boxes, cls = clip_boxes_to_region(r.boxes, r.cls, region, min_visibility)
+            x0, y0, x1, y1 = region
+            samples.append(Sample(r.im_file, f"{stem}__{x0}_{y0}", (y1 - y0, x1 - x0), region, cls, boxes))
+    return samples
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading a split (with the label cache) and building the dataset from a data YAML.
+
+
+def _cache_target(first_source: str, dtype: str, ann: str | None) -> Path:
+    """Preferred cache path: ``<labels dir>.cache`` (yolo), ``<list>.cache``, ``<annotations>.cache``."""
+    if dtype == "coco":
+        return Path(ann).with_suffix(".cache")
+    folder = Path(ann) if dtype == "voc" else Path(first_source)
+    if folder.is_file():
+        return folder.with_suffix(".cache")
+    if dtype == "yolo":
+        folder = Path(yolo_label_path(str(folder / "x.jpg"))).parent
+    return folder.parent / (folder.name + ".cache")
+
+
+def read_split(cfg: dict, split: str, use_cache: bool = True) -> tuple[list[Record], dict]:
+    """Records of one split of a loaded data config, and stats (``skipped``, ``warnings``, ``crowd``, cache)."""
+    dtype, names = cfg["type"], cfg["names"]
+    entry = cfg[split]
+    if dtype == "yolo":
+        images = list_images(entry)
+        inputs, ann = images + [yolo_label_path(f) for f in images], None
+        build = lambda rep: read_yolo(images, len(names), rep)
+    elif dtype == "voc":
+        images, ann = list_images(entry["images"]), entry["annotations"]
+        inputs = images + [str(Path(ann) / (Path(f).stem + ".xml")) for f in images]
+        cmap = cfg.get("class_map")
+        build = lambda rep: read_voc(images, ann, names, rep, cmap)
+    else:  # coco: the JSON and the image folders (a folder's mtime changes when files come or go)
+        ann = entry["annotations"]
+        inputs = [ann, *entry["images"]]
+        build = lambda rep: read_coco(entry["images"], ann, rep, names)
+
+    def run() -> dict:
+        rep = Report()
+        recs = build(rep)
+        return {
+            "records": [[r.im_file, *r.shape, r.cls.tolist(), r.boxes.tolist()] for r in recs],
+            "warnings": rep.warnings,
+            "skipped": rep.skipped,
+            "crowd": rep.crowd,
+        }
+
+    first = entry[0] if dtype == "yolo" else entry["images"][0]
+    if use_cache:
+        key = files_hash(inputs, extra={"type": dtype, "names": names, "class_map": cfg.get("class_map")})
+        data, path, hit = cached(_cache_target(first, dtype, ann), key, run)
+    else:
+        data, path, hit = run(), None, False
+    records = [
+        Record(f, (h, w), np.asarray(c, np.int64), np.asarray(b, np.float32).reshape(-1, 4))
+        for f, h, w, c, b in data["records"]
+    ]
+    stats = {
+        "skipped": data["skipped"],
+        "warnings": list(data["warnings"]),
+        "crowd": data["crowd"],
+        "cache": str(path) if path else None,
+        "cache_hit": hit,
+    }
+    return records, stats
+
+
+def build_dataset(
+    data,
+    split: str = "train",
+    imgsz: int = 640,
+    augment: bool | None = None,
+    hyp: dict | None = None,
+    seed: int = 0,
+    tile_size: int | None = None,
+    overlap: float = 0.2,
+    min_visibility: float = 0.5,
+    cache: bool = True,
+    **kwargs,
+):
+    """Dataset for one split of a data YAML (path, dict or loaded config).
+
+    ``augment`` defaults to ``split == "train"``. Type ``gen1`` is handed to
+    ``spikeyolo.events.gen1.Gen1Dataset(cfg, split, imgsz, **kwargs)``. Warnings are logged (the first few)
+    and kept in ``dataset.stats["warnings"]``. Raises :class:`DataError` when no usable image is left.
+    """
+    cfg = load_data_config(data)
+    where = cfg["yaml_file"] or "data config dict"
+    if split not in cfg:
+        raise DataConfigError(f"{where}: key '{split}': split not given")
+    if cfg["type"] == "gen1":
+        from spikeyolo.events.gen1 import Gen1Dataset  # lazy: the events package is optional here
+
+        return Gen1Dataset(cfg, split, imgsz, **kwargs)
+    if kwargs:
+        raise TypeError(f"unexpected arguments for a {cfg['type']} dataset: {sorted(kwargs)}")
+    records, stats = read_split(cfg, split, use_cache=cache)
+    _log(where, split, records, stats)
+    if not records:
+        raise DataError(
+            f"{where}: split '{split}' has no usable image ({stats['skipped']} skipped); "
+            f"first problems: {stats['warnings'][:3]}"
+        )
+    augment = split == "train" if augment is None else augment
+    return DetectionDataset(
+        records, cfg["names"], imgsz, augment, hyp, seed, tile_size, overlap, min_visibility, stats
+    )
+
+
+def _log(where: str, split: str, records: list, stats: dict) -> None:
+    warns = stats["warnings"]
+    for w in warns[:MAX_LOGGED_WARNINGS]:
+        LOG.warning(w)
+    if len(warns) > MAX_LOGGED_WARNINGS:
+        LOG.warning("... and %d more warnings (dataset.stats['warnings'])", len(warns) - MAX_LOGGED_WARNINGS)
+    if warns or stats["skipped"]:
+        LOG.warning("%s [%s]: %d images usable, %d skipped", where, split, len(records), stats["skipped"])

@@ -1,0 +1,310 @@
+"""Label readers: YOLO txt, COCO JSON, Pascal VOC XML -> :class:`Record` lists in original pixel coordinates.
+
+Policy for bad input (every problem is a warning naming the file, and the line where there is one):
+
+- unreadable or missing image: the image is skipped;
+- YOLO txt: any bad line (wrong column count, not a number, class id outside 0..nc-1, non-positive size,
+  coordinates outside [0, 1] by more than ``TOL``) skips the whole image, because a label file with one broken
+  line is not trusted to list every object (training on it would teach "background" where objects are);
+- COCO / VOC: a bad annotation (unknown class, non-positive size) is dropped on its own, the image is kept;
+  these formats are structured, so one bad entry says nothing about the others;
+- a missing label file (YOLO) or annotation file (VOC), or an image without annotations (COCO): background.
+
+Boxes a little outside the image (``TOL`` normalized, 1 px for pixel formats) are clipped silently; further
+outside is a warning and then clipped (COCO/VOC) or a skip (YOLO).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import xml.parsers.expat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+TOL = 1e-3  # normalized tolerance before a coordinate counts as outside [0, 1]
+PX_TOL = 1.0  # pixel tolerance for COCO / VOC boxes
+
+
+@dataclass
+class Record:
+    """One usable image: ``cls [n]`` int64, ``boxes [n, 4]`` float32 xyxy pixels of the full image."""
+
+    im_file: str
+    shape: tuple[int, int]  # (h, w)
+    cls: np.ndarray
+    boxes: np.ndarray
+
+
+@dataclass
+class Report:
+    """Warnings and counts gathered while reading one split."""
+
+    warnings: list[str] = field(default_factory=list)
+    skipped: int = 0
+    crowd: int = 0  # COCO iscrowd annotations left out
+
+    def warn(self, file, msg: str, line: int | None = None) -> None:
+        self.warnings.append(f"{file}:{line}: {msg}" if line is not None else f"{file}: {msg}")
+
+    def skip(self, file, msg: str, line: int | None = None) -> None:
+        self.warn(file, msg + "; image skipped", line)
+        self.skipped += 1
+
+
+def read_image(path: str | Path) -> np.ndarray | None:
+    """BGR uint8 ``[H, W, 3]`` or None when the file is missing or does not decode (unicode paths work)."""
+    try:
+        buf = np.fromfile(str(path), dtype=np.uint8)
+    except OSError:
+        return None
+    if buf.size == 0:
+        return None
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+
+
+def image_shape(path: str | Path) -> tuple[int, int] | None:
+    """(h, w) of a decodable image, else None. Decodes the whole file: a header alone misses truncation."""
+    im = read_image(path)
+    return None if im is None else im.shape[:2]
+
+
+def list_images(sources: list[str]) -> list[str]:
+    """Image files from folders (recursive, sorted) and .txt lists (lines relative to the list's folder)."""
+    files: list[str] = []
+    for src in sources:
+        p = Path(src)
+        if p.is_dir():
+            files += sorted(str(q) for q in p.rglob("*") if q.suffix.lower() in IMG_EXTS)
+        elif p.suffix.lower() == ".txt":
+            for line in p.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    q = Path(line)
+                    files.append(str(q if q.is_absolute() else (p.parent / q).resolve()))
+        else:
+            files.append(str(p))
+    return files
+
+
+def yolo_label_path(im_file: str) -> str:
+    """``.../images/.../x.jpg`` -> ``.../labels/.../x.txt`` (last ``images`` folder); else ``x.txt`` beside it."""
+    parts = list(Path(im_file).parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            return str(Path(*parts).with_suffix(".txt"))
+    return str(Path(im_file).with_suffix(".txt"))
+
+
+def _empty() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros(0, np.int64), np.zeros((0, 4), np.float32)
+
+
+def parse_yolo_txt(text: str, nc: int, file: str, report: Report) -> tuple[np.ndarray, np.ndarray] | None:
+    """``cls cx cy w h`` lines -> (cls [n], normalized xyxy [n, 4] clipped to [0, 1]); None if any line is bad."""
+    cls, boxes, bad = [], [], False
+    for ln, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 5:
+            report.warn(file, f"expected 5 columns (cls cx cy w h), got {len(parts)}", ln)
+            bad = True
+            continue
+        try:
+            c, cx, cy, w, h = (float(v) for v in parts)
+        except ValueError:
+            report.warn(file, f"not a number in {line.strip()!r}", ln)
+            bad = True
+            continue
+        if c != int(c) or not 0 <= c < nc:
+            report.warn(file, f"class id {parts[0]} outside 0..{nc - 1}", ln)
+            bad = True
+        elif w <= 0 or h <= 0:
+            report.warn(file, f"non-positive box size w={w:g} h={h:g}", ln)
+            bad = True
+        elif min(cx, cy, w, h) < -TOL or max(cx, cy, w, h) > 1 + TOL:
+            report.warn(file, f"coordinates outside [0, 1]: {cx:g} {cy:g} {w:g} {h:g}", ln)
+            bad = True
+        else:
+            cls.append(int(c))
+            boxes.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+    if bad:
+        return None
+    if not cls:
+        return _empty()
+    b = np.clip(np.asarray(boxes, np.float32), 0.0, 1.0)
+    keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    return np.asarray(cls, np.int64)[keep], b[keep]
+
+
+def read_yolo(image_files: list[str], nc: int, report: Report) -> list[Record]:
+    """YOLO txt labels for ``image_files`` (see :func:`yolo_label_path`)."""
+    records = []
+    for f in image_files:
+        shape = image_shape(f)
+        if shape is None:
+            report.skip(f, "cannot read image")
+            continue
+        lf = yolo_label_path(f)
+        if not os.path.isfile(lf):
+            cls, boxes = _empty()
+        else:
+            try:
+                text = Path(lf).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                report.skip(lf, f"cannot read label file ({e.__class__.__name__})")
+                continue
+            parsed = parse_yolo_txt(text, nc, lf, report)
+            if parsed is None:
+                report.skip(lf, "bad label lines (see above)")
+                continue
+            cls, boxes = parsed
+            h, w = shape
+            boxes = boxes * np.array([w, h, w, h], np.float32)
+        records.append(Record(f, shape, cls, boxes))
+    return records
+
+
+def _clip_px(box, shape, file, report: Report, where: str, line: int | None = None) -> np.ndarray:
+    h, w = shape
+    x1, y1, x2, y2 = box
+    if x1 < -PX_TOL or y1 < -PX_TOL or x2 > w + PX_TOL or y2 > h + PX_TOL:
+        report.warn(file, f"{where} box {[round(float(v), 2) for v in box]} outside image {w}x{h}; clipped", line)
+    return np.clip(np.asarray(box, np.float32), 0, [w, h, w, h])
+
+
+def _finish(cls: list, boxes: list) -> tuple[np.ndarray, np.ndarray]:
+    if not cls:
+        return _empty()
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    return np.asarray(cls, np.int64)[keep], b[keep]
+
+
+def read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list[str] | None = None) -> list[Record]:
+    """COCO JSON: ``bbox`` = x, y, w, h pixels; category ids mapped to 0..nc-1 in sorted id order.
+
+    ``iscrowd`` annotations are left out (counted in ``report.crowd``). Images are looked up by ``file_name``
+    in each of ``image_dirs`` in turn.
+    """
+    data = json.loads(Path(ann_file).read_text(encoding="utf-8"))
+    cats = sorted(data.get("categories", []), key=lambda c: int(c["id"]))
+    cat_map = {int(c["id"]): i for i, c in enumerate(cats)}
+    if names is not None and len(names) != len(cats):
+        report.warn(ann_file, f"{len(cats)} categories but the data YAML names {len(names)} classes")
+    by_image: dict[int, list] = {}
+    for a in data.get("annotations", []):
+        by_image.setdefault(int(a["image_id"]), []).append(a)
+    records = []
+    for im in data.get("images", []):
+        f = next((str(Path(d) / im["file_name"]) for d in image_dirs if (Path(d) / im["file_name"]).is_file()), None)
+        shape = image_shape(f) if f else None
+        if shape is None:
+            report.skip(f or im["file_name"], f"cannot read image (image id {im['id']} in {ann_file})")
+            continue
+        cls, boxes = [], []
+        for a in by_image.get(int(im["id"]), []):
+            where = f"annotation id {a.get('id')}"
+            if a.get("iscrowd", 0):
+                report.crowd += 1
+                continue
+            bbox = a.get("bbox", [])
+            if len(bbox) != 4:
+                report.warn(ann_file, f"{where}: bbox needs 4 numbers, got {bbox}; dropped")
+                continue
+            x, y, w, h = (float(v) for v in bbox)
+            if w <= 0 or h <= 0:
+                report.warn(ann_file, f"{where}: non-positive box size w={w:g} h={h:g}; dropped")
+                continue
+            if int(a.get("category_id", -1)) not in cat_map:
+                report.warn(ann_file, f"{where}: unknown category_id {a.get('category_id')}; dropped")
+                continue
+            cls.append(cat_map[int(a["category_id"])])
+            boxes.append(_clip_px((x, y, x + w, y + h), shape, ann_file, report, where))
+        records.append(Record(f, shape, *_finish(cls, boxes)))
+    return records
+
+
+def parse_voc_xml(path: str) -> tuple[tuple[int, int] | None, list[dict]]:
+    """Pascal VOC XML -> ((h, w) from ``<size>`` or None, objects as dicts with ``name``, ``box``, ``line``).
+
+    Parsed with expat so each object keeps the line number of its ``<object>`` tag for warnings.
+    """
+    objects, stack, text, size = [], [], [], {}
+    parser = xml.parsers.expat.ParserCreate()
+
+    def start(tag, _attrs):
+        stack.append(tag)
+        text.clear()
+        if tag == "object":
+            objects.append({"line": parser.CurrentLineNumber, "name": None, "box": {}})
+
+    def end(tag):
+        value = "".join(text).strip()
+        text.clear()
+        stack.pop()
+        parent = stack[-1] if stack else None
+        if parent == "object" and tag == "name" and objects:
+            objects[-1]["name"] = value
+        elif parent == "bndbox" and objects:
+            objects[-1]["box"][tag] = value
+        elif parent == "size":
+            size[tag] = value
+
+    parser.StartElementHandler, parser.EndElementHandler = start, end
+    parser.CharacterDataHandler = text.append
+    with open(path, "rb") as fh:
+        parser.ParseFile(fh)
+    shape = (int(float(size["height"])), int(float(size["width"]))) if {"height", "width"} <= size.keys() else None
+    return shape, objects
+
+
+def read_voc(
+    image_files: list[str], ann_dir: str, names: list[str], report: Report, class_map: dict | None = None
+) -> list[Record]:
+    """Pascal VOC: ``<ann_dir>/<image stem>.xml`` per image; coordinates used as given (0-based, continuous).
+
+    ``class_map`` renames classes before lookup in ``names`` (e.g. ``{"Dead": "Tree"}``); an object whose
+    name is not in ``names`` is dropped with a warning.
+    """
+    ids = {n: i for i, n in enumerate(names)}
+    class_map = class_map or {}
+    records = []
+    for f in image_files:
+        shape = image_shape(f)
+        if shape is None:
+            report.skip(f, "cannot read image")
+            continue
+        xf = Path(ann_dir) / (Path(f).stem + ".xml")
+        cls, boxes = [], []
+        if xf.is_file():
+            try:
+                xml_shape, objects = parse_voc_xml(str(xf))
+            except (xml.parsers.expat.ExpatError, OSError, ValueError) as e:
+                report.skip(xf, f"cannot parse XML ({e})")
+                continue
+            if xml_shape is not None and xml_shape != shape:
+                report.warn(xf, f"<size> says {xml_shape[1]}x{xml_shape[0]}, image is {shape[1]}x{shape[0]}")
+            for o in objects:
+                name = class_map.get(o["name"], o["name"])
+                if name not in ids:
+                    report.warn(xf, f"unknown class name {o['name']!r} (names: {names}); object dropped", o["line"])
+                    continue
+                try:
+                    b = [float(o["box"][k]) for k in ("xmin", "ymin", "xmax", "ymax")]
+                except (KeyError, ValueError):
+                    report.warn(xf, "bndbox needs numeric xmin ymin xmax ymax; object dropped", o["line"])
+                    continue
+                if b[2] <= b[0] or b[3] <= b[1]:
+                    report.warn(xf, f"non-positive box size {b}; object dropped", o["line"])
+                    continue
+                cls.append(ids[name])
+                boxes.append(_clip_px(b, shape, xf, report, "object", o["line"]))
+        records.append(Record(f, shape, *_finish(cls, boxes)))
+    return records

@@ -1,0 +1,109 @@
+"""DataLoader construction: reproducible shuffling, DDP sharding, worker seeding, per-epoch augmentation.
+
+The epoch and the mosaic switch travel inside the sampler's keys ``(index, epoch, mosaic)``: persistent
+workers hold their own copy of the dataset, so setting an attribute in the main process would not reach them.
+"""
+
+from __future__ import annotations
+
+import random
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+
+class _ShuffleSampler(Sampler):
+    """A permutation (or the identity) that depends only on (seed, epoch)."""
+
+    def __init__(self, n: int, shuffle: bool, seed: int):
+        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+class _KeySampler(Sampler):
+    """Wraps an index sampler; yields ``(index, epoch, mosaic)`` read from the dataset when an epoch starts."""
+
+    def __init__(self, dataset, base: Sampler):
+        self.dataset, self.base = dataset, base
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __iter__(self):
+        epoch, mosaic = int(self.dataset.epoch), bool(self.dataset.mosaic)
+        return ((i, epoch, mosaic) for i in self.base)
+
+
+class EpochDataLoader(DataLoader):
+    """A DataLoader with ``set_epoch(epoch)``: reshuffles and changes the augmentation RNG of the next pass."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed the global RNGs of a worker from torch's per-worker seed; one OpenCV thread per worker."""
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+    cv2.setNumThreads(0)
+
+
+def build_dataloader(
+    dataset,
+    batch_size: int,
+    workers: int = 0,
+    shuffle: bool = True,
+    seed: int = 0,
+    rank: int = -1,
+    world_size: int = 1,
+    pin_memory: bool = False,
+    drop_last: bool = False,
+) -> EpochDataLoader:
+    """Loader over ``dataset`` batching with :func:`spikeyolo.data.collate`.
+
+    ``batch_size`` is per process. With ``world_size > 1`` a DistributedSampler gives rank ``rank`` its shard
+    (same seed on every rank). Call ``loader.set_epoch(epoch)`` before each epoch. Datasets with ``keyed = True``
+    receive ``(index, epoch, mosaic)`` keys, others plain indices.
+    """
+    from . import collate
+
+    if world_size > 1:
+        base = DistributedSampler(
+            dataset, num_replicas=world_size, rank=max(rank, 0), shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
+    else:
+        base = _ShuffleSampler(len(dataset), shuffle, seed)
+    sampler = _KeySampler(dataset, base) if getattr(dataset, "keyed", False) else base
+    workers = max(0, int(workers))
+    return EpochDataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        worker_init_fn=seed_worker,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=workers > 0,
+    )
