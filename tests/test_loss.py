@@ -1,0 +1,194 @@
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from spikeyolo.engine.assigner import TaskAlignedAssigner
+from spikeyolo.engine.loss import DetectionLoss
+
+
+def iou_py(a, b):
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+# ---------------------------------------------------------------- assigner
+
+
+def _assign(assigner, scores, pboxes, points, labels, gts, mask=None):
+    scores = torch.tensor(scores)[None]
+    pboxes = torch.tensor(pboxes)[None]
+    points = torch.tensor(points)
+    labels = torch.tensor(labels, dtype=torch.float32).view(1, -1, 1)
+    gts = torch.tensor(gts).view(1, -1, 4)
+    mask = torch.ones_like(labels, dtype=torch.bool) if mask is None else torch.tensor(mask).view(1, -1, 1)
+    return assigner(scores, pboxes, points, labels, gts, mask)
+
+
+def test_assigner_one_gt_inside_outside():
+    gt = [0.0, 0.0, 4.0, 2.0]
+    points = [[1.0, 1.0], [3.0, 1.0], [5.0, 1.0], [7.0, 1.0]]  # first two inside the GT
+    pboxes = [gt, [2.0, 0.0, 4.0, 2.0], gt, gt]  # IoU 1, 0.5, (outside anchors predict the GT too)
+    scores = [[0.5, 0.5]] * 4
+    labels, boxes, tscores, fg, gt_idx = _assign(TaskAlignedAssigner(10, 2), scores, pboxes, points, [1], [gt])
+    assert fg[0].tolist() == [True, True, False, False]
+    assert labels[0].tolist() == [1, 1, 2, 2]  # background = num_classes
+    assert boxes[0, 0].tolist() == gt and boxes[0, 1].tolist() == gt and boxes[0, 2].abs().sum() == 0
+    # metric s^0.5 * IoU^6; normalized by the GT's max metric, times its max IoU (1)
+    expected = [[0, 1.0], [0, 0.5**6], [0, 0], [0, 0]]
+    assert torch.allclose(tscores[0], torch.tensor(expected), atol=1e-5)
+    # top-1: only the best-aligned anchor
+    _, _, tscores1, fg1, _ = _assign(TaskAlignedAssigner(1, 2), scores, pboxes, points, [1], [gt])
+    assert fg1[0].tolist() == [True, False, False, False]
+
+
+def test_assigner_anchor_on_two_gts_keeps_highest_iou():
+    A_box, B_box = [0.0, 0.0, 10.0, 10.0], [2.0, 0.0, 12.0, 10.0]
+    pred = [0.5, 0.0, 10.5, 10.0]
+    iou_a, iou_b = iou_py(pred, A_box), iou_py(pred, B_box)
+    s_a, s_b = 0.05, 0.9  # class 0 for A, class 1 for B
+    # precondition: the alignment metric prefers B, the IoU prefers A
+    assert s_b**0.5 * iou_b**6 > s_a**0.5 * iou_a**6 and iou_a > iou_b
+    points = [[5.0, 5.0], [11.0, 5.0], [30.0, 5.0]]  # in both, in B only, in none
+    pboxes = [pred, B_box, pred]
+    scores = [[s_a, s_b]] * 3
+    labels, boxes, tscores, fg, gt_idx = _assign(
+        TaskAlignedAssigner(10, 2), scores, pboxes, points, [0, 1], [A_box, B_box]
+    )
+    assert fg[0].tolist() == [True, True, False]
+    assert labels[0, :2].tolist() == [0, 1] and gt_idx[0, :2].tolist() == [0, 1]
+    assert boxes[0, 0].tolist() == A_box and boxes[0, 1].tolist() == B_box
+    # A's only positive is anchor 0: score = its max IoU; B's best positive has IoU 1
+    assert tscores[0, 0].tolist() == pytest.approx([iou_a, 0.0], abs=1e-5)
+    assert tscores[0, 1].tolist() == pytest.approx([0.0, 1.0], abs=1e-5)
+
+
+def test_assigner_zero_and_padded_gt():
+    a = TaskAlignedAssigner(10, 3)
+    scores = torch.rand(2, 5, 3)
+    pboxes = torch.tensor([[0.0, 0, 4, 4]]).expand(2, 5, 4)
+    points = torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [9.0, 9.0], [2.0, 1.0]])
+    # no GT at all
+    labels, boxes, tscores, fg, _ = a(scores, pboxes, points, torch.zeros(2, 0, 1), torch.zeros(2, 0, 4),
+                                      torch.zeros(2, 0, 1, dtype=torch.bool))
+    assert not fg.any() and tscores.sum() == 0 and (labels == 3).all() and boxes.shape == (2, 5, 4)
+    # image 0 has one GT, image 1 only a padding row whose box would contain anchors
+    gts = torch.tensor([[[0.0, 0, 4, 4]], [[0.0, 0, 4, 4]]])
+    mask = torch.tensor([[[True]], [[False]]])
+    labels, boxes, tscores, fg, _ = a(scores, pboxes, points, torch.ones(2, 1, 1), gts, mask)
+    assert fg[0].tolist() == [True, True, True, False, True]
+    assert not fg[1].any() and tscores[1].sum() == 0
+
+
+# ---------------------------------------------------------------- loss
+
+
+def _perfect_maps(gt_grid, nc, cls_id, h, w, reg_max=16, margin=20.0):
+    """One level: DFL logits peaked on the exact (integer) distances to the GT, class logits +-10."""
+    x = torch.full((1, 4 * reg_max + nc, h, w), 0.0)
+    inside = []
+    for i in range(h):
+        for j in range(w):
+            px, py = j + 0.5, i + 0.5
+            d = [px - gt_grid[0], py - gt_grid[1], gt_grid[2] - px, gt_grid[3] - py]
+            if min(d) > 0:
+                inside.append((i, j))
+            for k, v in enumerate(d):
+                b = int(round(min(max(v, 0), reg_max - 1)))
+                x[0, k * reg_max + b, i, j] = margin
+    x[0, 4 * reg_max :] = -10.0
+    for i, j in inside:
+        x[0, 4 * reg_max + cls_id, i, j] = 10.0
+    return x, inside
+
+
+def _batch(boxes_xywh_norm, cls, idx):
+    return {"cls": torch.tensor(cls, dtype=torch.float32).view(-1, 1),
+            "bboxes": torch.tensor(boxes_xywh_norm, dtype=torch.float32).view(-1, 4),
+            "batch_idx": torch.tensor(idx, dtype=torch.float32)}
+
+
+def test_perfect_prediction_near_zero_and_better_than_wrong():
+    nc, stride, h, w = 2, 8, 8, 8  # one level, 64x64 input
+    gt_grid = [0.5, 0.5, 4.5, 3.5]  # edges half a cell from anchor centres -> integer distances
+    maps, inside = _perfect_maps(gt_grid, nc, 1, h, w)
+    assert len(inside) == 6
+    x1, y1, x2, y2 = (v * stride / 64 for v in gt_grid)
+    batch = _batch([[(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]], [1], [0])
+    loss = DetectionLoss(nc=nc, strides=[stride])
+    total, items = loss([maps], batch)
+    assert items[0] < 1e-4 and items[2] < 1e-4
+    # all 6 inside anchors are positives with target 1: cls loss = sum of BCE terms / 6, times gain 0.5
+    expected_cls = 0.5 * (h * w * nc) * math.log1p(math.exp(-10.0)) / 6
+    # (torch's float32 BCE-with-logits is only ~1% accurate for a tiny loss at logit -10)
+    assert items[1].item() == pytest.approx(expected_cls, rel=2e-2)
+    assert total.item() == pytest.approx(items.sum().item())  # batch size 1
+    # shift every DFL peak by one bin: worse box and DFL losses
+    wrong = maps.clone()
+    wrong[0, : 4 * 16] = torch.roll(maps[0, : 4 * 16], 1, dims=0)
+    _, items_w = loss([wrong], batch)
+    assert items_w[0] > items[0] + 0.1 and items_w[2] > items[2] + 1.0
+
+
+def test_empty_image_cls_only():
+    nc = 3
+    maps = [torch.zeros(2, 64 + nc, 8, 8), torch.zeros(2, 64 + nc, 4, 4), torch.zeros(2, 64 + nc, 2, 2)]
+    loss = DetectionLoss(nc=nc, strides=[8, 16, 32])
+    total, items = loss(maps, _batch([], [], []))
+    assert items[0] == 0 and items[2] == 0
+    # all targets 0, all logits 0: each anchor/class term is log 2; normalizer 1; gain 0.5; x batch size 2
+    terms = 2 * (64 + 16 + 4) * nc
+    assert items[1].item() == pytest.approx(0.5 * terms * math.log(2), rel=1e-5)
+    assert total.item() == pytest.approx(2 * items.sum().item(), rel=1e-6)
+
+
+def test_box_on_cell_boundaries_assignment_and_gradient():
+    nc = 2
+    torch.manual_seed(0)
+    maps = [torch.randn(2, 64 + nc, 8, 8, requires_grad=True), torch.randn(2, 64 + nc, 4, 4, requires_grad=True),
+            torch.randn(2, 64 + nc, 2, 2, requires_grad=True)]
+    # image 0: box [8, 8, 24, 24] px: edges on stride-8 cell borders and through stride-16 anchor centres
+    # image 1: a large box beyond the DFL range (distances clamped)
+    batch = _batch([[16 / 64, 16 / 64, 16 / 64, 16 / 64], [0.5, 0.5, 1.0, 1.0]], [0, 1], [0, 1])
+    loss = DetectionLoss(SimpleNamespace(nc=nc, reg_max=16, stride=torch.tensor([8.0, 16.0, 32.0])))
+    seen = {}
+    inner = loss.assigner
+
+    def recording(*args):
+        out = inner(*args)
+        seen["fg"], seen["points"] = out[3], args[2]
+        return out
+
+    loss.assigner = recording
+    total, items = loss(maps, batch)
+    # brute force: anchors strictly inside [8, 8, 24, 24]
+    inside = [k for k, (px, py) in enumerate(seen["points"].tolist()) if 8 < px < 24 and 8 < py < 24]
+    assert len(inside) == 5  # 4 stride-8 centres (12/20, 12/20) + the stride-32 centre (16, 16)
+    assert set(seen["fg"][0].nonzero()[:, 0].tolist()) <= set(inside)
+    assert seen["fg"][0].sum() > 0 and seen["fg"][1].sum() > 0
+    assert torch.isfinite(items).all() and (items > 0).all()
+    total.backward()
+    for m in maps:  # class logits of every anchor get a gradient; DFL logits where there are positives
+        assert torch.isfinite(m.grad).all() and (m.grad[:, 64:] != 0).all()
+    assert maps[0].grad[:, :64].abs().sum() > 0
+
+
+def test_autocast_and_model_constructor():
+    model = SimpleNamespace(nc=1, reg_max=16, stride=torch.tensor([8.0, 16.0, 32.0]))
+    loss = DetectionLoss(model)
+    torch.manual_seed(1)
+    maps = [torch.randn(1, 65, s, s).bfloat16() for s in (8, 4, 2)]
+    batch = _batch([[0.4, 0.5, 0.3, 0.2]], [0], [0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total, items = loss(maps, batch)
+    assert total.dtype == torch.float32 and torch.isfinite(items).all()
+    ref_total, ref_items = loss([m.float() for m in maps], batch)
+    assert torch.allclose(items, ref_items, rtol=1e-5)
+
+
+def test_constructor_needs_args():
+    with pytest.raises(ValueError):
+        DetectionLoss(nc=2)
