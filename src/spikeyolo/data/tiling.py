@@ -33,6 +33,18 @@ def tile_grid(h: int, w: int, tile_size: int, overlap: float = 0.2) -> list[tupl
     ]
 
 
+def partition_grid(h: int, w: int, tile_size: int) -> list[tuple[int, int, int, int]]:
+    """Regions that split an ``h x w`` image into ``ceil(h / tile) x ceil(w / tile)`` near-equal, disjoint
+    pieces (each at most ``tile_size``). For evaluation: every pixel, and so every box, is seen once."""
+
+    def cuts(length: int) -> list[int]:
+        n = -(-length // tile_size)
+        return [round(k * length / n) for k in range(n + 1)]
+
+    xs, ys = cuts(w), cuts(h)
+    return [(xs[i], ys[j], xs[i + 1], ys[j + 1]) for j in range(len(ys) - 1) for i in range(len(xs) - 1)]
+
+
 def clip_boxes_to_region(
     boxes: np.ndarray, cls: np.ndarray, region, min_visibility: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray]:

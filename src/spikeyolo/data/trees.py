@@ -1,0 +1,145 @@
+"""The bundled demo data: three aerial photos (NEON imagery, DeepForest annotations, MIT licence in
+``assets/trees/LICENSE.deepforest``) with tree-crown boxes in Pascal VOC XML.
+
+All classes (``Tree``, ``Alive``, ``Dead``) merge into one class ``Tree``. The split is spatial: every photo is
+cut by one vertical line, the left part (``1 - val_fraction`` of the width) is for training, the right part
+for validation, so no validation pixel is ever seen in training. A box crossing the line is clipped to each
+side and kept on the side that holds at least ``min_visibility`` of its area (with the default 0.5 a box is
+kept on at least one side, on both only when it is split exactly in half). Each part is then cut into tiles.
+
+The event demo can reuse the same split through :func:`tree_split` (regions in full-image pixels).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from .labels import Record, Report, read_image, read_voc
+from .tiling import clip_boxes_to_region, partition_grid, split_regions, tile_grid
+
+ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "trees"
+NAMES = ["Tree"]
+CLASS_MAP = {"Alive": "Tree", "Dead": "Tree"}
+
+
+def load_tree_records() -> list[Record]:
+    """The three photos with their boxes (one class, id 0), original pixels, in file-name order."""
+    images = sorted(str(p) for p in ASSET_DIR.glob("*.png"))
+    report = Report()
+    records = read_voc(images, str(ASSET_DIR), NAMES, report, CLASS_MAP)
+    if report.warnings or len(records) != len(images):
+        raise RuntimeError(f"bundled tree data is damaged: {report.warnings}")
+    return records
+
+
+def tree_split(val_fraction: float = 0.3) -> dict[str, dict[str, tuple[int, int, int, int]]]:
+    """``{image stem: {"train": region, "val": region}}``, regions ``(x0, y0, x1, y1)`` of the full photo."""
+    out = {}
+    for r in load_tree_records():
+        train, val = split_regions(r.shape[0], r.shape[1], val_fraction, axis="x")
+        out[Path(r.im_file).stem] = {"train": train, "val": val}
+    return out
+
+
+def _tiles(record: Record, part, tile_size: int, overlap: float | None, min_visibility: float):
+    """Tiles of one part of a photo: ``(name, region in full-image pixels, boxes [n, 4], cls [n])``.
+
+    ``overlap=None``: disjoint pieces (:func:`partition_grid`), else overlapping tiles (:func:`tile_grid`).
+    """
+    px0, py0, px1, py1 = part
+    h, w = py1 - py0, px1 - px0
+    grid = partition_grid(h, w, tile_size) if overlap is None else tile_grid(h, w, tile_size, overlap)
+    for x0, y0, x1, y1 in grid:
+        region = (px0 + x0, py0 + y0, px0 + x1, py0 + y1)
+        # Visibility is measured against the original box, so a box mostly on the other side of the split
+        # line never enters this part's tiles.
+        boxes, cls = clip_boxes_to_region(record.boxes, record.cls, region, min_visibility)
+        yield f"{Path(record.im_file).stem}_{region[0]}_{region[1]}", region, boxes, cls
+
+
+def _label_text(boxes: np.ndarray, cls: np.ndarray, h: int, w: int) -> str:
+    lines = []
+    for (x1, y1, x2, y2), c in zip(boxes.tolist(), cls.tolist()):
+        lines.append(f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
+    return "".join(line + "\n" for line in lines)
+
+
+def prepare_tree_dataset(
+    out_dir: str | Path,
+    tile_size: int = 320,
+    overlap: float = 0.2,
+    val_fraction: float = 0.3,
+    min_visibility: float = 0.5,
+) -> Path:
+    """Write the demo as a YOLO dataset and return the path of its ``data.yaml``.
+
+    Layout: ``images/{train,val}/<stem>_<x0>_<y0>.png``, ``labels/{train,val}/*.txt``, ``data.yaml`` (with the
+    split regions under ``split``). Training tiles (``tile_size`` squares) overlap by ``overlap``; the validation
+    part is split into disjoint near-equal pieces of at most ``tile_size``, so each tree is scored once.
+    Existing identical files are reused; any other file in the way (different content, or extra images or labels from other settings) raises
+    FileExistsError, so nothing a user had is overwritten or mixed in.
+    """
+    out = Path(out_dir)
+    files: dict[Path, np.ndarray | str] = {}
+    regions = {}
+    for r in load_tree_records():
+        full = read_image(r.im_file)
+        train, val = split_regions(r.shape[0], r.shape[1], val_fraction, axis="x")
+        regions[Path(r.im_file).stem] = {"train": list(train), "val": list(val)}
+        for split, part, ov in (("train", train, overlap), ("val", val, None)):
+            for name, (x0, y0, x1, y1), boxes, cls in _tiles(r, part, tile_size, ov, min_visibility):
+                files[out / "images" / split / f"{name}.png"] = full[y0:y1, x0:x1]
+                files[out / "labels" / split / f"{name}.txt"] = _label_text(boxes, cls, y1 - y0, x1 - x0)
+    meta = {
+        "path": ".",
+        "train": "images/train",
+        "val": "images/val",
+        "names": {0: NAMES[0]},
+        "nc": 1,
+        "source": "spikeyolo bundled DeepForest/NEON tree photos (MIT, see LICENSE.deepforest)",
+        "settings": {
+            "tile_size": tile_size,
+            "overlap": overlap,
+            "val_fraction": val_fraction,
+            "min_visibility": min_visibility,
+        },
+        "split": regions,
+    }
+    files[out / "data.yaml"] = yaml.safe_dump(meta, sort_keys=False)
+    files[out / "LICENSE.deepforest"] = (ASSET_DIR / "LICENSE.deepforest").read_text(encoding="utf-8")
+    _check_free(out, files)
+    for path, content in files.items():
+        if path.exists():
+            continue  # identical, checked above
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            path.write_text(content, encoding="utf-8")
+        elif not cv2.imwrite(str(path), content):
+            raise OSError(f"cannot write {path}")
+    return out / "data.yaml"
+
+
+def _same(path: Path, content) -> bool:
+    if isinstance(content, str):
+        return path.read_text(encoding="utf-8") == content
+    im = read_image(path)
+    return im is not None and im.shape == content.shape and np.array_equal(im, content)
+
+
+def _check_free(out: Path, files: dict) -> None:
+    """Raise FileExistsError when ``out`` holds anything other than exactly these files' content."""
+    conflicts = [str(p) for p, c in files.items() if p.exists() and not (p.is_file() and _same(p, c))]
+    for sub in ("images/train", "images/val", "labels/train", "labels/val"):
+        d = out / sub
+        if d.is_dir():
+            ext = ".txt" if sub.startswith("labels") else ".png"
+            conflicts += [str(p) for p in d.iterdir() if p.suffix != ".cache" and (p.suffix != ext or p not in files)]
+    if conflicts:
+        raise FileExistsError(
+            f"{out} already holds other files ({len(conflicts)}, e.g. {conflicts[:3]}); "
+            "nothing was written: choose an empty or new folder"
+        )
