@@ -80,8 +80,8 @@ def prepare_tree_dataset(
     Layout: ``images/{train,val}/<stem>_<x0>_<y0>.png``, ``labels/{train,val}/*.txt``, ``data.yaml`` (with the
     split regions under ``split``). Training tiles (``tile_size`` squares) overlap by ``overlap``; the validation
     part is split into disjoint near-equal pieces of at most ``tile_size``, so each tree is scored once.
-    Existing identical files are reused; any other file in the way (different content, or extra images or labels from other settings) raises
-    FileExistsError, so nothing a user had is overwritten or mixed in.
+    Existing identical files are reused; any other file in the way (different content, or extra images or
+    labels from other settings) raises FileExistsError, so nothing a user had is overwritten or mixed in.
     """
     out = Path(out_dir)
     files: dict[Path, np.ndarray | str] = {}
