@@ -1,0 +1,301 @@
+"""Validation: run a model over a dataloader, suppress, map boxes to original pixels, score with COCO mAP.
+
+``Validator(dataloader, ...)(model) -> dict`` is used by the trainer after each epoch (on the EMA weights) and by
+``spikeyolo val`` (via :func:`validate`) on a checkpoint. Reported keys:
+
+- ``precision``, ``recall`` (at the confidence of best mean F1, IoU 0.5; metrics/detection.py),
+- ``map50``, ``map`` (COCO AP@0.5 and AP@[.5:.95] by pycocotools / faster-coco-eval; metrics/coco.py; ``maxDets``
+  equals ``max_det``), ``map75``, ``ap50_per_class``, ``ap_per_class``,
+- ``fitness`` = 0.1 * map50 + 0.9 * map,
+- ``box_loss``, ``cls_loss``, ``dfl_loss`` (mean over batches, the train-mode loss of the same forward),
+- ``speed``: milliseconds per image for preprocess / inference / postprocess,
+- whatever the optional ``energy`` monitor returns (``snn/firing_rate``, ``snn/synops``, ``snn/energy_mJ``).
+
+The ``energy`` argument is a hook for the energy module: any object with ``start(model)`` (called before the
+first batch) and ``stop() -> dict`` (called after the last one; its items are merged into the result).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..metrics.coco import coco_evaluate, write_coco_json
+from ..metrics.detection import DetectionMetrics
+from .ema import unwrap
+from .nms import non_max_suppression
+
+
+def fitness(metrics: dict) -> float:
+    """The model-selection score: 0.1 * mAP50 + 0.9 * mAP50-95 (NaN counts as 0)."""
+    m50, m = metrics.get("map50", 0.0), metrics.get("map", 0.0)
+    m50 = 0.0 if m50 is None or not np.isfinite(m50) else m50
+    m = 0.0 if m is None or not np.isfinite(m) else m
+    return 0.1 * float(m50) + 0.9 * float(m)
+
+
+def to_input(img: torch.Tensor, device) -> torch.Tensor:
+    """A batch of images as the network takes them: uint8 -> float in [0, 1]; event frames (float) unchanged."""
+    x = img.to(device, non_blocking=True)
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
+def scale_boxes_to_original(boxes: torch.Tensor, ratio_pad) -> torch.Tensor:
+    """``[n, 4]`` xyxy in network-input pixels -> original pixels: ``original = (input - pad) / gain``."""
+    (gy, gx), (px, py) = ratio_pad
+    out = boxes.clone()
+    out[:, [0, 2]] = (out[:, [0, 2]] - px) / gx
+    out[:, [1, 3]] = (out[:, [1, 3]] - py) / gy
+    return out
+
+
+def clip_boxes(boxes: torch.Tensor, shape) -> torch.Tensor:
+    """Clip ``[n, 4]`` xyxy to an image of ``shape`` (h, w), in place; returns it."""
+    h, w = shape
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clamp(0, w)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clamp(0, h)
+    return boxes
+
+
+def batch_ground_truth(batch: dict, k: int, input_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels of image ``k`` of a collated batch in original pixels: ``(boxes xyxy [m, 4], cls [m])``."""
+    sel = batch["batch_idx"] == k
+    h, w = input_hw
+    xywh = batch["bboxes"][sel].float() * torch.tensor([w, h, w, h], dtype=torch.float32)
+    xyxy = torch.cat((xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2), 1)
+    xyxy = clip_boxes(scale_boxes_to_original(xyxy, batch["ratio_pad"][k]), batch["ori_shape"][k])
+    return xyxy, batch["cls"][sel].reshape(-1).float()
+
+
+def forward_with_maps(model: nn.Module, x: torch.Tensor):
+    """Eval-mode forward that also returns the head's raw maps (for the validation loss), if it exposes them.
+
+    The head's ``decode(maps)`` is wrapped for the duration of the call; models without one return ``None``.
+    """
+    head = getattr(unwrap(model), "head", None)
+    if head is None or not hasattr(head, "decode"):
+        return model(x), None
+    captured = {}
+    original = head.decode
+
+    def decode(maps):
+        captured["maps"] = maps
+        return original(maps)
+
+    head.decode = decode
+    try:
+        out = model(x)
+    finally:
+        del head.decode
+    return out, captured.get("maps")
+
+
+def _image_ground_truth(dataset, index_of: dict, batch: dict, k: int, input_hw) -> tuple:
+    """Ground truth of image ``k`` of the batch: the dataset's own (exact, original pixels) when it has
+    ``ground_truth(i)``, else the batch labels mapped back through ``ratio_pad``."""
+    f = batch["im_file"][k]
+    if dataset is not None and hasattr(dataset, "ground_truth") and f in index_of:
+        gt = dataset.ground_truth(index_of[f])
+        boxes = torch.as_tensor(np.asarray(gt["boxes_xyxy"], dtype=np.float32)).reshape(-1, 4)
+        cls = torch.as_tensor(np.asarray(gt["cls"], dtype=np.float32)).reshape(-1)
+        return boxes, cls
+    return batch_ground_truth(batch, k, input_hw)
+
+
+def _bgr_images(img: torch.Tensor) -> list[np.ndarray]:
+    """Batch images as BGR uint8 arrays for drawing (RGB uint8 images; event frames shown as grey levels)."""
+    if img.dtype == torch.uint8:
+        arr = img.permute(0, 2, 3, 1).cpu().numpy()
+        return [np.ascontiguousarray(a[..., ::-1]) if a.shape[-1] == 3 else np.repeat(a[..., :1], 3, -1) for a in arr]
+    x = img.float()
+    x = x.abs().sum(dim=tuple(range(1, x.dim() - 2)))  # [B, H, W]: activity summed over time and channels
+    x = (x / x.amax(dim=(1, 2), keepdim=True).clamp(min=1e-9) * 255).to(torch.uint8).cpu().numpy()
+    return [np.repeat(a[..., None], 3, -1) for a in x]
+
+
+class Validator:
+    """Evaluates detection models on one dataloader (see the module docstring for what it reports).
+
+    Args:
+        dataloader: yields collated batches (internals contract); when ``dataloader.dataset`` has
+            ``ground_truth(i)`` (labels in original pixels, keyed by ``im_file``) those are the ground truth,
+            else the batch labels mapped back through ``ratio_pad``.
+        names: class names (default: the model's).
+        device: where the model runs.
+        conf, iou, max_det: NMS settings (0.001, 0.7, 300 as the reference validation).
+        save_dir: where predictions.json and plots go (None: nowhere).
+        save_json: write ``predictions.json`` (COCO results format, ``image_id`` = file stem).
+        plots: write ``PR_curve.png``, ``val_batch0_labels.jpg`` and ``val_batch0_pred.jpg``.
+        compute_loss: also report the validation loss (needs a head with ``decode``).
+        half: run under float16 autocast (CUDA only; the weights stay float32).
+        energy: optional monitor with ``start(model)`` / ``stop() -> dict``.
+        progress: show a tqdm progress bar.
+    """
+
+    def __init__(self, dataloader, names=None, device="cpu", conf: float = 0.001, iou: float = 0.7,
+                 max_det: int = 300, save_dir: str | Path | None = None, save_json: bool = False,
+                 plots: bool = False, compute_loss: bool = True, half: bool = False, energy=None,
+                 progress: bool = True):
+        self.dataloader, self.names, self.device = dataloader, names, torch.device(device)
+        self.conf, self.iou, self.max_det = conf, iou, max_det
+        self.save_dir = Path(save_dir) if save_dir is not None else None
+        self.save_json, self.plots, self.compute_loss = save_json, plots, compute_loss
+        self.half = half and self.device.type == "cuda"
+        self.energy, self.progress = energy, progress
+        self.loss_fn = None
+        self.predictions: list = []  # (image_id, boxes xyxy original px, scores, cls) of the last run
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module) -> dict:
+        from tqdm import tqdm
+
+        model = unwrap(model)
+        was_training = model.training
+        model.eval()
+        names = self.names if self.names is not None else getattr(model, "names", None)
+        nc = int(getattr(model, "nc", len(names or [])))
+        names = list(names) if names is not None else [str(i) for i in range(nc)]
+        if self.compute_loss and self.loss_fn is None and hasattr(model, "stride"):
+            from .loss import DetectionLoss
+
+            self.loss_fn = DetectionLoss(model)
+
+        dataset = getattr(self.dataloader, "dataset", None)
+        index_of = {}
+        if hasattr(dataset, "ground_truth"):
+            index_of = {dataset.ground_truth(i)["im_file"]: i for i in range(len(dataset))}
+        det = DetectionMetrics(nc)
+        gts, preds = [], []
+        loss_sum, n_loss_batches = torch.zeros(3), 0
+        t_pre = t_inf = t_post = 0.0
+        n_images = 0
+        if self.energy is not None:
+            self.energy.start(model)
+        bar = tqdm(self.dataloader, desc="val", leave=False, disable=not self.progress, unit="batch")
+        for bi, batch in enumerate(bar):
+            t0 = time.perf_counter()
+            x = to_input(batch["img"], self.device)
+            t1 = time.perf_counter()
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
+                out, maps = forward_with_maps(model, x)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            t2 = time.perf_counter()
+            if self.loss_fn is not None and maps is not None:
+                on_dev = {k: batch[k].to(self.device) for k in ("cls", "bboxes", "batch_idx")}
+                loss_sum += self.loss_fn([m.float() for m in maps], on_dev)[1].detach().float().cpu()
+                n_loss_batches += 1
+            dets = non_max_suppression(out.float(), self.conf, self.iou, self.max_det)
+            input_hw = tuple(x.shape[-2:])
+            batch_preds = []
+            for k, d in enumerate(dets):
+                d = d.detach().float().cpu()
+                boxes = clip_boxes(scale_boxes_to_original(d[:, :4], batch["ratio_pad"][k]), batch["ori_shape"][k])
+                gt_boxes, gt_cls = _image_ground_truth(dataset, index_of, batch, k, input_hw)
+                image_id = Path(batch["im_file"][k]).stem
+                det.update(torch.cat((boxes, d[:, 4:6]), 1), gt_boxes, gt_cls)
+                gts.append({"image_id": image_id, "shape": tuple(batch["ori_shape"][k]),
+                            "boxes_xyxy": gt_boxes, "cls": gt_cls})
+                preds.append((image_id, boxes, d[:, 4], d[:, 5]))
+                batch_preds.append(d)
+            t3 = time.perf_counter()
+            t_pre, t_inf, t_post = t_pre + t1 - t0, t_inf + t2 - t1, t_post + t3 - t2
+            n_images += len(dets)
+            if self.plots and bi == 0 and self.save_dir is not None:
+                self._plot_batch(batch, batch_preds, names)
+        energy = self.energy.stop() if self.energy is not None else {}
+        if was_training:
+            model.train()
+
+        coco = coco_evaluate(gts, preds, names, max_dets=self.max_det)
+        pr = det.compute()
+        n = max(n_images, 1)
+        losses = (loss_sum / max(n_loss_batches, 1)).tolist() if n_loss_batches else [float("nan")] * 3
+        result = {
+            "precision": pr["precision"], "recall": pr["recall"],
+            "map50": coco["map50"], "map": coco["map"], "map75": coco["map75"],
+            "ap50_per_class": coco["ap50_per_class"], "ap_per_class": coco["ap_per_class"],
+            "box_loss": losses[0], "cls_loss": losses[1], "dfl_loss": losses[2],
+            "images": n_images, "instances": int(sum(len(g["cls"]) for g in gts)),
+            "speed": {"preprocess": 1e3 * t_pre / n, "inference": 1e3 * t_inf / n, "postprocess": 1e3 * t_post / n},
+            "coco_backend": coco["backend"],
+            **energy,
+        }
+        result["fitness"] = fitness(result)
+        self.predictions = preds
+        if self.save_dir is not None:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+            if self.save_json:
+                write_coco_json(preds, self.save_dir / "predictions.json")
+            if self.plots:
+                from ..plots import plot_pr_curve
+
+                grid, prec, ap = det.pr_curves()
+                plot_pr_curve(grid, prec, ap, names, self.save_dir / "PR_curve.png")
+        return result
+
+    def _plot_batch(self, batch: dict, dets: list[torch.Tensor], names) -> None:
+        from ..plots import image_grid
+
+        images = _bgr_images(batch["img"])
+        h, w = batch["img"].shape[-2:]
+        gt_boxes, gt_cls = [], []
+        for k in range(len(images)):
+            sel = batch["batch_idx"] == k
+            xywh = batch["bboxes"][sel].float() * torch.tensor([w, h, w, h], dtype=torch.float32)
+            gt_boxes.append(torch.cat((xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2), 1).numpy())
+            gt_cls.append(batch["cls"][sel].reshape(-1).numpy())
+        image_grid(images, gt_boxes, gt_cls, names=names, path=self.save_dir / "val_batch0_labels.jpg")
+        keep = [d[d[:, 4] >= 0.25] for d in dets]
+        image_grid(images, [d[:, :4].numpy() for d in keep], [d[:, 5].numpy() for d in keep],
+                   [d[:, 4].numpy() for d in keep], names=names, path=self.save_dir / "val_batch0_pred.jpg")
+
+
+def summary_table(metrics: dict, names) -> str:
+    """A readable table: all classes, then per class (AP50, AP50-95)."""
+    lines = [f"{'class':>16} {'images':>7} {'labels':>7} {'P':>7} {'R':>7} {'mAP50':>7} {'mAP50-95':>9}"]
+    lines.append(
+        f"{'all':>16} {metrics['images']:>7} {metrics['instances']:>7} {metrics['precision']:7.3f} "
+        f"{metrics['recall']:7.3f} {metrics['map50']:7.3f} {metrics['map']:9.3f}"
+    )
+    names = list(names.values()) if isinstance(names, dict) else list(names)
+    if len(names) > 1:
+        for i, n in enumerate(names):
+            a50, a = metrics["ap50_per_class"][i], metrics["ap_per_class"][i]
+            if a50 is not None and np.isfinite(a50):
+                lines.append(f"{n:>16} {'':>7} {'':>7} {'':>7} {'':>7} {a50:7.3f} {a:9.3f}")
+    sp = metrics["speed"]
+    lines.append(
+        f"speed: {sp['preprocess']:.1f} ms preprocess, {sp['inference']:.1f} ms inference, "
+        f"{sp['postprocess']:.1f} ms postprocess per image"
+    )
+    return "\n".join(lines)
+
+
+def plain(obj):
+    """Plain JSON-able data: numpy/torch numbers to floats, NaN/inf to None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return plain(obj.tolist())
+    if isinstance(obj, (bool, str)) or obj is None:
+        return obj
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    try:
+        f = float(obj)
+    except (TypeError, ValueError):
+        return str(obj)
+    return f if np.isfinite(f) else None
+
+
+def metrics_json(metrics: dict, **extra) -> str:
+    """A result as one line of strict JSON (for ``--json``)."""
+    return json.dumps(plain({**metrics, **extra}))
