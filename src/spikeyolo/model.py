@@ -129,6 +129,7 @@ class SpikeYOLO(nn.Module):
 
         self.layers = nn.ModuleList(layers)
         self.froms = froms
+        self.layer_channels, self.layer_strides = channels, strides  # output of each layer, for summaries
         self.keep = {j for f in froms if f != -1 for j in ([f] if isinstance(f, int) else f)}  # outputs used later
         self.head.init_biases(config.get("imgsz", 640))
 

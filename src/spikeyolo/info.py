@@ -1,0 +1,111 @@
+"""Model summary: parameters, a layer table, and MACs per form (computed shape-only, on the meta device)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import count_parameters, load
+from .fuse import fuse
+from .model import SpikeYOLO, build_model
+
+
+@dataclass
+class ConvOps:
+    """One conv's geometry and its multiply-accumulates per image per timestep."""
+
+    name: str
+    cin: int
+    cout: int
+    k: int
+    stride: int
+    groups: int
+    hout: int
+    wout: int
+
+    @property
+    def macs(self) -> int:
+        return self.cin * self.cout * self.k * self.k * self.hout * self.wout // self.groups
+
+
+def conv_ops(model: nn.Module, imgsz: int | tuple[int, int] = 640) -> list[ConvOps]:
+    """Every ``nn.Conv2d`` of ``model`` in execution order, with its output size for one ``imgsz`` input.
+
+    Runs a shape-only forward on a meta-device copy, so it costs no memory or compute even for the l scale.
+    """
+    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
+    meta = copy.deepcopy(model).to("meta").train()  # train mode: raw head maps, no decoding needed
+    names = {m: n for n, m in meta.named_modules()}
+    ops: list[ConvOps] = []
+
+    def record(conv: nn.Conv2d, _inputs, out):
+        ops.append(ConvOps(names[conv], conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0],
+                           conv.groups, out.shape[-2], out.shape[-1]))
+
+    handles = [m.register_forward_hook(record) for m in meta.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        meta(torch.empty(1, model.config["in_channels"], h, w, device="meta"))
+    for handle in handles:
+        handle.remove()
+    return ops
+
+
+@dataclass
+class ModelSummary:
+    config: dict
+    params: int
+    layers: list[dict]
+    macs: dict[str, float]
+    imgsz: int
+    extra: dict = field(default_factory=dict)
+
+    def table(self) -> str:
+        c = self.config
+        lines = [f"SpikeYOLO-{c['scale']}  nc={c['nc']}  T={c['T']}  D={c['D']}  in_channels={c['in_channels']}  "
+                 f"I-LIF(decay={c['decay']}, input_gain={c['input_gain']}, detach_reset={c['detach_reset']})",
+                 f"{'#':>3}  {'from':>12}  {'n':>2}  {'params':>11}  {'module':<11}  {'out':>5}  {'stride':>6}"]
+        for row in self.layers:
+            lines.append(f"{row['index']:>3}  {row['from']!s:>12}  {row['repeats']:>2}  {row['params']:>11,}  "
+                         f"{row['module']:<11}  {row['channels']:>5}  {row['stride']:>6}")
+        m = self.macs
+        lines += [
+            f"parameters: {self.params:,}",
+            f"MACs per image per timestep at {self.imgsz}x{self.imgsz}: train form {m['train'] / 1e9:.2f} G, "
+            f"fused form {m['fused'] / 1e9:.2f} G (first layer, real-valued input: {m['first_layer']:,.0f})",
+        ]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"params": self.params, "macs": self.macs, "imgsz": self.imgsz, "scale": self.config["scale"],
+                "nc": self.config["nc"], "T": self.config["T"], "D": self.config["D"], "layers": self.layers}
+
+
+def layer_rows(model: SpikeYOLO) -> list[dict]:
+    """One row per layer: index, inputs, repeats, parameters, module, output channels and stride."""
+    rows = []
+    for i, (layer, src, spec) in enumerate(zip(model.layers, model.froms, model.config["spec"]["layers"])):
+        rows.append({"index": i, "from": src, "repeats": len(layer) if isinstance(layer, nn.Sequential) else 1,
+                     "params": count_parameters(layer), "module": spec[2],
+                     "channels": model.layer_channels[i] or "-", "stride": model.layer_strides[i] or "-"})
+    return rows
+
+
+def _resolve(model: str | Path | nn.Module, nc: int, imgsz: int) -> SpikeYOLO:
+    if isinstance(model, nn.Module):
+        return model
+    if str(model).endswith(".pt"):
+        return load(model)
+    return build_model(model, nc=nc, imgsz=imgsz)
+
+
+def model_summary(model: str | Path | nn.Module = "s", nc: int = 80, imgsz: int = 640) -> ModelSummary:
+    """Parameters, layer table and MACs (train form, fused form, first layer) of a scale, YAML or checkpoint."""
+    model = _resolve(model, nc, imgsz)
+    train_ops, fused_ops = conv_ops(model, imgsz), conv_ops(fuse(model), imgsz)
+    macs = {"train": float(sum(o.macs for o in train_ops)), "fused": float(sum(o.macs for o in fused_ops)),
+            "first_layer": float(fused_ops[0].macs)}
+    return ModelSummary(model.config, count_parameters(model), layer_rows(model), macs, imgsz)
