@@ -192,3 +192,65 @@ def test_autocast_and_model_constructor():
 def test_constructor_needs_args():
     with pytest.raises(ValueError):
         DetectionLoss(nc=2)
+
+
+def _reference_assign(scores, pboxes, points, labels, gts, valid, topk, alpha=0.5, beta=6.0):
+    """Plain-Python TAL for one image: {anchor: (gt, soft score)}."""
+    A, n = len(points), len(gts)
+    metric, ious, pos = {}, {}, {}
+    for g in range(n):
+        if not valid[g]:
+            continue
+        x1, y1, x2, y2 = gts[g]
+        cands = [a for a in range(A) if min(points[a][0] - x1, points[a][1] - y1, x2 - points[a][0],
+                                            y2 - points[a][1]) > 0]
+        for a in cands:
+            ious[g, a] = iou_py(gts[g], pboxes[a])
+            metric[g, a] = scores[a][labels[g]] ** alpha * ious[g, a] ** beta
+        for a in sorted(cands, key=lambda a: -metric[g, a])[:topk]:
+            pos.setdefault(a, []).append(g)
+    owner = {a: max(gs, key=lambda g: ious[g, a]) for a, gs in pos.items()}
+    out = {"conflicts": sum(len(gs) > 1 for gs in pos.values())}
+    for a, g in owner.items():
+        mine = [b for b, h in owner.items() if h == g]
+        max_m = max(metric[g, b] for b in mine)
+        max_iou = max(ious[g, b] for b in mine)
+        out[a] = (g, metric[g, a] / max_m * max_iou)
+    return out
+
+
+def test_reference_assign_resolves_conflict():
+    # the reference itself on the hand case above: anchor 0 is in both GTs' top-k and goes to A (higher IoU)
+    ref = _reference_assign([[0.05, 0.9]], [[0.5, 0.0, 10.5, 10.0]], [[5.0, 5.0]], [0, 1],
+                            [[0.0, 0.0, 10.0, 10.0], [2.0, 0.0, 12.0, 10.0]], [True, True], 10)
+    assert ref["conflicts"] == 1 and ref[0][0] == 0
+
+
+def test_assigner_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    B, C, topk, n = 2, 3, 6, 6
+    points = torch.stack(torch.meshgrid(torch.arange(10.0) + 0.5, torch.arange(6.0) + 0.5, indexing="xy"), -1)
+    points = points.reshape(-1, 2).double()
+    A = len(points)
+    half = torch.rand(B, A, 4, generator=g, dtype=torch.float64) * 2 + 0.2
+    pboxes = torch.cat((points - half[..., :2], points + half[..., 2:]), -1)  # each contains its anchor
+    scores = torch.rand(B, A, C, generator=g, dtype=torch.float64) * 0.9 + 0.05
+    xy = torch.rand(B, n, 2, generator=g, dtype=torch.float64) * torch.tensor([6.0, 3.0], dtype=torch.float64)
+    gts = torch.cat((xy, xy + 2 + torch.rand(B, n, 2, generator=g, dtype=torch.float64) * 3), -1)
+    labels = torch.randint(0, C, (B, n, 1), generator=g)
+    valid = torch.tensor([[True] * n, [True] * (n - 2) + [False] * 2])
+    t_labels, t_boxes, t_scores, fg, gt_idx = TaskAlignedAssigner(topk, C)(
+        scores, pboxes, points, labels, gts, valid[..., None])
+    conflicts = 0
+    for b in range(B):
+        ref = _reference_assign(scores[b].tolist(), pboxes[b].tolist(), points.tolist(), labels[b, :, 0].tolist(),
+                                gts[b].tolist(), valid[b].tolist(), topk)
+        conflicts += ref.pop("conflicts")
+        assert set(fg[b].nonzero()[:, 0].tolist()) == set(ref)
+        expected = torch.zeros(A, C, dtype=torch.float64)
+        for a, (gi, s) in ref.items():
+            assert gt_idx[b, a] == gi and t_labels[b, a] == labels[b, gi, 0]
+            assert torch.equal(t_boxes[b, a], gts[b, gi])
+            expected[a, labels[b, gi, 0]] = s
+        assert torch.allclose(t_scores[b], expected, atol=1e-9)
+    assert conflicts >= 3  # anchors in the top-k of several GTs were resolved the same way

@@ -67,13 +67,16 @@ class TaskAlignedAssigner(nn.Module):
         # candidates: anchor centre strictly inside the GT box (and the GT is real)
         x, y = anc_points[:, 0], anc_points[:, 1]
         g = gt_bboxes[:, :, None, :]  # [B, n, 1, 4]
-        margin = torch.stack((x - g[..., 0], y - g[..., 1], g[..., 2] - x, g[..., 3] - y), -1).amin(-1)
+        margin = torch.minimum(torch.minimum(x - g[..., 0], y - g[..., 1]),
+                               torch.minimum(g[..., 2] - x, g[..., 3] - y))
         cand = (margin > self.eps) & valid[:, :, None]  # [B, n, A]
 
-        # IoU of every predicted box with every GT box, and the predicted score of the GT's class
-        iou = bbox_iou(gt_bboxes[:, :, None, :], pd_bboxes[:, None, :, :]).clamp(min=0) * cand
-        idx = labels.clamp(0, C - 1)[:, :, None].expand(B, n, A)
-        score = pd_scores.transpose(1, 2).gather(1, idx) * cand  # [B, n, A]
+        # IoU of predicted and GT boxes, and the predicted score of the GT's class, at candidates only
+        b_i, g_i, a_i = cand.nonzero(as_tuple=True)
+        iou = torch.zeros(cand.shape, dtype=pd_bboxes.dtype, device=device)
+        iou[b_i, g_i, a_i] = bbox_iou(gt_bboxes[b_i, g_i], pd_bboxes[b_i, a_i]).clamp(min=0).to(iou.dtype)
+        score = torch.zeros_like(iou)
+        score[b_i, g_i, a_i] = pd_scores[b_i, a_i, labels[b_i, g_i].clamp(0, C - 1)].to(iou.dtype)
         metric = score.pow(self.alpha) * iou.pow(self.beta)
 
         # top-k candidates per GT
