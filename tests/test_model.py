@@ -25,8 +25,8 @@ def test_s_layout_channels_and_blocks():
     assert [seq[0].conv.out_channels for seq in head.cls] == [128, 128, 128]  # c3 = max(ch0, min(nc, 100))
     # low stages use SNN-Block-1, high stages SNN-Block-2; repeats 1/2/3/1 at depth 0.33
     kinds = {i: type(m if not isinstance(m, torch.nn.Sequential) else m[0]) for i, m in enumerate(model.layers)}
-    assert [kinds[i] for i in (2, 4, 6, 8, 12, 16, 19, 22, 25)] == [SNNBlock1, SNNBlock1, SNNBlock2, SNNBlock2,
-                                                                     SNNBlock2, SNNBlock1, SNNBlock1, SNNBlock2, SNNBlock2]
+    B1, B2 = SNNBlock1, SNNBlock2
+    assert [kinds[i] for i in (2, 4, 6, 8, 12, 16, 19, 22, 25)] == [B1, B1, B2, B2, B2, B1, B1, B2, B2]
     assert [len(model.layers[i]) for i in (4, 6)] == [2, 3]
     assert model.layers[25].conv1.pw2.out_channels == 512  # ratio 1 at s
     assert spikeyolo.build_model("m").layers[25].conv1.pw2.out_channels == 1280  # ratio 2 at m

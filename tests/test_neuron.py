@@ -53,7 +53,7 @@ def test_round_half_to_even_and_inclusive_window():
 
 
 def test_hand_computed_three_steps():
-    # decay 0.25, gain 1: u0 = 2.6 -> s0 = 3, u1 = 0.25*(2.6-3) + 1.1 = 1.0 -> s1 = 1, u2 = 0.25*(1.0-1) + 0.6 = 0.6 -> 1
+    # decay 0.25, gain 1: u0 = 2.6 -> 3; u1 = 0.25*(2.6-3) + 1.1 = 1.0 -> 1; u2 = 0.25*(1.0-1) + 0.6 = 0.6 -> 1
     x = torch.tensor([[2.6], [1.1], [0.6]], dtype=torch.float64)
     assert ILIF(D=4)(x).flatten().tolist() == [3.0, 1.0, 1.0]
 

@@ -99,7 +99,8 @@ def _resolve(model: str | Path | nn.Module, nc: int, imgsz: int) -> SpikeYOLO:
         return model
     if str(model).endswith(".pt"):
         return load(model)
-    return build_model(model, nc=nc, imgsz=imgsz)
+    with torch.device("meta"):  # shapes only: no memory for weights, no initialisation cost
+        return build_model(model, nc=nc, imgsz=imgsz)
 
 
 def model_summary(model: str | Path | nn.Module = "s", nc: int = 80, imgsz: int = 640) -> ModelSummary:

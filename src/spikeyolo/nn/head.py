@@ -39,7 +39,7 @@ class Detect(nn.Module):
     def __init__(self, nc: int, ch: list[int], strides: list[int], reg_max: int = 16, *, neuron: NeuronFactory):
         super().__init__()
         self.nc, self.reg_max, self.no = nc, reg_max, nc + 4 * reg_max
-        self.register_buffer("stride", torch.tensor(strides, dtype=torch.float32), persistent=False)
+        self.strides = [int(s) for s in strides]
         c2, c3 = max(16, ch[0] // 4, 4 * reg_max), max(ch[0], min(nc, 100))
         self.box = nn.ModuleList(
             nn.Sequential(SpikeConv(c, c2, 3, neuron=neuron), SpikeConv(c2, c2, 3, neuron=neuron),
@@ -54,9 +54,13 @@ class Detect(nn.Module):
         self.dfl = DFL(reg_max)
         self._anchor_cache: tuple | None = None
 
+    @property
+    def stride(self) -> torch.Tensor:
+        return torch.tensor(self.strides, dtype=torch.float32)
+
     def init_biases(self, imgsz: int = 640) -> None:
         """Box bins start flat (bias 1); class logits start at a prior of ~5 objects per 640 image."""
-        for box, cls, s in zip(self.box, self.cls, self.stride.tolist()):
+        for box, cls, s in zip(self.box, self.cls, self.strides):
             box[-1].conv.bias.data.fill_(1.0)
             cls[-1].conv.bias.data.fill_(math.log(5 / self.nc / (imgsz / s) ** 2))
 
@@ -67,7 +71,7 @@ class Detect(nn.Module):
     def anchors(self, maps: list[torch.Tensor]):
         key = (tuple(m.shape[-2:] for m in maps), maps[0].device, maps[0].dtype)
         if self._anchor_cache is None or self._anchor_cache[0] != key:
-            points, strides = make_anchors([m.shape[-2:] for m in maps], self.stride.tolist(),
+            points, strides = make_anchors([m.shape[-2:] for m in maps], self.strides,
                                            device=maps[0].device, dtype=maps[0].dtype)
             self._anchor_cache = (key, points.T.unsqueeze(0), strides.T.unsqueeze(0))
         return self._anchor_cache[1:]
