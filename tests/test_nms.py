@@ -96,3 +96,27 @@ def test_uses_pure_torch_without_torchvision(monkeypatch):
     pred = random_pred(B=1, seed=5)
     got = non_max_suppression(pred, conf_thres=0.2, iou_thres=0.6)
     assert same(got[0], brute_force(pred, 0.2, 0.6, 300)[0])
+
+
+def greedy_py(boxes, scores, thr):
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    kept = []
+    for i in order:
+        if all(iou_py(boxes[i], boxes[k]) <= thr for k in kept):
+            kept.append(i)
+    return kept
+
+
+@pytest.mark.parametrize("block", [1, 7, 512])
+def test_nms_torch_blocks_and_chains(block):
+    # a chain: each box overlaps the next (IoU 0.6) but not the one after -> keep 0, 2, 4, ...
+    chain = torch.tensor([[float(4 * k), 0.0, 4 * k + 10.0, 10.0] for k in range(9)])
+    assert iou_py(chain[0].tolist(), chain[1].tolist()) == pytest.approx(0.6, abs=1e-6)
+    assert nms_torch(chain, torch.linspace(1, 0.1, 9), 0.5, block=block).tolist() == [0, 2, 4, 6, 8]
+    g = torch.Generator().manual_seed(7)
+    xy = torch.rand(200, 2, generator=g) * 60
+    boxes = torch.cat((xy, xy + torch.rand(200, 2, generator=g) * 25 + 3), 1).double()
+    scores = torch.rand(200, generator=g).double()
+    ref = greedy_py(boxes.tolist(), scores.tolist(), 0.4)
+    assert nms_torch(boxes, scores, 0.4, block=block).tolist() == ref
+    assert nms_torch(boxes, scores, 0.4, max_keep=5, block=block).tolist() == ref[:5]

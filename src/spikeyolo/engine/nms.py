@@ -19,31 +19,53 @@ except Exception:  # any import problem means "not available"
 MAX_WH = 7680.0  # larger than any input side in pixels
 
 
-def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float) -> torch.Tensor:
+def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, max_keep: int | None = None,
+              block: int = 512) -> torch.Tensor:
     """Greedy NMS in pure torch: ``boxes [n, 4]`` xyxy, ``scores [n]`` -> kept indices ``[k]`` (long), by
-    decreasing score. A box is suppressed when its IoU with a kept, higher-scored box is ``> iou_thres``."""
-    order = scores.argsort(descending=True)
-    boxes = boxes[order]
-    keep = []
-    remaining = torch.arange(order.numel(), device=boxes.device)
-    while remaining.numel():
-        i = remaining[0]
-        keep.append(i)
-        rest = remaining[1:]
-        if not rest.numel():
+    decreasing score. A box is suppressed when its IoU with a kept, higher-scored box is ``> iou_thres``.
+
+    Works on score-sorted blocks of ``block`` boxes: a block is first cut by every box kept so far (one
+    vectorized IoU), then resolved inside by iterating ``keep[j] = not any(keep[i] and IoU[i, j] > thr, i < j)``
+    to its fixed point, which is unique and equals the sequential greedy result. Stops once ``max_keep`` boxes
+    are kept (the result is the same prefix as without the limit).
+    """
+    n = boxes.shape[0]
+    order = scores.argsort(descending=True, stable=True)
+    if n == 0:
+        return order
+    b = boxes[order]
+    kept, kept_boxes, n_kept = [], b[:0], 0
+    for s in range(0, n, block):
+        blk = b[s : s + block]
+        alive = torch.ones(blk.shape[0], dtype=torch.bool, device=b.device)
+        for k in range(0, kept_boxes.shape[0], 4096):
+            alive &= ~(box_iou(kept_boxes[k : k + 4096], blk) > iou_thres).any(0)
+        over = (box_iou(blk, blk) > iou_thres).triu(1) & alive[:, None]
+        keep = alive
+        while True:
+            new = alive & ~(over & keep[:, None]).any(0)
+            if torch.equal(new, keep):
+                break
+            keep = new
+        idx = keep.nonzero()[:, 0]
+        kept.append(idx + s)
+        kept_boxes = torch.cat((kept_boxes, blk[idx]))
+        n_kept += idx.numel()
+        if max_keep is not None and n_kept >= max_keep:
             break
-        iou = box_iou(boxes[i][None], boxes[rest])[0]
-        remaining = rest[iou <= iou_thres]
-    if not keep:
-        return order[:0]
-    return order[torch.stack(keep)]
+    keep_sorted = torch.cat(kept)
+    if max_keep is not None:
+        keep_sorted = keep_sorted[:max_keep]
+    return order[keep_sorted]
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, use_torchvision: bool = True) -> torch.Tensor:
-    """Greedy NMS (torchvision's when available and ``use_torchvision``, else :func:`nms_torch`)."""
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, max_keep: int | None = None,
+        use_torchvision: bool = True) -> torch.Tensor:
+    """Greedy NMS (torchvision's when available and ``use_torchvision``, else :func:`nms_torch`); at most
+    ``max_keep`` indices, by decreasing score."""
     if use_torchvision and _tv_nms is not None:
-        return _tv_nms(boxes, scores, iou_thres)
-    return nms_torch(boxes, scores, iou_thres)
+        return _tv_nms(boxes, scores, iou_thres)[:max_keep]
+    return nms_torch(boxes, scores, iou_thres, max_keep=max_keep)
 
 
 def non_max_suppression(
@@ -98,6 +120,6 @@ def non_max_suppression(
             out.append(det.new_zeros((0, 6)))
             continue
         offset = 0.0 if agnostic else det[:, 5:6] * MAX_WH
-        keep = nms(det[:, :4] + offset, det[:, 4], iou_thres)[:max_det]
+        keep = nms(det[:, :4] + offset, det[:, 4], iou_thres, max_keep=max_det)
         out.append(det[keep])
     return out
