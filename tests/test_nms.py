@@ -109,9 +109,9 @@ def greedy_py(boxes, scores, thr):
 
 @pytest.mark.parametrize("block", [1, 7, 512])
 def test_nms_torch_blocks_and_chains(block):
-    # a chain: each box overlaps the next (IoU 0.6) but not the one after -> keep 0, 2, 4, ...
-    chain = torch.tensor([[float(4 * k), 0.0, 4 * k + 10.0, 10.0] for k in range(9)])
-    assert iou_py(chain[0].tolist(), chain[1].tolist()) == pytest.approx(0.6, abs=1e-6)
+    # a chain: each box overlaps the next (IoU 2/3) but not the one after (3/7) -> keep 0, 2, 4, ...
+    chain = torch.tensor([[float(2 * k), 0.0, 2 * k + 10.0, 10.0] for k in range(9)])
+    assert iou_py(chain[0].tolist(), chain[1].tolist()) == pytest.approx(2 / 3, abs=1e-6)
     assert nms_torch(chain, torch.linspace(1, 0.1, 9), 0.5, block=block).tolist() == [0, 2, 4, 6, 8]
     g = torch.Generator().manual_seed(7)
     xy = torch.rand(200, 2, generator=g) * 60
