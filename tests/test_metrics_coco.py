@@ -87,7 +87,7 @@ def _one_class_case():
     return gts, preds
 
 
-def test_coco_hand_cases():
+def test_coco_hand_cases(tmp_path):
     gts = [{"image_id": "x", "shape": (100, 100), "boxes_xyxy": [[10, 10, 40, 40], [50, 50, 90, 90]], "cls": [0, 1]},
            {"image_id": "y", "shape": (100, 100), "boxes_xyxy": np.zeros((0, 4)), "cls": []}]
     perfect = [("x", np.array([[10, 10, 40, 40], [50, 50, 90, 90]]), [0.9, 0.8], [0, 1])]
@@ -101,6 +101,10 @@ def test_coco_hand_cases():
     g1, p1 = _one_class_case()
     ap = (51 * 1.0 + 50 * 2 / 3) / 101
     assert coco_evaluate(g1, p1, ["a"])["map50"] == pytest.approx(ap, abs=1e-6)
+    # numeric stems as ints for the official COCO annotation files
+    path = write_coco_json([("/x/000000000139.jpg", [[0, 0, 2, 3]], [0.5], [2])], tmp_path / "p.json",
+                           class_ids=[1, 2, 3], numeric_ids=True)
+    assert json.loads(path.read_text()) == [{"image_id": 139, "category_id": 3, "bbox": [0, 0, 2, 3], "score": 0.5}]
     # no predictions at all
     assert coco_evaluate(gts, [], ["a", "b"])["map"] == 0.0
 

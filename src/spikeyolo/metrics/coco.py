@@ -68,11 +68,17 @@ def coco_results(preds, class_ids=None, image_ids=None) -> list[dict]:
     return out
 
 
-def write_coco_json(preds, path: str | os.PathLike, class_ids=None) -> Path:
-    """Write predictions in the COCO results format; ``image_id`` is the image file stem (a string) when the
-    given id is a path or a string, so that it matches a ground truth keyed the same way. Returns the path."""
+def write_coco_json(preds, path: str | os.PathLike, class_ids=None, numeric_ids: bool = False) -> Path:
+    """Write predictions in the COCO results format (``image_id``, ``category_id``, ``bbox`` xywh pixels,
+    ``score``). ``image_id`` is the image file stem (a string) when the given id is a path or a string, so
+    that it matches a ground truth keyed the same way; with ``numeric_ids`` an all-digit stem is written as an
+    int (the official COCO annotation files use ints: ``000000000139.jpg`` -> 139). ``class_ids`` maps class
+    index -> category id (default: the index). Returns the path."""
     def stem(i):
-        return Path(i).stem if isinstance(i, str | os.PathLike) else i
+        if not isinstance(i, str | os.PathLike):
+            return i
+        s = Path(i).stem
+        return int(s) if numeric_ids and s.isdigit() else s
 
     data = coco_results([(stem(i), b, s, c) for i, b, s, c in preds], class_ids=class_ids)
     path = Path(path)
@@ -108,6 +114,9 @@ def coco_ground_truth(gts, names, image_ids=None, class_ids=None) -> dict:
 
 def coco_evaluate(gts, preds, names, max_dets: int = 100, verbose: bool = False) -> dict:
     """COCO bbox evaluation of plain lists (see the module docstring for the formats).
+
+    Every evaluated image must be in ``gts`` (with empty boxes when it has no objects); predictions for
+    image ids not in ``gts`` are ignored. COCO keeps the ``max_dets`` highest-scored boxes per image.
 
     Image ids are mapped to integers internally (both backends accept them), class index ``i`` is category
     ``i``. Returns a dict:
