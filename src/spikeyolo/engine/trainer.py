@@ -88,6 +88,7 @@ class TrainConfig:
     width: float | None = None  # override the scale's width multiplier (tiny models)
     depth: float | None = None
     val: bool = True
+    val_period: int = 1  # validate every this many epochs (and after the last)
     conf: float = 0.001
     iou: float = 0.7
     max_det: int = 300
@@ -219,7 +220,7 @@ class Trainer:
         ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau) if info.main else None
         criterion = DetectionLoss(model, box=cfg.box, cls=cfg.cls, dfl=cfg.dfl)
 
-        start_epoch, best_fitness, best_metrics = 0, -1.0, None
+        start_epoch, best_fitness, best_metrics = 0, -math.inf, None
         if resume_ckpt is not None:
             st = resume_ckpt["train_state"]
             model.load_state_dict(st["model"])
@@ -321,14 +322,14 @@ class Trainer:
             metrics = {}
             if info.main:
                 final = epoch == cfg.epochs - 1
-                if validator is not None:
+                if validator is not None and ((epoch + 1) % max(cfg.val_period, 1) == 0 or final):
                     validator.plots = cfg.plots and final
                     metrics = validator(ema.ema)
                 fit = fitness(metrics) if metrics else -float(mean_loss.sum())
-                improved = fit > best_fitness
+                improved = fit > best_fitness and (bool(metrics) or validator is None)
                 if improved:
                     best_fitness, best_metrics = fit, {**plain(metrics), "epoch": epoch + 1}
-                last_metrics = metrics
+                last_metrics = metrics or last_metrics
                 self._write_row(csv_path, epoch, mean_loss, metrics, lrs)
                 state = {
                     "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},

@@ -174,6 +174,8 @@ class Validator:
         loss_sum, n_loss_batches = torch.zeros(3), 0
         t_pre = t_inf = t_post = 0.0
         n_images = 0
+        if self.save_dir is not None:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
         if self.energy is not None:
             self.energy.start(model)
         bar = tqdm(self.dataloader, desc="val", leave=False, disable=not self.progress, unit="batch")
@@ -229,7 +231,6 @@ class Validator:
         result["fitness"] = fitness(result)
         self.predictions = preds
         if self.save_dir is not None:
-            self.save_dir.mkdir(parents=True, exist_ok=True)
             if self.save_json:
                 write_coco_json(preds, self.save_dir / "predictions.json")
             if self.plots:
