@@ -35,7 +35,9 @@ class _QuantizeSTE(torch.autograd.Function):
 
 def quantize(u: torch.Tensor, D: int) -> torch.Tensor:
     """Integer spike count of a membrane potential: round(clamp(u, 0, D)), straight-through gradient."""
-    return _QuantizeSTE.apply(u, D)
+    if u.requires_grad and torch.is_grad_enabled():
+        return _QuantizeSTE.apply(u, D)
+    return torch.clamp(u, 0, D).round_()  # inference: no gradient window to build
 
 
 class ILIF(nn.Module):
