@@ -34,8 +34,47 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- energy ---------------------------------------------------------------------------------------------------
+def add_energy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="a spikeyolo checkpoint .pt")
+    p.add_argument("--data", required=True, help="data YAML; its val split is run")
+    p.add_argument("--imgsz", type=int, default=None, help="square input size (default: the checkpoint's)")
+    p.add_argument("--batch", type=int, default=8, help="batch size")
+    p.add_argument("--max-batches", type=int, default=None, help="stop after this many batches")
+    p.add_argument("--device", default="cpu", help="cpu, 0, cuda:1, mps")
+    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    p.add_argument("--e-mac", type=float, default=4.6, help="energy per MAC in pJ")
+    p.add_argument("--e-ac", type=float, default=0.9, help="energy per AC in pJ")
+    p.add_argument("--first-layer", choices=("mac", "ac"), default="mac", help="charge the stem as MACs or ACs")
+    p.add_argument("--geometry", choices=("fused", "train"), default="fused",
+                   help="conv shapes of the fused (paper) or the unfused train form")
+    p.add_argument("--form", choices=("fused", "spike-driven", "train"), default="fused",
+                   help="execution form the firing rates and measured synaptic operations come from")
+    p.add_argument("--no-synops", action="store_true", help="skip measuring the synaptic operations performed")
+    p.add_argument("--no-plots", action="store_true", help="write no PNG plots")
+    p.add_argument("--out", default=None, help="output folder (default: runs/energy/exp, exp2, ...)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+
+
+def run_energy(args: argparse.Namespace) -> int:
+    from .energy.run import run
+
+    report, out = run(args.weights, args.data, imgsz=args.imgsz, batch=args.batch, max_batches=args.max_batches,
+                      workers=args.workers, device=args.device, out=args.out, plots=not args.no_plots,
+                      e_mac=args.e_mac, e_ac=args.e_ac, first_layer=args.first_layer, geometry=args.geometry,
+                      form=args.form, synops=not args.no_synops, progress=not args.json)
+    print(report.table())
+    print(f"results saved to {out}")
+    if args.json:
+        from .energy.report import plain_json
+
+        print_json(plain_json({**report.to_dict(), "out": str(out)}))
+    return 0
+
+
 COMMANDS = {
     "info": (add_info_args, run_info, "parameters, MACs per form, layer table"),
+    "energy": (add_energy_args, run_energy, "per-layer firing rate, operations and energy over a val split"),
 }
 
 

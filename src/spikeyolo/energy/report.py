@@ -1,0 +1,362 @@
+"""Energy estimate (the SpikeYOLO / BICLab model) from conv geometry and firing rates, and the report.
+
+Per image, with ``MACs_l`` the dense multiply-accumulates of conv ``l`` per timestep (its fused shape):
+
+    AC_l      = MACs_l * fr_l * T                 every conv fed by an I-LIF (fr in [0, D], the mean spike count)
+    E_SNN     = E_MAC * MACs_stem * F + E_AC * sum_l AC_l      (F: input frames per image; 1 for a static image)
+    E_ANN     = E_MAC * sum_all MACs_l            the same fused network run once as an ANN
+
+NeuroBench names: ``effective_macs`` (MACs on real-valued inputs: the stem), ``effective_acs`` (= ``synops``,
+the estimated accumulates on spikes), ``dense`` (every op of every conv at every timestep, as if nothing were
+zero). Energies are in pJ internally, reported in mJ.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from .monitor import FiringRateMonitor, NeuronStats
+from .ops import STAGES, ConvGeometry, unit_geometry
+
+E_MAC_PJ = 4.6  # pJ per 32-bit float multiply-accumulate (45 nm), as the official power_cal.xlsx
+E_AC_PJ = 0.9  # pJ per 32-bit float accumulate (45 nm)
+FIRST_LAYER = ("mac", "ac")
+
+
+@dataclass
+class LayerEnergy:
+    """One conv of the report (per image). ``ops`` is MACs for the stem, the estimated ACs for spiking convs."""
+
+    name: str
+    unit: str
+    layer: int | None
+    stage: str
+    kind: str  # "MAC" or "AC"
+    cin: int
+    cout: int
+    k: int
+    stride: int
+    groups: int
+    hout: int
+    wout: int
+    macs: int  # dense, per timestep
+    firing_rate: float | None  # of the neuron feeding the conv, in [0, D]; None for the stem
+    rate_per_step: float | None
+    silent: float | None
+    ops: float
+    energy_pJ: float
+    synops_measured: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EnergyReport:
+    """Per-layer and total operation counts and energies, per image. Build with :func:`estimate_energy` or
+    :meth:`EnergyMeter.report`."""
+
+    layers: list[LayerEnergy]
+    T: int
+    D: int
+    e_mac: float
+    e_ac: float
+    imgsz: tuple[int, int]
+    first_layer: str = "mac"
+    geometry: str = "fused"
+    frames: float = 1.0
+    images: int = 0
+    firing_rate: float = float("nan")  # element-weighted over all spiking neurons (from the monitor if known)
+    silent: float = float("nan")
+    extra: dict = field(default_factory=dict)
+
+    # -- totals (per image) ---------------------------------------------------------------------------------------
+    @property
+    def energy_pJ(self) -> float:
+        return sum(layer.energy_pJ for layer in self.layers)
+
+    @property
+    def energy_mJ(self) -> float:
+        return self.energy_pJ * 1e-9
+
+    @property
+    def macs(self) -> int:
+        """Dense MACs of one pass (one timestep) of every conv: the ANN twin's work."""
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def ann_energy_mJ(self) -> float:
+        return self.e_mac * self.macs * 1e-9
+
+    @property
+    def ratio(self) -> float:
+        """ANN energy / SNN energy."""
+        return self.ann_energy_mJ / self.energy_mJ if self.energy_mJ else float("inf")
+
+    @property
+    def synops(self) -> float:
+        """Estimated accumulates on spikes (NeuroBench Effective_ACs): ``sum MACs_l * fr_l * T``."""
+        return sum(layer.ops for layer in self.layers if layer.kind == "AC")
+
+    @property
+    def effective_macs(self) -> float:
+        return sum(layer.ops for layer in self.layers if layer.kind == "MAC")
+
+    @property
+    def dense(self) -> float:
+        """Every op as if no input were zero (NeuroBench Dense): stem x frames, spiking convs x T."""
+        return sum(layer.macs * (self.frames if layer.firing_rate is None else self.T) for layer in self.layers)
+
+    @property
+    def synops_measured(self) -> float | None:
+        vals = [layer.synops_measured for layer in self.layers if layer.firing_rate is not None]
+        return None if not vals or any(v is None for v in vals) else float(sum(vals))
+
+    def by_stage(self) -> dict[str, float]:
+        """Energy (mJ) per stage: backbone, neck, head."""
+        out = {s: 0.0 for s in STAGES}
+        for layer in self.layers:
+            out[layer.stage] = out.get(layer.stage, 0.0) + layer.energy_pJ * 1e-9
+        return out
+
+    def summary(self) -> dict:
+        """Flat scalars for results.csv / loggers."""
+        out = {"snn/firing_rate": self.firing_rate, "snn/synops": self.synops, "snn/energy_mJ": self.energy_mJ,
+               "snn/ann_energy_mJ": self.ann_energy_mJ, "snn/sparsity": self.silent}
+        if self.synops_measured is not None:
+            out["snn/synops_measured"] = self.synops_measured
+        return out
+
+    def to_dict(self) -> dict:
+        d = {
+            "energy_mJ": self.energy_mJ, "ann_energy_mJ": self.ann_energy_mJ, "ratio": self.ratio,
+            "synops": self.synops, "effective_macs": self.effective_macs, "dense": self.dense, "macs": self.macs,
+            "firing_rate": self.firing_rate, "activation_sparsity": self.silent,
+            "by_stage_mJ": self.by_stage(), "T": self.T, "D": self.D, "frames": self.frames,
+            "e_mac_pJ": self.e_mac, "e_ac_pJ": self.e_ac, "imgsz": list(self.imgsz), "images": self.images,
+            "first_layer": self.first_layer, "geometry": self.geometry,
+            "layers": [layer.to_dict() for layer in self.layers], **self.extra,
+        }
+        if self.synops_measured is not None:
+            d["synops_measured"] = self.synops_measured
+        return d
+
+    # -- text and files ------------------------------------------------------------------------------------------
+    def table(self) -> str:
+        measured = self.synops_measured is not None
+        head = (f"{'layer':<26} {'stage':<8} {'op':<3} {'MACs':>10} {'fr':>6} {'silent':>6} {'ops':>10} "
+                f"{'energy uJ':>10}" + (f" {'SynOps meas.':>12}" if measured else ""))
+        lines = [head]
+        for r in self.layers:
+            fr = "-" if r.firing_rate is None else f"{r.firing_rate:.3f}"
+            silent = "-" if r.silent is None else f"{r.silent:.3f}"
+            line = (f"{r.name:<26} {r.stage:<8} {r.kind:<3} {_si(r.macs):>10} {fr:>6} {silent:>6} {_si(r.ops):>10} "
+                    f"{r.energy_pJ * 1e-6:>10.2f}")
+            if measured:
+                line += f" {_si(r.synops_measured) if r.synops_measured is not None else '-':>12}"
+            lines.append(line)
+        h, w = self.imgsz
+        stage = ", ".join(f"{k} {v:.3f}" for k, v in self.by_stage().items())
+        lines += [
+            f"per image at {h}x{w}, T={self.T}, D={self.D}, {self.geometry} geometry, first layer as "
+            f"{self.first_layer.upper()}, E_MAC={self.e_mac} pJ, E_AC={self.e_ac} pJ, {self.images} images",
+            f"firing rate {self.firing_rate:.4f} (mean spike count in [0, {self.D}]; per virtual step "
+            f"{self.firing_rate / self.D:.4f}), activation sparsity {self.silent:.4f}",
+            f"MACs (one pass) {_si(self.macs)}, stem MACs {_si(self.effective_macs)}, SynOps (est.) "
+            f"{_si(self.synops)}" + (f", SynOps (measured) {_si(self.synops_measured)}" if measured else ""),
+            f"energy: SNN {self.energy_mJ:.4f} mJ, ANN {self.ann_energy_mJ:.4f} mJ, ratio {self.ratio:.2f}x; "
+            f"by stage (mJ): {stage}",
+        ]
+        return "\n".join(lines)
+
+    def save_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [layer.to_dict() for layer in self.layers]
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        return path
+
+    def save_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(plain_json(self.to_dict()), indent=1))
+        return path
+
+
+def _si(x: float | None) -> str:
+    if x is None:
+        return "-"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:.3f}{unit}"
+    return f"{x:.0f}"
+
+
+def plain_json(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_json(v) for v in obj]
+    return obj
+
+
+def estimate_energy(
+    geometry: list[ConvGeometry],
+    rates: Mapping[str, float | NeuronStats],
+    *,
+    T: int = 1,
+    D: int = 4,
+    e_mac: float = E_MAC_PJ,
+    e_ac: float = E_AC_PJ,
+    first_layer: str = "mac",
+    frames: float = 1.0,
+    geometry_name: str = "fused",
+    images: int = 0,
+) -> EnergyReport:
+    """Energy report from conv shapes and the firing rate of the neuron feeding each conv.
+
+    Args:
+        geometry: from :func:`unit_geometry` (per image per timestep).
+        rates: unit path -> firing rate (mean spike count in [0, D]) or :class:`NeuronStats`.
+        T: real timesteps; the AC count of a spiking conv is ``MACs * fr * T``.
+        first_layer: ``"mac"`` (default, as the spreadsheet: the stem sees real values) or ``"ac"`` (charge each
+            stem MAC as one AC, as if the image were spikes; the paper's choice is unverified).
+        frames: distinct input frames per image the stem convolves (1 for a static image, T for event frames).
+    """
+    if first_layer not in FIRST_LAYER:
+        raise ValueError(f"first_layer must be one of {FIRST_LAYER}, got {first_layer!r}")
+    layers, total, elements, nonzero = [], 0.0, 0, 0
+    for g in geometry:
+        if not g.spiking:
+            e = (e_mac if first_layer == "mac" else e_ac) * g.macs * frames
+            layers.append(LayerEnergy(g.name, g.unit, g.layer, g.stage, first_layer.upper(), g.cin, g.cout, g.k,
+                                      g.stride, g.groups, g.hout, g.wout, g.macs, None, None, None,
+                                      g.macs * frames, e))
+            continue
+        if g.unit not in rates:
+            raise KeyError(f"no firing rate for {g.unit!r}: run the model under the monitor first")
+        r = rates[g.unit]
+        st = r if isinstance(r, NeuronStats) else None
+        fr = st.firing_rate if st else float(r)
+        ops = g.macs * fr * T
+        measured = st.synops / images if st and st.synops is not None and images and geometry_name == "fused" else None
+        layers.append(LayerEnergy(g.name, g.unit, g.layer, g.stage, "AC", g.cin, g.cout, g.k, g.stride, g.groups,
+                                  g.hout, g.wout, g.macs, fr, fr / D, st.silent if st else None, ops, e_ac * ops,
+                                  measured))
+    seen = set()
+    for g in geometry:  # element-weighted mean over the neurons (each counted once)
+        st = rates.get(g.unit) if g.spiking else None
+        if isinstance(st, NeuronStats) and g.unit not in seen:
+            seen.add(g.unit)
+            total, elements, nonzero = total + st.total, elements + st.elements, nonzero + st.nonzero
+    if elements:
+        fr_all, silent = total / elements, 1.0 - nonzero / elements
+    else:  # plain rates: weight each neuron by its number of outputs per image (the conv's input size)
+        weights = {g.unit: g.cin * g.hin * g.win for g in geometry if g.spiking}
+        n = sum(weights.values())
+        fr_all = sum(float(rates[u]) * w for u, w in weights.items()) / n if n else float("nan")
+        silent = float("nan")
+    h, w = _input_size(geometry)
+    return EnergyReport(layers, T, D, e_mac, e_ac, (h, w), first_layer, geometry_name, frames, images, fr_all,
+                        silent)
+
+
+def _input_size(geometry: list[ConvGeometry]) -> tuple[int, int]:
+    stem = next((g for g in geometry if not g.spiking), geometry[0])
+    return stem.hin, stem.win
+
+
+class EnergyMeter:
+    """Firing rates over a dataset -> energy report. For the end of validation and for every epoch's validation.
+
+        meter = EnergyMeter(model)
+        with meter.monitor(model):          # or meter.start(model) ... meter.stop() -> summary dict
+            for batch in loader:
+                model(x)
+        report = meter.report()             # EnergyReport at the most common input size seen (or imgsz=(H, W))
+        report.summary()                    # {"snn/firing_rate", "snn/synops", "snn/energy_mJ", ...}
+
+    Args:
+        model: the architecture to take the conv shapes from (any form; weights are not read).
+        e_mac, e_ac: energy per MAC / per AC in pJ.
+        first_layer: ``"mac"`` or ``"ac"`` (see :func:`estimate_energy`).
+        geometry: ``"fused"`` (the paper's model) or ``"train"`` (unfused; a train-form model only).
+        synops: also measure the synaptic operations actually performed (see :mod:`.ops`); cheap.
+    """
+
+    def __init__(self, model: nn.Module, *, e_mac: float = E_MAC_PJ, e_ac: float = E_AC_PJ, first_layer: str = "mac",
+                 geometry: str = "fused", synops: bool = True):
+        if first_layer not in FIRST_LAYER:
+            raise ValueError(f"first_layer must be one of {FIRST_LAYER}, got {first_layer!r}")
+        self.model, self.e_mac, self.e_ac = model, float(e_mac), float(e_ac)
+        self.first_layer, self.geometry, self.measure_synops = first_layer, geometry, synops
+        self._monitor: FiringRateMonitor | None = None
+        self._geometry_cache: dict = {}
+
+    @property
+    def monitor_(self) -> FiringRateMonitor | None:
+        """The monitor of the last (or current) run."""
+        return self._monitor
+
+    def monitor(self, model: nn.Module | None = None, reset: bool = True) -> FiringRateMonitor:
+        """A context manager that monitors ``model`` (default: the meter's). ``reset=False`` continues the previous
+        run's statistics (same model object)."""
+        model = model if model is not None else self.model
+        if reset or self._monitor is None:
+            self._monitor = FiringRateMonitor(model, synops=self.measure_synops)
+        elif self._monitor.model is not model:
+            raise ValueError("EnergyMeter.monitor(reset=False) needs the model of the previous run")
+        return self._monitor
+
+    def start(self, model: nn.Module | None = None) -> None:
+        """Begin monitoring (the validator's ``energy.start(model)``)."""
+        self.monitor(model).attach()
+
+    def stop(self) -> dict:
+        """Stop monitoring; the summary scalars of :meth:`report` (empty if nothing ran)."""
+        if self._monitor is None:
+            return {}
+        self._monitor.detach()
+        if self._monitor.inputs.images == 0:
+            return {}
+        return self.report().summary()
+
+    def report(self, imgsz: int | tuple[int, int] | None = None, **overrides) -> EnergyReport:
+        """The energy report per image at ``imgsz`` (default: the input size seen most often).
+
+        ``overrides``: ``e_mac``, ``e_ac``, ``first_layer``, ``geometry`` for this report only.
+        """
+        mon = self._monitor
+        if mon is None or mon.inputs.images == 0:
+            raise RuntimeError("EnergyMeter.report: nothing monitored yet (run the model inside meter.monitor())")
+        if imgsz is None:
+            imgsz = mon.inputs.common_size
+        hw = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+        geometry = overrides.get("geometry", self.geometry)
+        key = (hw, geometry)
+        if key not in self._geometry_cache:
+            self._geometry_cache[key] = unit_geometry(self.model, hw, geometry)
+        config = getattr(self.model, "config", {}) or {}
+        stats = mon.stats()
+        D = next(iter(stats.values())).D if stats else int(config.get("D", 4))
+        T = mon.timesteps or int(config.get("T", 1))
+        frames = mon.inputs.mean_frames
+        report = estimate_energy(self._geometry_cache[key], stats, T=T, D=D,
+                                 e_mac=overrides.get("e_mac", self.e_mac), e_ac=overrides.get("e_ac", self.e_ac),
+                                 first_layer=overrides.get("first_layer", self.first_layer), frames=frames,
+                                 geometry_name=geometry, images=mon.inputs.images)
+        report.extra["input_sizes"] = {f"{h}x{w}": n for (h, w), n in mon.inputs.sizes.items()}
+        report.extra["dead_channels"] = sum(s.dead_channels for s in stats.values())
+        return report
