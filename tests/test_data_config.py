@@ -19,6 +19,7 @@ def test_relative_root_names_dict_and_list_file(tmp_path):
     assert cfg["train"] == [str(root / "images" / "train")] and cfg["val"] == [str(root / "val.txt")]
     assert cfg["names"] == ["cat", "dog"] and cfg["nc"] == 2 and cfg["type"] == "yolo"
     assert "test" not in cfg
+    assert load_data_config(cfg) == cfg  # a loaded config loads again unchanged
 
 
 def test_missing_folder_names_yaml_and_key(tmp_path):
@@ -56,8 +57,12 @@ def test_missing_yaml_and_missing_split(tmp_path):
         load_data_config(tmp_path / "none.yaml")
     y = tmp_path / "d.yaml"
     y.write_text("train: .\nnames: [a]\n")
-    with pytest.raises(DataConfigError, match="'val'"):
+    with pytest.raises(DataConfigError, match="'val'") as e:
         build_dataset(y, "val")
+    assert str(y) in str(e.value)
+    with pytest.raises(DataConfigError, match="'val'") as e:
+        build_dataset(load_data_config(y), "val")  # a loaded config still names its YAML
+    assert str(y) in str(e.value)
 
 
 def test_nc_only_and_dict_input(tmp_path):

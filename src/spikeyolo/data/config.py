@@ -46,14 +46,20 @@ class DataConfigError(ValueError):
 def load_data_config(path_or_dict: str | Path | dict) -> dict:
     """Read and check a data YAML (or an already loaded dict).
 
+    A dict is read like a YAML's content, with relative paths relative to the working directory (or to its
+    ``yaml_file`` when it has one, as a returned config has: loading a returned config again is a no-op).
+
     Returns a new dict with every path absolute (``str``): ``yaml_file`` (str or None), ``path`` (root),
     ``type``, ``names`` (list of str, index = class id), ``nc``, and per present split either a list of
     image sources (yolo, gen1) or ``{"images": [sources], "annotations": file_or_folder}`` (coco, voc).
     Unknown keys are kept as they are.
     """
     if isinstance(path_or_dict, dict):
-        raw, yaml_file, base = dict(path_or_dict), None, Path.cwd()
-        where = "data config dict"
+        # a config this function returned keeps naming its YAML file in messages
+        raw = dict(path_or_dict)
+        yaml_file = Path(raw["yaml_file"]) if raw.get("yaml_file") else None
+        base = yaml_file.parent if yaml_file else Path.cwd()
+        where = str(yaml_file) if yaml_file else "data config dict"
     else:
         yaml_file = Path(path_or_dict).expanduser().resolve()
         where = str(yaml_file)
