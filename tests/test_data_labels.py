@@ -110,7 +110,7 @@ def test_coco_json_reader(tmp_path):
             {"id": 12, "file_name": "q.png", "width": 100, "height": 50},
             {"id": 13, "file_name": "missing.png", "width": 100, "height": 50},
         ],
-        "categories": [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}],
+        "categories": [{"id": 7, "name": "aardvark"}, {"id": 3, "name": "zebra"}],
         "annotations": [
             {"id": 1, "image_id": 11, "category_id": 7, "bbox": [10, 20, 30, 20], "iscrowd": 0},
             {"id": 2, "image_id": 11, "category_id": 3, "bbox": [0, 0, 5, 5], "iscrowd": 1},
@@ -124,7 +124,7 @@ def test_coco_json_reader(tmp_path):
     y = tmp_path / "coco.yaml"
     y.write_text("type: coco\nval: {images: images/val, annotations: ann.json}\n")
     cfg = load_data_config(y)
-    assert cfg["names"] == ["cat", "dog"] and cfg["nc"] == 2  # sorted by category id: 3 -> 0, 7 -> 1
+    assert cfg["names"] == ["zebra", "aardvark"] and cfg["nc"] == 2  # sorted by category id: 3 -> 0, 7 -> 1
     ds = build_dataset(y, "val")
     gt = {Path(ds.ground_truth(i)["im_file"]).name: ds.ground_truth(i) for i in range(len(ds))}
     np.testing.assert_array_equal(gt["p.png"]["cls"], [1, 0])
