@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import xml.parsers.expat
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,13 @@ def image_shape(path: str | Path) -> tuple[int, int] | None:
     """(h, w) of a decodable image, else None. Decodes the whole file: a header alone misses truncation."""
     im = read_image(path)
     return None if im is None else im.shape[:2]
+
+
+def image_shapes(paths: list[str | None]) -> list[tuple[int, int] | None]:
+    """:func:`image_shape` of many files on a few threads (OpenCV decodes without holding the GIL)."""
+    workers = min(8, os.cpu_count() or 1, max(1, len(paths)))
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda p: image_shape(p) if p else None, paths))
 
 
 def list_images(sources: list[str]) -> list[str]:
@@ -146,8 +154,7 @@ def parse_yolo_txt(text: str, nc: int, file: str, report: Report) -> tuple[np.nd
 def read_yolo(image_files: list[str], nc: int, report: Report) -> list[Record]:
     """YOLO txt labels for ``image_files`` (see :func:`yolo_label_path`)."""
     records = []
-    for f in image_files:
-        shape = image_shape(f)
+    for f, shape in zip(image_files, image_shapes(image_files)):
         if shape is None:
             report.skip(f, "cannot read image")
             continue
@@ -201,10 +208,13 @@ def read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list[
     by_image: dict[int, list] = {}
     for a in data.get("annotations", []):
         by_image.setdefault(int(a["image_id"]), []).append(a)
+    images = data.get("images", [])
+    files = [
+        next((str(Path(d) / im["file_name"]) for d in image_dirs if (Path(d) / im["file_name"]).is_file()), None)
+        for im in images
+    ]
     records = []
-    for im in data.get("images", []):
-        f = next((str(Path(d) / im["file_name"]) for d in image_dirs if (Path(d) / im["file_name"]).is_file()), None)
-        shape = image_shape(f) if f else None
+    for im, f, shape in zip(images, files, image_shapes(files)):
         if shape is None:
             report.skip(f or im["file_name"], f"cannot read image (image id {im['id']} in {ann_file})")
             continue
@@ -276,8 +286,7 @@ def read_voc(
     ids = {n: i for i, n in enumerate(names)}
     class_map = class_map or {}
     records = []
-    for f in image_files:
-        shape = image_shape(f)
+    for f, shape in zip(image_files, image_shapes(image_files)):
         if shape is None:
             report.skip(f, "cannot read image")
             continue
