@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..boxes import xyxy2xywh
 from . import augment as A
 from .cache import cached, files_hash
 from .config import DataConfigError, load_data_config
@@ -144,15 +145,16 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key) -> dict:
         index, epoch, mosaic = key if isinstance(key, tuple) else (key, self.epoch, self.mosaic)
-        s = self.samples[index]
-        size = self.imgsz
-        if not self.augment:
-            img, gain, pad = A.letterbox(self.load(index), size)
-            boxes, cls = A.apply_gain_pad(s.boxes, gain, pad), s.cls
+        if self.augment:
+            img, boxes, cls, gain, pad = self._augmented(index, A.sample_rng(self.seed, epoch, index), mosaic)
         else:
-            rng = A.sample_rng(self.seed, epoch, index)
-            img, boxes, cls, gain, pad = self._augmented(index, rng, mosaic)
-        return self._item(img, boxes, cls, s, gain, pad)
+            img, boxes, cls, gain, pad = self._letterboxed(index)
+        return self._item(img, boxes, cls, self.samples[index], gain, pad)
+
+    def _letterboxed(self, index: int):
+        s = self.samples[index]
+        img, gain, pad = A.letterbox(self.load(index), self.imgsz)
+        return img, A.apply_gain_pad(s.boxes, gain, pad), s.cls, gain, pad
 
     def _augmented(self, index: int, rng: np.random.Generator, mosaic: bool):
         h, size = self.hyp, self.imgsz
@@ -160,14 +162,12 @@ class DetectionDataset(torch.utils.data.Dataset):
             others = rng.integers(0, len(self.samples), size=3)
             pieces = []
             for j in (index, *others.tolist()):
-                im, (gy, gx) = A.resize_long_side(self.load(j), size)
-                pieces.append((im, A.apply_gain_pad(self.samples[j].boxes, (gy, gx), (0, 0)), self.samples[j].cls))
+                im, gain = A.resize_long_side(self.load(j), size)
+                pieces.append((im, A.apply_gain_pad(self.samples[j].boxes, gain, (0, 0)), self.samples[j].cls))
             img, boxes, cls = A.mosaic4(pieces, size, rng)
             gain, pad = (1.0, 1.0), (0.0, 0.0)
         else:
-            s = self.samples[index]
-            img, gain, pad = A.letterbox(self.load(index), size)
-            boxes, cls = A.apply_gain_pad(s.boxes, gain, pad), s.cls
+            img, boxes, cls, gain, pad = self._letterboxed(index)
         img, boxes, cls = A.random_affine(img, boxes, cls, (size, size), rng, h["translate"], h["scale"])
         img = A.hsv_jitter(img, rng, h["hsv_h"], h["hsv_s"], h["hsv_v"])
         if rng.random() < h["fliplr"]:
@@ -176,17 +176,13 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def _item(self, img, boxes, cls, s: Sample, gain, pad) -> dict:
         h, w = img.shape[:2]
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        xywh = np.stack(
-            [(boxes[:, 0] + boxes[:, 2]) / 2 / w, (boxes[:, 1] + boxes[:, 3]) / 2 / h,
-             (boxes[:, 2] - boxes[:, 0]) / w, (boxes[:, 3] - boxes[:, 1]) / h], 1,
-        )  # fmt: skip
+        boxes = torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4))
         chw = np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))  # BGR HWC -> RGB CHW
         n = len(boxes)
         return {
             "img": torch.from_numpy(chw),
             "cls": torch.as_tensor(np.asarray(cls, np.float32).reshape(n, 1)),
-            "bboxes": torch.from_numpy(xywh.astype(np.float32)),
+            "bboxes": xyxy2xywh(boxes) / torch.tensor([w, h, w, h], dtype=torch.float32),
             "batch_idx": torch.zeros(n),
             "im_file": s.name,
             "ori_shape": tuple(s.shape),

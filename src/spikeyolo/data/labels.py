@@ -25,6 +25,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+
+from ..boxes import xywh2xyxy
 
 IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 TOL = 1e-3  # normalized tolerance before a coordinate counts as outside [0, 1]
@@ -141,12 +144,12 @@ def parse_yolo_txt(text: str, nc: int, file: str, report: Report) -> tuple[np.nd
             bad = True
         else:
             cls.append(int(c))
-            boxes.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+            boxes.append((cx, cy, w, h))
     if bad:
         return None
     if not cls:
         return _empty()
-    b = np.clip(np.asarray(boxes, np.float32), 0.0, 1.0)
+    b = np.clip(xywh2xyxy(torch.tensor(boxes, dtype=torch.float32)).numpy(), 0.0, 1.0)
     keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
     return np.asarray(cls, np.int64)[keep], b[keep]
 

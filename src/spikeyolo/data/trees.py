@@ -16,8 +16,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 import yaml
 
+from ..boxes import xyxy2xywh
 from .labels import Record, Report, read_image, read_voc
 from .tiling import clip_boxes_to_region, partition_grid, split_regions, tile_grid
 
@@ -62,10 +64,9 @@ def _tiles(record: Record, part, tile_size: int, overlap: float | None, min_visi
 
 
 def _label_text(boxes: np.ndarray, cls: np.ndarray, h: int, w: int) -> str:
-    lines = []
-    for (x1, y1, x2, y2), c in zip(boxes.tolist(), cls.tolist()):
-        lines.append(f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
-    return "".join(line + "\n" for line in lines)
+    """YOLO txt lines ``cls cx cy w h`` (normalized) for xyxy pixel boxes."""
+    xywh = (xyxy2xywh(torch.as_tensor(boxes)) / torch.tensor([w, h, w, h], dtype=torch.float32)).tolist()
+    return "".join(f"{c} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}\n" for c, (cx, cy, bw, bh) in zip(cls.tolist(), xywh))
 
 
 def prepare_tree_dataset(
