@@ -56,8 +56,7 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
     except Exception as e:  # pickled objects, a torn file, not a torch file at all
         raise ValueError(
             f"{path} is not a spikeyolo checkpoint (it cannot be read as tensors and plain data: {e}). "
-            "Official BICLab checkpoints are pickled ultralytics objects; import them with "
-            "spikeyolo.checkpoint.import_official when that is available."
+            "Official BICLab checkpoints are recognised by spikeyolo.load and spikeyolo.official.import_official."
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "config" not in ckpt:
         raise ValueError(f"{path} is not a spikeyolo checkpoint (no 'format: spikeyolo' entry)")
@@ -70,9 +69,20 @@ def model_from_checkpoint(ckpt: dict, key: str = "state_dict") -> SpikeYOLO:
     return model
 
 
-def load(path: str | Path, map_location="cpu") -> SpikeYOLO:
-    """Load a train-form model saved by :func:`save` (or a training run's ``last.pt``/``best.pt``), in eval mode."""
-    return model_from_checkpoint(read_checkpoint(path, map_location)).eval()
+def load(path: str | Path, map_location="cpu", **official_kwargs) -> SpikeYOLO:
+    """Load a train-form model in eval mode: a file saved by :func:`save` (or a run's ``last.pt``/``best.pt``),
+    or an official BICLab SpikeYOLO checkpoint, imported without unpickling its objects (see ``official.py``;
+    ``official_kwargs`` such as ``T``, ``D``, ``decay`` apply to those)."""
+    try:
+        ckpt = read_checkpoint(path, map_location)
+    except ValueError as not_ours:
+        from .official import infer_official
+
+        try:
+            return infer_official(path, **official_kwargs)
+        except ValueError:
+            raise not_ours from None
+    return model_from_checkpoint(ckpt).eval()
 
 
 def count_parameters(model: nn.Module) -> int:
