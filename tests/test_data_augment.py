@@ -124,6 +124,16 @@ def test_hsv_jitter_keeps_shape_and_is_identity_at_zero():
     assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
 
 
+def test_hsv_value_and_hue_by_hand():
+    grey = np.full((4, 4, 3), 100, np.uint8)  # saturation 0: only the value gain shows
+    out = A.hsv_jitter(grey, FixedRng(0.0, [0.0, 0.5]), 0.015, 0.7, 0.4)  # value gain 1 + 0.5 * 0.4 = 1.2
+    assert (out == 120).all()
+    red = np.zeros((2, 2, 3), np.uint8)
+    red[..., 2] = 255  # BGR pure red: hue 0; a shift of +1 * 0.015 * 180 = 2.7 -> 3 (of 180) moves toward yellow
+    out = A.hsv_jitter(red, FixedRng(1.0, [0.0, 0.0]), 0.015, 0.7, 0.4)
+    assert out[0, 0, 2] == 255 and out[0, 0, 0] == 0 and 15 <= out[0, 0, 1] <= 30  # 3 units = 6 deg: G = 255 * 6 / 60
+
+
 def test_sample_rng_depends_only_on_seed_epoch_index():
     a = A.sample_rng(1, 2, 3).random(4)
     np.testing.assert_array_equal(a, A.sample_rng(1, 2, 3).random(4))
