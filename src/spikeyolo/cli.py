@@ -72,8 +72,31 @@ def run_energy(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- export ---------------------------------------------------------------------------------------------------
+def add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="checkpoint .pt")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
+    p.add_argument("--imgsz", type=int, default=640, help="square input size (a multiple of 32)")
+    p.add_argument("--output", default=None, help="output file (default: the weights path with the new suffix)")
+    p.add_argument("--opset", type=int, default=17)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .checkpoint import load
+    from .export import export_onnx
+
+    out = Path(args.output) if args.output else Path(args.weights).with_suffix(".onnx")
+    result = export_onnx(load(args.weights), out, args.imgsz, args.opset)
+    check = "" if result["max_abs_diff"] is None else f", onnxruntime max |diff| {result['max_abs_diff']:.2e}"
+    print(f"exported the fused form to {out}{check}")
+    return 0
+
+
 COMMANDS = {
     "info": (add_info_args, run_info, "parameters, MACs per form, layer table"),
+    "export": (add_export_args, run_export, "export the fused form to ONNX"),
     "energy": (add_energy_args, run_energy, "per-layer firing rate, operations and energy over a val split"),
 }
 
