@@ -356,6 +356,7 @@ class Trainer:
             else:
                 self._gather_rng(info)
             ddp.barrier(info)
+            self.on_epoch_end(epoch, metrics)
 
         result = {"save_dir": str(self.save_dir), "last": str(weights / "last.pt"), "best": str(weights / "best.pt"),
                   "epochs": cfg.epochs, "epochs_done": epoch + 1 if stopped is None else epoch,
@@ -382,6 +383,9 @@ class Trainer:
         return result
 
     # -- pieces ----------------------------------------------------------------------------------------------
+    def on_epoch_end(self, epoch: int, metrics: dict) -> None:
+        """Called on every rank after an epoch is saved (0-based ``epoch``); a hook for subclasses."""
+
     def _set_epoch(self, dataset, loader, epoch: int) -> None:
         """Tell the sampler and dataset the epoch (shuffling and augmentation depend on seed and epoch only),
         and switch mosaic off for the last ``close_mosaic`` epochs."""
