@@ -111,3 +111,23 @@ def test_spike_driven_unit_adds_bias_once_per_real_timestep():
     expected = torch.stack([conv(counts[t]) for t in range(2)])  # integer conv + bias once
     assert torch.allclose(unit(x), expected, rtol=0, atol=1e-12)
     assert unit.conv.bias is None
+
+
+def test_bn_and_pad_fills_the_border_with_bn_of_zero_without_gradient():
+    from spikeyolo.nn.units import BNAndPad
+
+    layer = randomize_bn(BNAndPad(3, 1)).train()
+    x = torch.rand(2, 3, 4, 5)
+    y = layer(x)
+    bn = layer.bn
+    fill = bn.bias - bn.running_mean * bn.weight / torch.sqrt(bn.running_var + bn.eps)  # BN(0), running stats
+    assert y.shape == (2, 3, 6, 7)
+    for c in range(3):
+        border = torch.cat([y[:, c, 0], y[:, c, -1], y[:, c, :, 0], y[:, c, :, -1]], 1)
+        assert torch.allclose(border, fill[c].detach().expand_as(border))
+    # the interior is the batch-statistics BN of x; the border carries no gradient to the BN parameters
+    mean, var = x.mean((0, 2, 3), keepdim=True), x.var((0, 2, 3), unbiased=False, keepdim=True)
+    expected = (x - mean) / torch.sqrt(var + bn.eps) * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
+    assert torch.allclose(y[..., 1:-1, 1:-1], expected, atol=1e-5)
+    y[:, :, 0, 0].sum().backward()
+    assert bn.weight.grad is None or torch.all(bn.weight.grad == 0)

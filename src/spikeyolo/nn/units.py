@@ -54,12 +54,13 @@ class BNAndPad(nn.Module):
         y = self.bn(x)
         if self.pad == 0:
             return y
-        a = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
-        fill = (self.bn.bias - self.bn.running_mean * a).view(1, -1, 1, 1)
-        y = F.pad(y, [self.pad] * 4)
-        border = torch.ones_like(y[:1, :1], dtype=torch.bool)
-        border[..., self.pad : -self.pad, self.pad : -self.pad] = False
-        return torch.where(border, fill.to(y.dtype), y)
+        p, bn = self.pad, self.bn
+        with torch.no_grad():  # the pad value is a constant to autograd, as in the reference
+            fill = (bn.bias - bn.running_mean * bn.weight / torch.sqrt(bn.running_var + bn.eps)).to(y.dtype)
+        n, c, h, w = y.shape
+        out = fill.view(1, c, 1, 1).expand(n, c, h + 2 * p, w + 2 * p).contiguous()
+        out[..., p:-p, p:-p] = y
+        return out
 
 
 class SpikeUnit(nn.Module):
