@@ -5,11 +5,11 @@ import csv
 import pytest
 import torch
 import yaml
-from _train_data import make_dataset
 
 import spikeyolo
+from _train_data import make_dataset
 from spikeyolo.engine import loss as loss_module
-from spikeyolo.engine.trainer import RESULTS_COLUMNS, Trainer, TrainConfig
+from spikeyolo.engine.trainer import RESULTS_COLUMNS, TrainConfig, Trainer
 
 TINY = dict(model="n", width=0.0625, imgsz=64, batch=2, nbs=4, workers=0, device="cpu", warmup_epochs=1,
             warmup_min_iters=2, close_mosaic=1, seed=3, progress=False, verbose=False, plots=False)
@@ -17,7 +17,7 @@ TINY = dict(model="n", width=0.0625, imgsz=64, batch=2, nbs=4, workers=0, device
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("ds"), n_train=6, n_val=2)
+    return make_dataset(tmp_path_factory.mktemp("ds"), n_train=4, n_val=2)
 
 
 class Interrupted(Exception):
@@ -100,7 +100,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypat
     def poisoned(self, preds, batch):
         total, items = original(self, preds, batch)
         calls["n"] += 1
-        if calls["n"] == 5:  # second epoch (3 batches per epoch)
+        if calls["n"] == 4:  # second epoch (2 batches per epoch)
             total = total * float("nan")
         return total, items
 
