@@ -1,0 +1,291 @@
+"""Prophesee Gen1 Automotive as a detection dataset (items follow docs/internals.md).
+
+Data YAML::
+
+    type: gen1
+    path: /data/gen1            # holds train/ val/ test/ folders of <rec>_td.dat + <rec>_bbox.npy pairs
+    train: train
+    val: val
+    test: test
+    window_us: 250000           # events of [t - window_us, t) make one sample (official: 250 ms)
+    T: 4                        # time bins per window (official script: 4; released checkpoint: 2)
+    representation: spikeyolo   # counts | spikeyolo | histogram (see spikeyolo.events.representations)
+    representation_opts: {}     # e.g. {bins: 10} for histogram, {norm: log} for counts
+    names: [car, pedestrian]
+
+Sampling: one sample per unique label timestamp ``t`` of a recording; events in ``[t - window_us, t)`` are
+split into ``T`` equal bins (a window reaching before the recording start simply has empty early bins).
+Labels: the boxes at exactly ``t``; for a ``track_id`` seen several times the last row wins; boxes are clipped
+to the sensor (x1, y1, x2, y2 each clamped, unlike the official code that shifts boxes sticking out left/top),
+zero-area boxes dropped. Frames are letterboxed (aspect kept, centred) to ``imgsz`` square, padded with the
+representation's background (0, or 127/255 for ``spikeyolo``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .io import BBOX_DTYPE, DatReader, read_bbox
+from .representations import events_to_frames, representation_background, representation_channels
+
+DEFAULT_WINDOW_US = 250_000
+DEFAULT_T = 4
+DEFAULT_REPRESENTATION = "spikeyolo"
+CACHE_VERSION = 1
+
+
+def find_recordings(folder: str | os.PathLike) -> list[tuple[str, Path, Path]]:
+    """``(name, td.dat, bbox.npy)`` for every ``<name>_td.dat`` with a ``<name>_bbox.npy`` beside it, sorted."""
+    folder = Path(folder)
+    out = []
+    for dat in sorted(folder.glob("*_td.dat")):
+        name = dat.name[: -len("_td.dat")]
+        bbox = folder / f"{name}_bbox.npy"
+        if bbox.is_file():
+            out.append((name, dat, bbox))
+        else:
+            warnings.warn(f"{dat}: no {bbox.name} beside it; recording skipped", stacklevel=2)
+    return out
+
+
+def labels_at(boxes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes of one timestamp (:data:`BBOX_DTYPE` rows, file order) -> ``(cls [n] int64, xyxy [n, 4] float32,
+    track_id [n])``: last row per ``track_id``, clipped to ``width x height``, zero-area boxes dropped."""
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.uint32)
+    rev = boxes[::-1]
+    _, first_in_rev = np.unique(rev["track_id"], return_index=True)
+    keep = np.sort(len(boxes) - 1 - first_in_rev)  # last occurrence per track, in file order
+    b = boxes[keep]
+    x1 = np.clip(b["x"].astype(np.float64), 0, width)
+    y1 = np.clip(b["y"].astype(np.float64), 0, height)
+    x2 = np.clip(b["x"].astype(np.float64) + b["w"], 0, width)
+    y2 = np.clip(b["y"].astype(np.float64) + b["h"], 0, height)
+    ok = (x2 > x1) & (y2 > y1)
+    xyxy = np.stack((x1, y1, x2, y2), 1)[ok].astype(np.float32)
+    return b["class_id"][ok].astype(np.int64), xyxy.reshape(-1, 4), b["track_id"][ok]
+
+
+def letterbox_frames(frames: np.ndarray, imgsz: int, pad_value: float = 0.0):
+    """``[T, C, h, w]`` -> ``([T, C, imgsz, imgsz], (gain_y, gain_x), (pad_x, pad_y))`` with
+    ``input = original * gain + pad`` (centred; bilinear when enlarging, area when shrinking)."""
+    T, C, h, w = frames.shape
+    r = min(imgsz / h, imgsz / w)
+    rh, rw = max(1, round(h * r)), max(1, round(w * r))
+    top, left = (imgsz - rh) // 2, (imgsz - rw) // 2
+    out = np.full((T, C, imgsz, imgsz), pad_value, np.float32)
+    if (rh, rw) == (h, w):
+        out[:, :, top:top + rh, left:left + rw] = frames
+    else:
+        interp = cv2.INTER_AREA if rw < w else cv2.INTER_LINEAR
+        hwc = np.ascontiguousarray(frames.reshape(T * C, h, w).transpose(1, 2, 0))
+        parts = [cv2.resize(hwc[:, :, k:k + 256], (rw, rh), interpolation=interp).reshape(rh, rw, -1)
+                 for k in range(0, T * C, 256)]
+        res = np.concatenate(parts, 2).transpose(2, 0, 1).reshape(T, C, rh, rw)
+        out[:, :, top:top + rh, left:left + rw] = res
+    return out, (rh / h, rw / w), (float(left), float(top))
+
+
+class Gen1Dataset(torch.utils.data.Dataset):
+    """One split of a Gen1-layout event dataset (see the module docstring).
+
+    ``Gen1Dataset(cfg, split, imgsz=320, T=None, window_us=None, representation=None, cache_dir=None,
+    augment=False, representation_opts=None, seed=0)``: ``cfg`` is a loaded data config (``path`` absolute;
+    ``cfg[split]`` a folder or list of folders, else ``path/split``); ``None`` arguments come from ``cfg``, else
+    the module defaults (250 ms, T = 4, ``spikeyolo``).
+
+    Cache: frames at sensor resolution are computed once per sample and kept as compressed ``.npz`` in
+    ``cache_dir`` (default ``<path>/cache``; ``False`` disables) under a folder named by a hash of the
+    settings and of every source file's name, size and mtime, so changed settings or files rebuild it.
+
+    ``augment``: random horizontal flip (p = 0.5), drawn from ``(seed, epoch, index)``.
+    """
+
+    keyed = False
+    mosaic = False
+
+    def __init__(self, cfg: dict, split: str, imgsz: int = 320, T: int | None = None,
+                 window_us: int | None = None, representation: str | None = None, cache_dir=None,
+                 augment: bool = False, representation_opts: dict | None = None, seed: int = 0,
+                 progress: bool = True):
+        self.cfg = cfg
+        self.split = split
+        self.imgsz = int(imgsz)
+        self.T = int(T if T is not None else cfg.get("T", DEFAULT_T))
+        self.window_us = int(window_us if window_us is not None else cfg.get("window_us", DEFAULT_WINDOW_US))
+        self.representation = str(representation or cfg.get("representation", DEFAULT_REPRESENTATION))
+        self.rep_opts = dict(representation_opts if representation_opts is not None
+                             else cfg.get("representation_opts") or {})
+        self.in_channels = representation_channels(self.representation, **self.rep_opts)
+        self.pad_value = representation_background(self.representation)
+        self.names = list(cfg.get("names") or ["car", "pedestrian"])
+        self.nc = len(self.names)
+        self.augment, self.seed, self.epoch = bool(augment), int(seed), 0
+        if self.T < 1 or self.window_us < self.T:
+            raise ValueError(f"need T >= 1 and window_us >= T, got T={self.T}, window_us={self.window_us}")
+
+        folders = cfg.get(split) or [str(Path(cfg["path"]) / split)]
+        folders = [folders] if isinstance(folders, str | os.PathLike) else list(folders)
+        self.recordings = []
+        for f in folders:
+            if not Path(f).is_dir():
+                raise FileNotFoundError(f"gen1 split {split!r}: folder {f} does not exist")
+            self.recordings += find_recordings(f)
+        if not self.recordings:
+            raise FileNotFoundError(f"gen1 split {split!r}: no <name>_td.dat + <name>_bbox.npy pairs in {folders}")
+
+        self.samples = []  # (recording index, t, cls, xyxy, track_id)
+        self.sensor = {}
+        for r, (name, dat, bbox) in enumerate(self.recordings):
+            reader = DatReader(dat, check=False)
+            self.sensor[name] = (reader.height, reader.width)
+            boxes = read_bbox(bbox)
+            bad = boxes["class_id"] >= self.nc
+            if bad.any():
+                warnings.warn(f"{bbox}: {int(bad.sum())} boxes with class_id >= nc={self.nc} dropped", stacklevel=2)
+                boxes = boxes[~bad]
+            order = np.argsort(boxes["t"], kind="stable")
+            boxes = boxes[order]
+            ts, starts = np.unique(boxes["t"], return_index=True)
+            ends = np.append(starts[1:], len(boxes))
+            for t, a, b in zip(ts, starts, ends):
+                cls, xyxy, tid = labels_at(boxes[a:b], reader.height, reader.width)
+                self.samples.append((r, int(t), cls, xyxy, tid))
+
+        self.cache_path = None
+        if cache_dir is not False:
+            root = Path(cache_dir) if cache_dir is not None else Path(cfg["path"]) / "cache"
+            self.cache_path = root / f"gen1_{split}_{self._cache_key()}"
+            try:
+                self._build_cache(progress)
+            except OSError as e:
+                warnings.warn(f"gen1 cache {self.cache_path} not usable ({e}); frames computed on the fly",
+                              stacklevel=2)
+                self.cache_path = None
+        self._readers = {}
+
+    # ------------------------------------------------------------------ cache
+    def _cache_key(self) -> str:
+        src = []
+        for _name, dat, bbox in self.recordings:
+            for p in (dat, bbox):
+                st = p.stat()
+                src.append([str(p.name), st.st_size, st.st_mtime_ns])
+        key = {"v": CACHE_VERSION, "T": self.T, "window_us": self.window_us, "rep": self.representation,
+               "opts": self.rep_opts, "src": src}
+        return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _cache_file(self, i: int) -> Path:
+        return self.cache_path / f"{i:08d}.npz"
+
+    def _build_cache(self, progress: bool) -> None:
+        done = self.cache_path / "complete.json"
+        if done.is_file():
+            return
+        self.cache_path.mkdir(parents=True, exist_ok=True)
+        todo = [i for i in range(len(self)) if not self._cache_file(i).is_file()]
+        from tqdm import tqdm
+
+        for i in tqdm(todo, desc=f"gen1 {self.split}: caching event frames", disable=not progress or not todo):
+            f = self._cache_file(i)
+            tmp = f.with_suffix(".tmp.npz")
+            np.savez_compressed(tmp, frames=self._compute_frames(i))
+            os.replace(tmp, f)
+        done.write_text(json.dumps({"samples": len(self), "T": self.T, "window_us": self.window_us,
+                                    "representation": self.representation, "opts": self.rep_opts}))
+
+    # ------------------------------------------------------------------ samples
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def close_mosaic(self) -> None:
+        """No mosaic for event data (present for the trainer's interface)."""
+
+    def _reader(self, r: int) -> DatReader:
+        if r not in self._readers:
+            self._readers[r] = DatReader(self.recordings[r][1], check=False)
+        return self._readers[r]
+
+    def _compute_frames(self, i: int) -> np.ndarray:
+        r, t, *_ = self.samples[i]
+        reader = self._reader(r)
+        t0 = t - self.window_us
+        ev = reader.read(t0, t)
+        return events_to_frames(ev, t0, t, self.T, reader.height, reader.width, self.representation,
+                                **self.rep_opts)
+
+    def frames(self, i: int) -> np.ndarray:
+        """Frames of sample ``i`` at sensor resolution, ``float32 [T, C, H, W]`` (from the cache when built)."""
+        if self.cache_path is not None:
+            with np.load(self._cache_file(i)) as z:
+                return z["frames"]
+        return self._compute_frames(i)
+
+    def im_file(self, i: int) -> str:
+        r, t, *_ = self.samples[i]
+        return f"{self.recordings[r][0]}_{t}"
+
+    def ground_truth(self, i: int) -> dict:
+        """Labels of sample ``i`` in sensor pixels: ``im_file``, ``image_id``, ``shape`` (h, w), ``cls [n]``,
+        ``boxes_xyxy [n, 4]``, ``t``, ``recording``."""
+        r, t, cls, xyxy, _ = self.samples[i]
+        name = self.recordings[r][0]
+        return {"im_file": self.im_file(i), "image_id": self.im_file(i), "shape": self.sensor[name],
+                "cls": cls.copy(), "boxes_xyxy": xyxy.copy(), "t": t, "recording": name}
+
+    def prophesee_ground_truth(self) -> dict[str, np.ndarray]:
+        """All sample labels of this split per recording as :data:`BBOX_DTYPE` arrays (sensor pixels, after
+        the last-per-track rule, clipping and zero-area removal), for
+        :func:`spikeyolo.metrics.prophesee.evaluate_prophesee`."""
+        out = {name: [] for name, _, _ in self.recordings}
+        for r, t, cls, xyxy, tid in self.samples:
+            a = np.zeros(len(cls), BBOX_DTYPE)
+            a["t"] = t
+            a["x"], a["y"] = xyxy[:, 0], xyxy[:, 1]
+            a["w"], a["h"] = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
+            a["class_id"], a["confidence"], a["track_id"] = cls, 1.0, tid
+            out[self.recordings[r][0]].append(a)
+        return {k: (np.concatenate(v) if v else np.zeros(0, BBOX_DTYPE)) for k, v in out.items()}
+
+    def __getitem__(self, index) -> dict:
+        if isinstance(index, tuple):
+            index = index[0]
+        r, t, cls, xyxy, _ = self.samples[index]
+        name = self.recordings[r][0]
+        h, w = self.sensor[name]
+        frames = self.frames(index)
+        boxes = xyxy.astype(np.float32).copy()
+        if self.augment:
+            from spikeyolo.data.augment import sample_rng
+
+            if sample_rng(self.seed, self.epoch, index).random() < 0.5:
+                frames = frames[..., ::-1]
+                boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
+        img, gain, pad = letterbox_frames(np.ascontiguousarray(frames), self.imgsz, self.pad_value)
+        gy, gx = gain
+        b = boxes * np.array([gx, gy, gx, gy], np.float32) + np.array([pad[0], pad[1], pad[0], pad[1]], np.float32)
+        xywh = np.stack(((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]), 1)
+        xywh = xywh.reshape(-1, 4) / self.imgsz
+        n = len(cls)
+        return {
+            "img": torch.from_numpy(img),
+            "cls": torch.as_tensor(cls, dtype=torch.float32).reshape(n, 1),
+            "bboxes": torch.as_tensor(xywh, dtype=torch.float32).reshape(n, 4),
+            "batch_idx": torch.zeros(n),
+            "im_file": f"{name}_{t}",
+            "ori_shape": (h, w),
+            "ratio_pad": ((gy, gx), pad),
+            "t": t,
+            "recording": name,
+        }

@@ -1,0 +1,144 @@
+"""Detection over a whole recording: windows ``[t - window_us, t)`` for ``t = t_start + window_us, + step_us,
+...``, each turned into ``T`` frames, letterboxed and run through the model; detections are written as a
+Prophesee ``_bbox.npy`` (timestamp = window end ``t``, sensor pixels) and, optionally, drawn into an mp4.
+
+With ``carry_state=True`` the spiking neurons keep their membrane potentials from one window to the next
+(``spikeyolo.neuron.set_carry_state``); windows are then fed one at a time in time order, and should not
+overlap (``step_us == window_us``), otherwise events are seen twice.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .gen1 import letterbox_frames
+from .io import BBOX_DTYPE, DatReader, write_bbox
+from .representations import events_to_frames, representation_background
+
+
+def render_window(events, height: int, width: int, boxes_xyxy=None, cls=None, scores=None, names=None,
+                  scale: int = 2) -> np.ndarray:
+    """A BGR uint8 picture of a window: grey background, pixels with more ON events white, more OFF black;
+    boxes (sensor pixels) drawn in green with ``name score``. Enlarged ``scale`` times."""
+    on = np.bincount(events["y"].astype(np.int64) * width + events["x"], weights=events["p"] > 0,
+                     minlength=height * width)[: height * width]
+    off = np.bincount(events["y"].astype(np.int64) * width + events["x"], weights=events["p"] == 0,
+                      minlength=height * width)[: height * width]
+    img = np.full(height * width, 127, np.uint8)
+    img[on > off] = 255
+    img[off > on] = 0
+    img = cv2.cvtColor(img.reshape(height, width), cv2.COLOR_GRAY2BGR)
+    img = cv2.resize(img, (width * scale, height * scale), interpolation=cv2.INTER_NEAREST)
+    if boxes_xyxy is not None:
+        for k, b in enumerate(np.asarray(boxes_xyxy).reshape(-1, 4)):
+            p1 = (int(b[0] * scale), int(b[1] * scale))
+            p2 = (int(b[2] * scale), int(b[3] * scale))
+            cv2.rectangle(img, p1, p2, (0, 200, 0), 2)
+            if cls is not None:
+                c = int(cls[k])
+                label = str(names[c]) if names is not None and c < len(names) else str(c)
+                if scores is not None:
+                    label += f" {float(scores[k]):.2f}"
+                cv2.putText(img, label, (p1[0], max(10, p1[1] - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                            (0, 200, 0), 1, cv2.LINE_AA)
+    return img
+
+
+@torch.no_grad()
+def predict_recording(model, dat_path, out_path, window_us: int = 250_000, step_us: int = 50_000, T: int = 4,
+                      representation: str = "spikeyolo", imgsz: int = 320, conf: float = 0.25,
+                      iou: float = 0.7, carry_state: bool = False, max_det: int = 300, batch: int = 8,
+                      representation_opts: dict | None = None, t_start: int | None = None,
+                      t_end: int | None = None, video_path=None, video_fps: float | None = None,
+                      names=None, progress: bool = True) -> np.ndarray:
+    """Run ``model`` (eval mode; ``model(x [B, T, C, imgsz, imgsz]) -> [B, 4 + nc, A]``) over the recording
+    ``dat_path`` and write the detections to ``out_path`` (a ``_bbox.npy``: ``t`` = window end, ``x, y, w, h``
+    sensor pixels, ``class_id``, ``confidence``, ``track_id`` 0). Returns the detections (:data:`BBOX_DTYPE`).
+
+    Windows end at ``t_start + window_us + k * step_us`` (``t_start`` default 0) up to ``t_end`` (default:
+    last event + 1). ``video_path``: also write an mp4 of every window with its boxes (frame by frame).
+    """
+    from spikeyolo.engine.nms import non_max_suppression
+
+    opts = dict(representation_opts or {})
+    reader = DatReader(dat_path)
+    H, W = reader.height, reader.width
+    pad_value = representation_background(representation)
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    if carry_state:
+        from spikeyolo.neuron import reset_state, set_carry_state
+
+        if step_us != window_us:
+            warnings.warn(f"carry_state with step_us={step_us} != window_us={window_us}: windows overlap or "
+                          "leave gaps, so the carried state sees events twice or misses some", stacklevel=2)
+        set_carry_state(model, True)
+        reset_state(model)
+        batch = 1
+    t0 = 0 if t_start is None else int(t_start)
+    t_last = (reader.t_last + 1) if len(reader) else t0 + window_us
+    t_end = t_last if t_end is None else int(t_end)
+    ends = list(range(t0 + window_us, t_end + 1, step_us))
+
+    writer = None
+    if video_path is not None:
+        Path(video_path).parent.mkdir(parents=True, exist_ok=True)
+        fps = video_fps or 1e6 / step_us
+        writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (2 * W, 2 * H))
+        if not writer.isOpened():
+            raise RuntimeError(f"{video_path}: cannot open an mp4 writer (OpenCV without video support?)")
+
+    from tqdm import tqdm
+
+    results = []
+    bar = tqdm(total=len(ends), desc=f"predict {Path(dat_path).name}", disable=not progress)
+    try:
+        for a in range(0, len(ends), batch):
+            chunk = ends[a:a + batch]
+            evs, imgs, rp = [], [], None
+            for te in chunk:
+                ev = reader.read(te - window_us, te)
+                fr = events_to_frames(ev, te - window_us, te, T, H, W, representation, **opts)
+                img, gain, pad = letterbox_frames(fr, imgsz, pad_value)
+                evs.append(ev)
+                imgs.append(img)
+                rp = (gain, pad)
+            x = torch.from_numpy(np.stack(imgs)).to(device)
+            pred = model(x)
+            dets = non_max_suppression(pred, conf_thres=conf, iou_thres=iou, max_det=max_det)
+            (gy, gx), (px, py) = rp
+            for te, ev, d in zip(chunk, evs, dets):
+                d = d.detach().float().cpu().numpy().reshape(-1, 6)
+                b = (d[:, :4] - np.array([px, py, px, py])) / np.array([gx, gy, gx, gy])
+                b[:, [0, 2]] = b[:, [0, 2]].clip(0, W)
+                b[:, [1, 3]] = b[:, [1, 3]].clip(0, H)
+                ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+                b, d = b[ok], d[ok]
+                r = np.zeros(len(b), BBOX_DTYPE)
+                r["t"] = te
+                r["x"], r["y"] = b[:, 0], b[:, 1]
+                r["w"], r["h"] = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+                r["class_id"], r["confidence"], r["track_id"] = d[:, 5].astype(np.int64), d[:, 4], 0
+                results.append(r)
+                if writer is not None:
+                    writer.write(render_window(ev, H, W, b, d[:, 5], d[:, 4], names))
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.release()
+        if carry_state:
+            set_carry_state(model, False)
+        model.train(was_training)
+    out = np.concatenate(results) if results else np.zeros(0, BBOX_DTYPE)
+    write_bbox(out_path, out)
+    return out
