@@ -94,8 +94,155 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- train / val / predict / demo (engine) ------------------------------------------------------------------
+def _no_flag(p: argparse.ArgumentParser, name: str, help_text: str) -> None:
+    p.add_argument(f"--no-{name}", dest=name.replace("-", "_"), action="store_false", help=help_text)
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    from .engine.trainer import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--data", help="data YAML (ultralytics convention; type: coco/voc/gen1 also)")
+    p.add_argument("--model", default=d.model, help="scale n/s/m/l, a model YAML, or a checkpoint .pt to start from")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--imgsz", type=int, default=d.imgsz, help="square input size (multiple of 32)")
+    p.add_argument("--batch", type=int, default=d.batch, help="total batch size over all processes")
+    p.add_argument("--device", default=None, help="cpu, 0, 0,1 (torchrun for several GPUs); default: GPU 0 if any")
+    p.add_argument("--workers", type=int, default=d.workers, help="dataloader workers per process")
+    p.add_argument("--optimizer", default=d.optimizer, choices=["SGD", "AdamW"])
+    p.add_argument("--lr0", type=float, default=d.lr0, help="initial learning rate")
+    p.add_argument("--lrf", type=float, default=d.lrf, help="final lr = lr0 * lrf (the paper used 0.004)")
+    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum / AdamW beta1")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="for batch 64; scaled to the batch")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="(at least 100 iterations)")
+    p.add_argument("--cos-lr", action="store_true", help="cosine instead of linear lr decay")
+    p.add_argument("--close-mosaic", type=int, default=d.close_mosaic, help="epochs at the end without mosaic")
+    p.add_argument("--mosaic", type=float, default=None, help="mosaic probability (default 1.0)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    _no_flag(p, "deterministic", "allow non-deterministic (faster) kernels")
+    _no_flag(p, "amp", "no mixed precision on CUDA")
+    _no_flag(p, "val", "no validation during training")
+    _no_flag(p, "plots", "no plots")
+    p.add_argument("--val-period", type=int, default=d.val_period, help="validate every N epochs (and the last)")
+    p.add_argument("--T", type=int, default=d.T, help="timesteps")
+    p.add_argument("--D", type=int, default=d.D, help="largest integer spike (virtual timesteps at inference)")
+    p.add_argument("--width", type=float, default=None, help="override the width multiplier (tiny models)")
+    p.add_argument("--depth", type=float, default=None, help="override the depth multiplier")
+    p.add_argument("--project", default=d.project, help="runs go to PROJECT/NAME (NAME2, ... if it exists)")
+    p.add_argument("--name", default=d.name)
+    p.add_argument("--resume", default=None, help="weights/last.pt (or its run folder) to continue from")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+
+
+def _train_summary_json(result: dict) -> dict:
+    best = result.get("best_metrics") or {}
+    return {"save_dir": result["save_dir"], "weights": result["best"], "last": result["last"],
+            "epochs": result["epochs_done"], "time_s": result["time_s"], "stopped": result["stopped"],
+            **{k: best.get(k) for k in ("map50", "map", "precision", "recall", "fitness", "epoch")}}
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .engine.trainer import TrainConfig, Trainer
+    from .engine.validator import plain
+
+    if not args.data and not args.resume:
+        print("error: --data is required (or --resume)", file=sys.stderr)
+        return 2
+    fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if hasattr(args, f)}
+    fields["hyp"] = {} if args.mosaic is None else {"mosaic": args.mosaic}
+    result = Trainer(TrainConfig.from_dict(fields)).train()
+    if args.json:
+        print_json(plain(_train_summary_json(result)))
+    return 1 if result["stopped"] else 0
+
+
+def add_val_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="checkpoint .pt (best.pt / last.pt of a run, or saved model)")
+    p.add_argument("--data", required=True, help="data YAML")
+    p.add_argument("--split", default="val", help="val (default) or test")
+    p.add_argument("--imgsz", type=int, default=None, help="default: the size the checkpoint was trained at")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default=None)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--conf", type=float, default=0.001)
+    p.add_argument("--iou", type=float, default=0.7)
+    p.add_argument("--max-det", type=int, default=300)
+    p.add_argument("--save-json", action="store_true", help="write predictions.json (COCO results format)")
+    _no_flag(p, "plots", "no PR curve or drawn batch")
+    p.add_argument("--project", default="runs/detect")
+    p.add_argument("--name", default="val")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+
+
+def run_val(args: argparse.Namespace) -> int:
+    from .engine.validator import metrics_json, summary_table, validate
+
+    metrics, save_dir = validate(args.weights, args.data, args.imgsz, args.batch, args.device, args.workers,
+                                 args.conf, args.iou, args.max_det, args.save_json, args.project, args.name,
+                                 args.plots, split=args.split)
+    print(summary_table(metrics, _names_of(args.weights)))
+    print(f"results in {save_dir}")
+    if args.json:
+        print(metrics_json(metrics, save_dir=str(save_dir), weights=str(args.weights)), flush=True)
+    return 0
+
+
+def _names_of(weights) -> list:
+    from .checkpoint import read_checkpoint
+
+    return list(read_checkpoint(weights)["config"]["names"])
+
+
+def add_predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="checkpoint .pt")
+    p.add_argument("--source", required=True, help="image, folder, video (.mp4 ...) or event recording (.dat)")
+    p.add_argument("--imgsz", type=int, default=None, help="default: the size the checkpoint was trained at")
+    p.add_argument("--conf", type=float, default=0.25)
+    p.add_argument("--iou", type=float, default=0.7)
+    p.add_argument("--max-det", type=int, default=300)
+    p.add_argument("--device", default=None)
+    p.add_argument("--save", action=argparse.BooleanOptionalAction, default=True,
+                   help="write annotated images/videos (default on; --no-save for labels and JSON only)")
+    _no_flag(p, "save-txt", "no YOLO txt labels")
+    p.add_argument("--project", default="runs/detect")
+    p.add_argument("--name", default="predict")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .engine.predictor import predict
+
+    summaries, save_dir = predict(args.weights, args.source, args.imgsz, args.conf, args.iou, args.max_det,
+                                  args.device, save=args.save, save_txt=args.save_txt, project=args.project,
+                                  name=args.name)
+    for s in summaries:
+        what = f"{s['frames']} frames, " if "frames" in s else ""
+        print(f"{s['source']}: {what}{s.get('detections', '?')} detections")
+    print(f"{len(summaries)} source(s); results in {save_dir}")
+    if args.json:
+        print_json({"save_dir": str(save_dir), "sources": summaries})
+    return 0
+
+
+def add_demo_args(p: argparse.ArgumentParser) -> None:
+    from .demo import add_demo_options
+
+    add_demo_options(p)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo_cli
+
+    return run_demo_cli(args)
+
+
 COMMANDS = {
     "info": (add_info_args, run_info, "parameters, MACs per form, layer table"),
+    "train": (add_train_args, run_train, "train a detector (torchrun --nproc_per_node N for DDP)"),
+    "val": (add_val_args, run_val, "COCO mAP, precision and recall of a checkpoint on a data split"),
+    "predict": (add_predict_args, run_predict, "detect on images, folders, videos or event recordings"),
+    "demo": (add_demo_args, run_demo, "train and evaluate on the bundled tree photos (CPU, ~10 min)"),
     "export": (add_export_args, run_export, "export the fused form to ONNX"),
     "energy": (add_energy_args, run_energy, "per-layer firing rate, operations and energy over a val split"),
 }

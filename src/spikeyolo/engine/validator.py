@@ -300,3 +300,38 @@ def plain(obj):
 def metrics_json(metrics: dict, **extra) -> str:
     """A result as one line of strict JSON (for ``--json``)."""
     return json.dumps(plain({**metrics, **extra}))
+
+
+def checkpoint_imgsz(path, default: int = 640) -> int:
+    """The image size a checkpoint was trained at (its ``train_args``), else ``default``."""
+    from ..checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    return int((ckpt.get("train_args") or {}).get("imgsz") or ckpt["config"].get("imgsz") or default)
+
+
+def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=None, workers: int = 4,
+             conf: float = 0.001, iou: float = 0.7, max_det: int = 300, save_json: bool = False,
+             project: str = "runs/detect", name: str = "val", plots: bool = True, progress: bool = True,
+             split: str = "val", energy=None, exist_ok: bool = False) -> tuple[dict, Path]:
+    """Validate a checkpoint on a data YAML split; writes into a new ``project/name`` folder.
+
+    Returns ``(metrics, save_dir)``.
+    """
+    from ..checkpoint import load
+    from ..data import build_dataloader, build_dataset, load_data_config
+    from .utils import increment_path, select_device
+
+    dev = select_device(device)
+    model = load(weights).to(dev)
+    imgsz = int(imgsz or checkpoint_imgsz(weights))
+    data_cfg = load_data_config(data)
+    if len(data_cfg["names"]) != model.nc:
+        raise ValueError(f"{weights} detects {model.nc} classes but {data} lists {len(data_cfg['names'])}")
+    dataset = build_dataset(data_cfg, split, imgsz=imgsz, augment=False)
+    loader = build_dataloader(dataset, batch_size=batch, workers=workers, shuffle=False)
+    save_dir = increment_path(Path(project) / name, exist_ok)
+    validator = Validator(loader, names=data_cfg["names"], device=dev, conf=conf, iou=iou, max_det=max_det,
+                          save_dir=save_dir, save_json=save_json, plots=plots, half=dev.type == "cuda",
+                          energy=energy, progress=progress)
+    return validator(model), save_dir

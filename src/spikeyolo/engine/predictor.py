@@ -1,0 +1,234 @@
+"""Prediction on images, folders and videos (``spikeyolo predict``).
+
+Each frame is letterboxed to ``imgsz``, run through the model (eval mode), suppressed (NMS), and its boxes are
+mapped back to the frame's pixels. Videos are read frame by frame with ``cv2.VideoCapture`` (never loaded
+whole) and written back annotated with ``cv2.VideoWriter``. Event recordings (``.dat``) are handed to
+``spikeyolo.events.stream.predict_recording``.
+
+Outputs under ``save_dir`` (when saving): the annotated image or video under its own name,
+``labels/<stem>.txt`` (videos: ``labels/<stem>_<frame>.txt``) with one ``cls cx cy w h conf`` row per box
+(normalized to the frame), and ``<stem>.json`` per source: its detections (per frame for a video).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.augment import letterbox
+from ..data.labels import IMG_EXTS
+from .nms import non_max_suppression
+from .validator import clip_boxes, scale_boxes_to_original
+
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm")
+EVENT_EXTS = (".dat",)
+
+
+def list_sources(source: str | Path) -> list[Path]:
+    """An image, video or recording file, or every such file in a folder (sorted)."""
+    p = Path(source)
+    if p.is_dir():
+        files = sorted(q for q in p.iterdir() if q.suffix.lower() in IMG_EXTS + VIDEO_EXTS + EVENT_EXTS)
+        if not files:
+            raise FileNotFoundError(f"no image, video or .dat file in folder {p}")
+        return files
+    if not p.is_file():
+        raise FileNotFoundError(f"source not found: {p}")
+    if p.suffix.lower() not in IMG_EXTS + VIDEO_EXTS + EVENT_EXTS:
+        raise ValueError(f"{p}: unsupported source type {p.suffix!r} (images {IMG_EXTS}, videos {VIDEO_EXTS}, .dat)")
+    return [p]
+
+
+def yolo_lines(det: np.ndarray, shape: tuple[int, int]) -> list[str]:
+    """``det [n, 6]`` (x1, y1, x2, y2, conf, cls in pixels) -> ``cls cx cy w h conf`` rows normalized to ``shape``."""
+    h, w = shape
+    rows = []
+    for x1, y1, x2, y2, conf, c in det.tolist():
+        rows.append(f"{int(c)} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} "
+                    f"{(y2 - y1) / h:.6f} {conf:.5f}")
+    return rows
+
+
+def detections_json(det: np.ndarray, names) -> list[dict]:
+    out = []
+    for x1, y1, x2, y2, conf, c in det.tolist():
+        name = names[int(c)] if int(c) < len(names) else str(int(c))
+        out.append({"class": int(c), "name": name, "confidence": round(conf, 5),
+                    "box_xyxy": [round(v, 2) for v in (x1, y1, x2, y2)]})
+    return out
+
+
+class Predictor:
+    """Detections of a model on BGR frames.
+
+    Args:
+        model: a SpikeYOLO (any form) returning ``[B, 4 + nc, A]`` in eval mode.
+        imgsz: square input size (a multiple of 32).
+        conf, iou, max_det: NMS settings (0.25, 0.7, 300 by default for prediction).
+        device: where the model runs.
+    """
+
+    def __init__(self, model: nn.Module, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
+                 max_det: int = 300, device="cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.imgsz, self.conf, self.iou, self.max_det = int(imgsz), conf, iou, max_det
+        self.names = list(getattr(model, "names", None) or [str(i) for i in range(getattr(model, "nc", 80))])
+
+    @torch.no_grad()
+    def __call__(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        """BGR uint8 frames -> per frame ``[n, 6]`` float arrays (x1, y1, x2, y2, conf, cls) in frame pixels."""
+        inputs, metas = [], []
+        for f in frames:
+            if f.ndim == 2:
+                f = cv2.cvtColor(f, cv2.COLOR_GRAY2BGR)
+            img, gain, pad = letterbox(f[..., :3], self.imgsz)
+            inputs.append(torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))))
+            metas.append(((gain, pad), f.shape[:2]))
+        x = torch.stack(inputs).to(self.device).float() / 255.0
+        out = self.model(x)
+        dets = non_max_suppression(out.float(), self.conf, self.iou, self.max_det)
+        results = []
+        for d, (ratio_pad, shape) in zip(dets, metas):
+            d = d.detach().float().cpu()
+            d[:, :4] = clip_boxes(scale_boxes_to_original(d[:, :4], ratio_pad), shape)
+            results.append(d.numpy())
+        return results
+
+    def draw(self, frame: np.ndarray, det: np.ndarray) -> np.ndarray:
+        from ..plots import draw_boxes
+
+        return draw_boxes(frame, det[:, :4], det[:, 5], det[:, 4], self.names)
+
+
+def predict_source(predictor: Predictor, source: str | Path, save_dir: Path | None = None, save: bool = True,
+                   save_txt: bool = True, save_json: bool = True, progress: bool = True, batch: int = 1,
+                   **event_kwargs) -> list[dict]:
+    """Run ``predictor`` over an image, a folder or a video; returns one summary dict per source file."""
+    from tqdm import tqdm
+
+    files = list_sources(source)
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        if save_txt:
+            (save_dir / "labels").mkdir(exist_ok=True)
+    summaries = []
+    images = [f for f in files if f.suffix.lower() in IMG_EXTS]
+    for k in tqdm(range(0, len(images), batch), desc="images", unit="img", disable=not progress or not images):
+        chunk = images[k : k + batch]
+        frames = []
+        for f in chunk:
+            im = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            if im is None:
+                raise OSError(f"cannot read image {f}")
+            frames.append(im)
+        for f, im, det in zip(chunk, frames, predictor(frames)):
+            summaries.append(_save_image(predictor, f, im, det, save_dir, save, save_txt, save_json))
+    for f in files:
+        if f.suffix.lower() in VIDEO_EXTS:
+            summaries.append(_predict_video(predictor, f, save_dir, save, save_txt, save_json, progress))
+        elif f.suffix.lower() in EVENT_EXTS:
+            summaries.append(_predict_events(predictor, f, save_dir, save, progress, **event_kwargs))
+    return summaries
+
+
+def _save_image(predictor, f: Path, im, det, save_dir, save, save_txt, save_json) -> dict:
+    summary = {"source": str(f), "type": "image", "shape": list(im.shape[:2]), "detections": len(det)}
+    if save_dir is None:
+        return summary
+    if save:
+        out = save_dir / f.name
+        cv2.imwrite(str(out), predictor.draw(im, det))
+        summary["saved"] = str(out)
+    if save_txt:
+        (save_dir / "labels" / f"{f.stem}.txt").write_text("".join(r + "\n" for r in yolo_lines(det, im.shape[:2])))
+    if save_json:
+        js = {"source": str(f), "shape": list(im.shape[:2]), "detections": detections_json(det, predictor.names)}
+        (save_dir / f"{f.stem}.json").write_text(json.dumps(js))
+    return summary
+
+
+def _predict_video(predictor, f: Path, save_dir, save, save_txt, save_json, progress) -> dict:
+    from tqdm import tqdm
+
+    cap = cv2.VideoCapture(str(f))
+    if not cap.isOpened():
+        raise OSError(f"cannot open video {f}")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    writer, frames_json, n, n_det = None, [], 0, 0
+    out_path = save_dir / f"{f.stem}.mp4" if save_dir is not None else None
+    bar = tqdm(total=total, desc=f.name, unit="frame", disable=not progress)
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            det = predictor([frame])[0]
+            n_det += len(det)
+            if save_dir is not None:
+                if save:
+                    if writer is None:
+                        h, w = frame.shape[:2]
+                        writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                    writer.write(predictor.draw(frame, det))
+                if save_txt:
+                    rows = yolo_lines(det, frame.shape[:2])
+                    (save_dir / "labels" / f"{f.stem}_{n}.txt").write_text("".join(r + "\n" for r in rows))
+                if save_json:
+                    frames_json.append({"frame": n, "detections": detections_json(det, predictor.names)})
+            n += 1
+            bar.update(1)
+    finally:
+        bar.close()
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if n == 0:
+        raise OSError(f"no frame could be read from video {f}")
+    summary = {"source": str(f), "type": "video", "frames": n, "fps": fps, "detections": n_det}
+    if save_dir is not None and save:
+        summary["saved"] = str(out_path)
+    if save_dir is not None and save_json:
+        (save_dir / f"{f.stem}.json").write_text(json.dumps({"source": str(f), "fps": fps, "frames": frames_json}))
+    return summary
+
+
+def _predict_events(predictor, f: Path, save_dir, save, progress, **kwargs) -> dict:
+    try:
+        from ..events.stream import predict_recording
+    except ImportError as e:
+        raise NotImplementedError(
+            f"{f}: event recordings need spikeyolo.events.stream.predict_recording, which is not available ({e})"
+        ) from None
+    result = predict_recording(predictor.model, f, save_dir=save_dir, conf=predictor.conf, iou=predictor.iou,
+                               **kwargs)
+    summary = {"source": str(f), "type": "events"}
+    if isinstance(result, dict):
+        summary.update(result)
+    return summary
+
+
+def predict(weights, source, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
+            device=None, save: bool = True, save_txt: bool = True, save_json: bool = True,
+            project: str = "runs/detect", name: str = "predict", progress: bool = True,
+            exist_ok: bool = False) -> tuple[list[dict], Path]:
+    """Load a checkpoint and predict on ``source``; outputs go to a new ``project/name`` folder.
+
+    Returns ``(per-source summaries, save_dir)``.
+    """
+    from ..checkpoint import load
+    from .utils import increment_path, select_device
+    from .validator import checkpoint_imgsz
+
+    dev = select_device(device)
+    model = load(weights)
+    predictor = Predictor(model, int(imgsz or checkpoint_imgsz(weights)), conf, iou, max_det, dev)
+    list_sources(source)  # fails on a bad source before a run folder is created
+    save_dir = increment_path(Path(project) / name, exist_ok)
+    return predict_source(predictor, source, save_dir, save, save_txt, save_json, progress), save_dir
