@@ -107,6 +107,12 @@ def _float64_view(t: torch.Tensor) -> torch.Tensor:
     return t.cpu() if t.device.type == "mps" else t  # MPS has no float64
 
 
+def clean_name(name: str) -> str:
+    """A module path without wrapper prefixes (DDP ``module.``, ``torch.compile`` ``_orig_mod.``)."""
+    parts = [p for p in name.split(".") if p not in ("_orig_mod", "module")]
+    return ".".join(parts)
+
+
 class FiringRateMonitor:
     """Accumulates I-LIF output statistics of ``model`` while attached.
 
@@ -143,6 +149,7 @@ class FiringRateMonitor:
         self._handles.append(self.model.register_forward_pre_hook(self._on_input))
         seen: set[int] = set()
         for name, unit in iter_units(self.model):
+            name = clean_name(name)
             if unit.lif is None:
                 continue
             seen.add(id(unit.lif))
@@ -155,7 +162,7 @@ class FiringRateMonitor:
                     self._specs[name] = fused_conv_spec(unit)
         for name, m in self.model.named_modules():  # a neuron outside any unit: rates only
             if isinstance(m, ILIF) and id(m) not in seen:
-                self._register(name, m)
+                self._register(clean_name(name), m)
         return self
 
     def _register(self, name: str, lif: ILIF) -> None:
@@ -252,8 +259,12 @@ class FiringRateMonitor:
                 ch = acc.channels.to(device)
                 dist.all_reduce(ch)
                 acc.channels = ch
-        images = int(flat[-1, 0].item())
-        scale = images / max(self.inputs.images, 1)
-        self.inputs.images = images
-        self.inputs.sizes = Counter({k: round(v * scale) for k, v in self.inputs.sizes.items()})
-        self.inputs.frames = Counter({k: round(v * scale) for k, v in self.inputs.frames.items()})
+        self.inputs.images = int(flat[-1, 0].item())
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, (dict(self.inputs.sizes), dict(self.inputs.frames),
+                                          self.timesteps))
+        self.inputs.sizes, self.inputs.frames = Counter(), Counter()
+        for sizes, frames, steps in gathered:
+            self.inputs.sizes.update(sizes)
+            self.inputs.frames.update(frames)
+            self.timesteps = max(self.timesteps, steps)

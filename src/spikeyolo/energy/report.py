@@ -278,6 +278,13 @@ def _input_size(geometry: list[ConvGeometry]) -> tuple[int, int]:
     return stem.hin, stem.win
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP / DataParallel / ``torch.compile`` wrappers (its ``config`` gives the geometry)."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
 class EnergyMeter:
     """Firing rates over a dataset -> energy report. For the end of validation and for every epoch's validation.
 
@@ -289,31 +296,43 @@ class EnergyMeter:
         report.summary()                    # {"snn/firing_rate", "snn/synops", "snn/energy_mJ", ...}
 
     Args:
-        model: the architecture to take the conv shapes from (any form; weights are not read).
+        model: the architecture to take the conv shapes from (any form; weights are not read). None: the model
+            given to :meth:`monitor` / :meth:`start` (so a trainer can be handed ``EnergyMeter()`` before it
+            builds its model).
         e_mac, e_ac: energy per MAC / per AC in pJ.
         first_layer: ``"mac"`` or ``"ac"`` (see :func:`estimate_energy`).
         geometry: ``"fused"`` (the paper's model) or ``"train"`` (unfused; a train-form model only).
         synops: also measure the synaptic operations actually performed (see :mod:`.ops`); cheap.
+        sync: in :meth:`stop`, sum the statistics over all ``torch.distributed`` ranks first (every rank must
+            call ``stop``; leave False when only one rank validates).
     """
 
-    def __init__(self, model: nn.Module, *, e_mac: float = E_MAC_PJ, e_ac: float = E_AC_PJ, first_layer: str = "mac",
-                 geometry: str = "fused", synops: bool = True):
+    def __init__(self, model: nn.Module | None = None, *, e_mac: float = E_MAC_PJ, e_ac: float = E_AC_PJ,
+                 first_layer: str = "mac", geometry: str = "fused", synops: bool = True, sync: bool = False):
         if first_layer not in FIRST_LAYER:
             raise ValueError(f"first_layer must be one of {FIRST_LAYER}, got {first_layer!r}")
-        self.model, self.e_mac, self.e_ac = model, float(e_mac), float(e_ac)
-        self.first_layer, self.geometry, self.measure_synops = first_layer, geometry, synops
+        self.model = _unwrap(model) if model is not None else None
+        self.e_mac, self.e_ac = float(e_mac), float(e_ac)
+        self.first_layer, self.geometry, self.measure_synops, self.sync = first_layer, geometry, synops, sync
         self._monitor: FiringRateMonitor | None = None
         self._geometry_cache: dict = {}
 
     @property
-    def monitor_(self) -> FiringRateMonitor | None:
+    def last_monitor(self) -> FiringRateMonitor | None:
         """The monitor of the last (or current) run."""
         return self._monitor
+
+    def all_reduce(self) -> None:
+        """Sum the last run's statistics over all ``torch.distributed`` ranks (collective: call on every rank)."""
+        if self._monitor is not None:
+            self._monitor.all_reduce()
 
     def monitor(self, model: nn.Module | None = None, reset: bool = True) -> FiringRateMonitor:
         """A context manager that monitors ``model`` (default: the meter's). ``reset=False`` continues the previous
         run's statistics (same model object)."""
         model = model if model is not None else self.model
+        if model is None:
+            raise ValueError("EnergyMeter.monitor: no model given (and none at construction)")
         if reset or self._monitor is None:
             self._monitor = FiringRateMonitor(model, synops=self.measure_synops)
         elif self._monitor.model is not model:
@@ -329,6 +348,8 @@ class EnergyMeter:
         if self._monitor is None:
             return {}
         self._monitor.detach()
+        if self.sync:
+            self._monitor.all_reduce()
         if self._monitor.inputs.images == 0:
             return {}
         return self.report().summary()
@@ -345,10 +366,11 @@ class EnergyMeter:
             imgsz = mon.inputs.common_size
         hw = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
         geometry = overrides.get("geometry", self.geometry)
-        key = (hw, geometry)
+        arch = self.model if self.model is not None else _unwrap(mon.model)
+        key = (repr(getattr(arch, "config", id(arch))), hw, geometry)
         if key not in self._geometry_cache:
-            self._geometry_cache[key] = unit_geometry(self.model, hw, geometry)
-        config = getattr(self.model, "config", {}) or {}
+            self._geometry_cache[key] = unit_geometry(arch, hw, geometry)
+        config = getattr(arch, "config", {}) or {}
         stats = mon.stats()
         D = next(iter(stats.values())).D if stats else int(config.get("D", 4))
         T = mon.timesteps or int(config.get("T", 1))
