@@ -160,6 +160,7 @@ class Gen1Dataset(torch.utils.data.Dataset):
                 cls, xyxy, tid = labels_at(boxes[a:b], reader.height, reader.width)
                 self.samples.append((r, int(t), cls, xyxy, tid))
 
+        self._readers = {}
         self.cache_path = None
         if cache_dir is not False:
             root = Path(cache_dir) if cache_dir is not None else Path(cfg["path"]) / "cache"
@@ -170,7 +171,6 @@ class Gen1Dataset(torch.utils.data.Dataset):
                 warnings.warn(f"gen1 cache {self.cache_path} not usable ({e}); frames computed on the fly",
                               stacklevel=2)
                 self.cache_path = None
-        self._readers = {}
 
     # ------------------------------------------------------------------ cache
     def _cache_key(self) -> str:

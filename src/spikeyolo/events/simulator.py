@@ -99,29 +99,38 @@ class EventSimulator:
 
 
 def random_motion(duration_us: int, image_hw, sensor=(240, 304), seed: int = 0, zoom_range=(0.6, 1.0),
-                  pan_cycles: float = 1.0):
+                  speed: float = 40.0, zoom_rate: float = 0.1):
     """A smooth random pan/zoom: a function ``t_us -> (cx, cy, s)``: viewport centre in image pixels and
-    scale ``s`` (image pixels per sensor pixel). The viewport (``s * W`` by ``s * H``) stays inside the image:
-    ``s`` moves in ``zoom_range`` times the largest scale that fits, the centre along sums of sinusoids."""
+    scale ``s`` (image pixels per sensor pixel). The viewport (``s * W`` by ``s * H``) stays inside the image.
+
+    The centre follows a sinusoid per axis (random phase and frequency) whose top speed is about ``speed``
+    sensor pixels per second (less when the image leaves no room); the scale starts at a random value in
+    ``zoom_range`` times the largest scale that fits and changes by at most ``zoom_rate`` (relative) per
+    second.
+    """
     rng = np.random.default_rng(seed)
     ih, iw = image_hw
     H, W = sensor
     s_fit = min(iw / W, ih / H)
-    phases = rng.uniform(0, 2 * np.pi, 6)
-    freqs = rng.uniform(0.5, 1.0, 6) * pan_cycles
-    lo, hi = zoom_range
+    dur = max(1e-6, duration_us / 1e6)
+    s0 = s_fit * rng.uniform(*zoom_range)
+    fz = rng.uniform(0.2, 0.5) / dur
+    az = min(zoom_rate / (2 * np.pi * fz), 0.5 * (s_fit / s0 - 1) if s_fit > s0 else 0.0, 0.3)
+    f = rng.uniform(0.3, 0.8, 2) / dur  # cycles per second
+    phase = rng.uniform(0, 2 * np.pi, 3)
+    base = rng.uniform(0.2, 0.8, 2)
 
     def motion(t_us):
-        u = t_us / max(1, duration_us)
-        z = 0.5 + 0.5 * np.sin(2 * np.pi * freqs[4] * u + phases[4])
-        s = s_fit * (lo + (hi - lo) * z)
+        u = t_us / 1e6
+        s = s0 * (1 + az * np.sin(2 * np.pi * fz * u + phase[2]))
         hx, hy = s * W / 2, s * H / 2
-        w = 2 * np.pi * freqs * u + phases
-        ax = 0.5 + 0.3 * np.sin(w[0]) + 0.2 * np.sin(w[1] + 2 * np.pi * freqs[1] * u)
-        ay = 0.5 + 0.3 * np.sin(w[2]) + 0.2 * np.sin(w[3] + 2 * np.pi * freqs[3] * u)
-        cx = hx + np.clip(ax, 0, 1) * max(0.0, iw - 2 * hx)
-        cy = hy + np.clip(ay, 0, 1) * max(0.0, ih - 2 * hy)
-        return float(cx), float(cy), float(s)
+        out = []
+        for k, (half, full) in enumerate(((hx, iw), (hy, ih))):
+            slack = max(0.0, full - 2 * half)
+            amp = min(speed * s / (2 * np.pi * f[k]), slack / 2)
+            c = half + slack * base[k] + amp * np.sin(2 * np.pi * f[k] * u + phase[k])
+            out.append(float(np.clip(c, half, full - half)))
+        return out[0], out[1], float(s)
 
     return motion
 
@@ -166,7 +175,7 @@ def _gray(image: np.ndarray) -> np.ndarray:
 def simulate_recording(image: np.ndarray, boxes_xyxy, cls, duration_us: int = 2_000_000, fps: float = 1000,
                        motion=None, sensor=(240, 304), out_dir=None, name: str = "rec", C: float = 0.2,
                        sigma: float = 0.03, refractory_us: int = 0, label_hz: float = 20, seed: int = 0,
-                       min_visibility: float = 0.5, zoom_range=(0.6, 1.0)):
+                       min_visibility: float = 0.5, zoom_range=(0.6, 1.0), speed: float = 40.0):
     """Move a still image (BGR or grey; random smooth pan/zoom unless ``motion(t_us) -> (cx, cy, s)`` is
     given) in front of a simulated ``sensor = (H, W)`` event camera for ``duration_us``, rendering frames at
     ``fps``. Boxes (image pixels) move with the image; at ``label_hz`` (first label at ``1 / label_hz``) the
@@ -178,7 +187,8 @@ def simulate_recording(image: np.ndarray, boxes_xyxy, cls, duration_us: int = 2_
     gray = _gray(image)
     boxes_xyxy = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
     cls = np.asarray(cls, np.int64).reshape(-1)
-    motion = motion or random_motion(duration_us, gray.shape, sensor, seed=seed, zoom_range=zoom_range)
+    motion = motion or random_motion(duration_us, gray.shape, sensor, seed=seed, zoom_range=zoom_range,
+                                    speed=speed)
     sim = EventSimulator(sensor, C=C, sigma=sigma, refractory_us=refractory_us, seed=seed)
     dt = 1e6 / fps
     n_frames = int(np.floor(duration_us / dt)) + 1

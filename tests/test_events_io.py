@@ -1,0 +1,145 @@
+"""Prophesee .dat / bbox .npy I/O against hand-packed bytes and brute-force filtering."""
+
+import struct
+
+import numpy as np
+import pytest
+
+from spikeyolo.events.io import (
+    EVENT_DTYPE,
+    DatFormatError,
+    DatReader,
+    read_bbox,
+    read_dat,
+    write_bbox,
+    write_dat,
+)
+
+HEADER = b"% Date 2020-01-01 00:00:00\n% Height 240\n% Width 304\n"
+
+
+def _raw_file(path, records, header=HEADER, size=8, extra=b""):
+    body = b"".join(struct.pack("<II", t, w) for t, w in records)
+    path.write_bytes(header + bytes((0, size)) + body + extra)
+    return path
+
+
+def _events(t, x, y, p):
+    e = np.zeros(len(t), EVENT_DTYPE)
+    e["t"], e["x"], e["y"], e["p"] = t, x, y, p
+    return e
+
+
+def test_bit_layout_hand_packed(tmp_path):
+    # x = 5, y = 7, p = 1 -> 5 + 7 * 2**14 + 2**28
+    word = 5 + 7 * 16384 + 268435456
+    f = _raw_file(tmp_path / "a_td.dat", [(1000, word), (1500, 303 + 239 * 16384)])
+    ev = read_dat(f)
+    assert ev.dtype == EVENT_DTYPE
+    assert ev["t"].tolist() == [1000, 1500]
+    assert ev["x"].tolist() == [5, 303] and ev["y"].tolist() == [7, 239] and ev["p"].tolist() == [1, 0]
+    r = DatReader(f)
+    assert (r.height, r.width) == (240, 304) and r.header["Date"] == "2020-01-01 00:00:00"
+
+    # writing the same events gives exactly these record bytes after a '%' header and the bytes 0, 8
+    out = write_dat(tmp_path / "b_td.dat", ev)
+    data = out.read_bytes()
+    assert data.startswith(b"% Date ")
+    assert b"% Height 240\n" in data and b"% Width 304\n" in data
+    assert data[-18:] == bytes((0, 8)) + struct.pack("<II", 1000, word) + struct.pack("<II", 1500, 303 + 239 * 16384)
+
+
+def test_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 1000
+    ev = _events(np.sort(rng.integers(0, 10**7, n)), rng.integers(0, 304, n), rng.integers(0, 240, n),
+                 rng.integers(0, 2, n))
+    write_dat(tmp_path / "r_td.dat", ev, header_lines=["Height 240", "Width 304", "custom line"])
+    back = read_dat(tmp_path / "r_td.dat")
+    for k in "txyp":
+        np.testing.assert_array_equal(back[k], ev[k])
+    assert DatReader(tmp_path / "r_td.dat").header["custom"] == "line"
+
+
+def test_header_errors(tmp_path):
+    f = tmp_path / "nohdr_td.dat"
+    f.write_bytes(bytes((0, 8)) + struct.pack("<II", 1, 1))
+    with pytest.raises(DatFormatError, match="nohdr_td.dat.*missing header"):
+        read_dat(f)
+    g = _raw_file(tmp_path / "size_td.dat", [(1, 1)], size=4)
+    with pytest.raises(DatFormatError, match="size_td.dat.*event size is 4"):
+        read_dat(g)
+    h = tmp_path / "cut_td.dat"
+    h.write_bytes(b"% Height 240\n% Width 30")
+    with pytest.raises(DatFormatError, match="cut_td.dat"):
+        read_dat(h)
+
+
+def test_truncated_last_event_warns(tmp_path):
+    f = _raw_file(tmp_path / "t_td.dat", [(10, 1), (20, 2)], extra=b"\x01\x02\x03")
+    with pytest.warns(UserWarning, match="t_td.dat.*truncated"):
+        ev = read_dat(f)
+    assert ev["t"].tolist() == [10, 20] and ev["x"].tolist() == [1, 2]
+
+
+def test_backwards_timestamps_error(tmp_path):
+    f = _raw_file(tmp_path / "back_td.dat", [(100, 0), (200, 0), (150, 0)])
+    with pytest.raises(DatFormatError, match="back_td.dat.*backwards at event 2"):
+        read_dat(f)
+
+
+def test_uint32_wrap_around(tmp_path):
+    big = 2**32 - 10
+    f = _raw_file(tmp_path / "w_td.dat", [(big - 5, 1), (big, 2), (3, 3), (7, 4), (2**31, 5)])
+    ev = read_dat(f)
+    assert ev["t"].tolist() == [big - 5, big, 2**32 + 3, 2**32 + 7, 2**32 + 2**31]
+    r = DatReader(f)
+    assert r.read(big, 2**32 + 7)["x"].tolist() == [2, 3]
+    assert r.read(2**32 + 4, None)["x"].tolist() == [4, 5]
+    assert r.read(0, big)["x"].tolist() == [1]
+    # writer stores modulo 2**32 and the reader restores the same times
+    write_dat(tmp_path / "w2_td.dat", ev)
+    np.testing.assert_array_equal(read_dat(tmp_path / "w2_td.dat")["t"], ev["t"])
+
+
+def test_windowed_reads_match_brute_force(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 5000
+    t = np.sort(rng.integers(0, 200_000, n))
+    t[100:110] = t[100]  # runs of equal timestamps
+    ev = _events(t, rng.integers(0, 304, n), rng.integers(0, 240, n), rng.integers(0, 2, n))
+    write_dat(tmp_path / "x_td.dat", ev)
+    r = DatReader(tmp_path / "x_td.dat")
+    for a, b in [(0, 1), (t[100], t[100] + 1), (-50, 10), (150_000, 10**9), (10**9, 10**9 + 5)] + [
+        tuple(sorted(rng.integers(-1000, 210_000, 2))) for _ in range(30)
+    ]:
+        got = r.read(a, b)
+        want = ev[(ev["t"] >= a) & (ev["t"] < b)]
+        np.testing.assert_array_equal(got["t"], want["t"])
+        np.testing.assert_array_equal(got["x"], want["x"])
+    wins = list(r.iter_windows(50_000, 20_000, t_start=0, t_end=200_000))
+    assert [w[:2] for w in wins] == [(s, s + 50_000) for s in range(0, 150_001, 20_000)]
+    for t0, t1, e in wins:
+        assert len(e) == int(((ev["t"] >= t0) & (ev["t"] < t1)).sum())
+
+
+def test_bbox_round_trip_and_ts_field(tmp_path):
+    gen1 = np.dtype([("ts", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"),
+                     ("class_id", "u1"), ("confidence", "<f4"), ("track_id", "<u4")])
+    a = np.zeros(2, gen1)
+    a["ts"] = [50_000, 100_000]
+    a["x"], a["w"], a["class_id"], a["track_id"] = [1.5, 2], [10, 20], [0, 1], [7, 8]
+    np.save(tmp_path / "g_bbox.npy", a)
+    b = read_bbox(tmp_path / "g_bbox.npy")
+    assert b["t"].tolist() == [50_000, 100_000] and b["track_id"].tolist() == [7, 8]
+    write_bbox(tmp_path / "o_bbox.npy", b, time_field="ts")
+    c = np.load(tmp_path / "o_bbox.npy")
+    assert c.dtype == gen1 and c["x"].tolist() == [1.5, 2.0]
+    # without confidence / track_id
+    d = np.zeros(1, [("t", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"), ("class_id", "u1")])
+    np.save(tmp_path / "d_bbox.npy", d)
+    e = read_bbox(tmp_path / "d_bbox.npy")
+    assert e["confidence"].tolist() == [1.0] and e["track_id"].tolist() == [0]
+    np.save(tmp_path / "bad_bbox.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="bad_bbox.npy"):
+        read_bbox(tmp_path / "bad_bbox.npy")
