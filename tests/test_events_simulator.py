@@ -114,7 +114,7 @@ def test_tree_split_is_spatial():
 
     sp = tree_event_splits()
     assert set(sp) == {"train", "val", "test"}
-    for (n_tr, img_tr, _, _), (_, img_va, b_va, _) in zip(sp["train"], sp["val"]):
+    for (_, img_tr, _, _), (_, img_va, b_va, _) in zip(sp["train"], sp["val"]):
         assert img_tr.shape[0] > img_va.shape[0]  # val is the top half of the right strip
         assert len(b_va) > 0 and b_va.min() >= 0
         assert b_va[:, 2].max() <= img_va.shape[1] and b_va[:, 3].max() <= img_va.shape[0]

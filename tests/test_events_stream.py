@@ -1,0 +1,100 @@
+"""Whole-recording prediction with a stand-in model: windows, unletterboxed boxes, bbox file, carry, video."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from spikeyolo.events.io import EVENT_DTYPE, read_bbox, write_dat
+from spikeyolo.events.stream import predict_recording
+from spikeyolo.neuron import ILIF
+
+
+class StandIn(nn.Module):
+    """Two anchors: a 64x64 box at the input centre with class-1 score 0.9, and a low-score one."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.lif = ILIF(D=4, decay=0.5)
+        self.inputs, self.had_state = [], []
+
+    def forward(self, x):
+        self.inputs.append(x.clone())
+        self.had_state.append(self.lif.residual is not None)
+        self.lif(x.transpose(0, 1).mean((2, 3, 4), keepdim=True) + 0.3)
+        B, _, _, H, W = x.shape
+        out = torch.zeros(B, 6, 2)
+        out[:, :4, 0] = torch.tensor([W / 2, H / 2, 64.0, 64.0])
+        out[:, 5, 0] = 0.9
+        out[:, :4, 1] = torch.tensor([10.0, 10.0, 8.0, 8.0])
+        out[:, 4, 1] = 0.01
+        return out
+
+
+@pytest.fixture
+def recording(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 3000
+    e = np.zeros(n, EVENT_DTYPE)
+    e["t"] = np.sort(rng.integers(0, 400_000, n))
+    e["x"], e["y"], e["p"] = rng.integers(0, 304, n), rng.integers(0, 240, n), rng.integers(0, 2, n)
+    write_dat(tmp_path / "r_td.dat", e)
+    return tmp_path / "r_td.dat", e
+
+
+def test_predict_writes_valid_bbox(recording, tmp_path):
+    dat, e = recording
+    model = StandIn()
+    out = predict_recording(model, dat, tmp_path / "r_pred_bbox.npy", window_us=100_000, step_us=50_000, T=2,
+                            representation="counts", imgsz=320, conf=0.25, iou=0.7, batch=3, progress=False)
+    ends = list(range(100_000, 400_000, 50_000))  # last event < 400000
+    back = read_bbox(tmp_path / "r_pred_bbox.npy")
+    assert back["t"].tolist() == ends and len(out) == len(ends)
+    # input box (128, 128)-(192, 192); input = sensor * gain + pad with gain (253/240, 320/304), pad (0, 33)
+    gx, gy = 320 / 304, 253 / 240
+    np.testing.assert_allclose(back["x"], 128 / gx, rtol=1e-5)
+    np.testing.assert_allclose(back["y"], (128 - 33) / gy, rtol=1e-5)
+    np.testing.assert_allclose(back["w"], 64 / gx, rtol=1e-5)
+    np.testing.assert_allclose(back["h"], 64 / gy, rtol=1e-5)
+    assert np.all(back["class_id"] == 1) and np.allclose(back["confidence"], 0.9) and np.all(back["track_id"] == 0)
+    assert [tuple(x.shape) for x in model.inputs] == [(3, 2, 2, 320, 320)] * 2  # batches of 3 windows
+    assert model.training  # train/eval mode restored
+
+
+def test_inputs_are_window_frames(recording, tmp_path):
+    dat, e = recording
+    model = StandIn()
+    predict_recording(model, dat, tmp_path / "p_bbox.npy", window_us=100_000, step_us=100_000, T=2,
+                      representation="counts", imgsz=304, batch=8, progress=False)
+    x = torch.cat(model.inputs)
+    assert x.shape == (3, 2, 2, 304, 304)
+    for k, te in enumerate((100_000, 200_000, 300_000)):
+        for b in range(2):  # bins [te - 100000, te - 50000), [te - 50000, te)
+            lo, hi = te - 100_000 + 50_000 * b, te - 50_000 + 50_000 * b
+            assert float(x[k, b].sum()) == int(((e["t"] >= lo) & (e["t"] < hi)).sum())
+    assert float(x[:, :, :, :32].abs().sum()) == 0  # letterbox rows
+
+
+def test_carry_state_and_video(recording, tmp_path):
+    dat, _ = recording
+    model = StandIn()
+    with pytest.warns(UserWarning, match="carry_state"):
+        predict_recording(model, dat, tmp_path / "c_bbox.npy", window_us=100_000, step_us=50_000, T=1,
+                          imgsz=64, carry_state=True, progress=False)
+    assert model.had_state[0] is False and all(model.had_state[1:]) and len(model.had_state) == 6
+    assert model.lif.carry_state is False and model.training  # restored
+    model = StandIn()
+    predict_recording(model, dat, tmp_path / "n_bbox.npy", window_us=100_000, step_us=100_000, T=1,
+                      imgsz=64, batch=1, progress=False, video_path=tmp_path / "v.mp4", names=["a", "b"])
+    assert not any(model.had_state)
+    cap = cv2.VideoCapture(str(tmp_path / "v.mp4"))
+    frames = 0
+    while True:
+        ok, fr = cap.read()
+        if not ok:
+            break
+        frames += 1
+        assert fr.shape == (480, 608, 3)
+    assert frames == 3
