@@ -210,6 +210,7 @@ class Trainer:
         names = list(data_cfg["names"])
         in_channels = int(data_cfg.get("in_channels", 3))
         model = self._build_model(names, in_channels).to(device).train()
+        self.model = model
 
         accumulate = accumulate_steps(cfg.batch, cfg.nbs)
         wd = scaled_weight_decay(cfg.weight_decay, cfg.batch, cfg.nbs)

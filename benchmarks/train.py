@@ -1,0 +1,131 @@
+"""Training throughput and memory: images/s of full training steps, peak memory, and data-loading images/s.
+
+    python benchmarks/train.py                     # scale n, 320 px, batch 8, on the bundled tree tiles
+    python benchmarks/train.py --scale s --imgsz 640 --batch 16 --device 0
+
+A training step is what the trainer does per batch: forward in train mode, detection loss, backward, gradient
+clipping, SGD step and EMA update. Data loading is the training dataloader alone (mosaic + affine + HSV + flip),
+timed separately so the two can be compared (if loading is slower than training, add workers). Peak memory is
+the process's maximum resident set size (``resource.getrusage``), which includes the model, activations and
+the loader; on CUDA the peak allocated GPU memory is reported as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def maxrss_mb() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024 / 1024 if sys.platform == "darwin" else r / 1024  # bytes on macOS, KiB on Linux
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", default="n")
+    ap.add_argument("--width", type=float, default=None, help="override the width multiplier")
+    ap.add_argument("--imgsz", type=int, default=320)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--iters", type=int, default=5, help="timed training steps")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    ap.add_argument("--workers", type=int, nargs="+", default=[0], help="loader worker counts to time")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--data", default=None, help="data YAML (default: the bundled tree tiles in a temp folder)")
+    args = ap.parse_args(argv)
+
+    import spikeyolo
+    from spikeyolo.data import build_dataloader, build_dataset
+    from spikeyolo.engine.ema import ModelEMA
+    from spikeyolo.engine.loss import DetectionLoss
+    from spikeyolo.engine.optim import build_optimizer
+    from spikeyolo.engine.utils import select_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    tmp = None
+    if args.data is None:
+        from spikeyolo.data.trees import prepare_tree_dataset
+
+        tmp = tempfile.TemporaryDirectory()
+        args.data = str(prepare_tree_dataset(Path(tmp.name) / "trees"))
+    dataset = build_dataset(args.data, "train", imgsz=args.imgsz, augment=True)
+    names = list(dataset.names)
+
+    # data loading alone
+    load_rows = []
+    for w in args.workers:
+        loader = build_dataloader(dataset, args.batch, workers=w, shuffle=True, seed=0)
+        n, t0 = 0, None
+        for epoch in range(100):
+            loader.set_epoch(epoch)
+            for b in loader:
+                if t0 is None:  # the first batch pays for worker start-up
+                    t0 = time.perf_counter()
+                    continue
+                n += len(b["img"])
+            if n >= max(4 * args.batch, 32):
+                break
+        load_rows.append((w, n / (time.perf_counter() - t0)))
+
+    # training steps on real batches (collected first, so loading is not timed here)
+    loader = build_dataloader(dataset, args.batch, workers=0, shuffle=True, seed=0)
+    batches = []
+    while len(batches) < args.iters + args.warmup:
+        batches += list(loader)
+    batches = batches[: args.iters + args.warmup]
+    model = spikeyolo.build_model(args.scale, nc=len(names), names=names, width=args.width).to(device).train()
+    params = sum(p.numel() for p in model.parameters())
+    criterion = DetectionLoss(model)
+    opt = build_optimizer(model, "SGD", 0.01)
+    ema = ModelEMA(model)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for k, b in enumerate(batches):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        x = b["img"].to(device).float() / 255
+        loss, _ = criterion(model(x), {key: b[key].to(device) for key in ("cls", "bboxes", "batch_idx")})
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update(model)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if k >= args.warmup:
+            times.append(time.perf_counter() - t)
+    step = sum(times) / len(times)
+    train_ips = args.batch / step
+
+    print(f"SpikeYOLO-{args.scale}{'' if args.width is None else f' width {args.width}'} ({params / 1e6:.2f} M "
+          f"params), {args.imgsz} px, batch {args.batch}, {device}, {torch.get_num_threads()} CPU threads, "
+          f"{len(dataset)} training tiles")
+    print(f"| {'measure':<34} | {'value':>12} |")
+    print(f"|{'-' * 36}|{'-' * 14}|")
+    print(f"| {'train step (s/batch, mean)':<34} | {step:>12.3f} |")
+    print(f"| {'train images/s':<34} | {train_ips:>12.2f} |")
+    for w, ips in load_rows:
+        label = f"data loading images/s ({w} workers)"
+        print(f"| {label:<34} | {ips:>12.1f} |")
+        print(f"| {'  loading / training speed':<34} | {ips / train_ips:>11.1f}x |")
+    print(f"| {'peak resident memory (MB)':<34} | {maxrss_mb():>12.0f} |")
+    if device.type == "cuda":
+        print(f"| {'peak GPU memory allocated (MB)':<34} | {torch.cuda.max_memory_allocated(device) / 2**20:>12.0f} |")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
