@@ -195,13 +195,15 @@ class FiringRateMonitor:
         def hook(_module, _inputs, out: torch.Tensor) -> None:
             acc = self._acc[name]
             out = _float64_view(out.detach())
-            acc.add(0, out.sum(dtype=torch.float64))
+            if out.dim() >= 3:  # [T, B, C, ...]: per-channel sums (channels are dim 2), their sum is the total
+                ch = out.sum(dim=[d for d in range(out.dim()) if d != 2], dtype=torch.float64)
+                acc.channels = ch if acc.channels is None else acc.channels.add_(ch)
+                acc.add(0, ch.sum())
+            else:
+                acc.add(0, out.sum(dtype=torch.float64))
             acc.add(1, torch.count_nonzero(out).to(torch.float64))
             acc.elements += out.numel()
             self.timesteps = max(self.timesteps, int(out.shape[0]))
-            if out.dim() >= 3:  # [T, B, C, ...]: channels are dim 2
-                ch = out.sum(dim=[d for d in range(out.dim()) if d != 2], dtype=torch.float64)
-                acc.channels = ch if acc.channels is None else acc.channels + ch
             spec = self._specs.get(name)
             if spec is not None:
                 acc.add(2, synops_tensor(out.flatten(0, 1), spec))

@@ -53,6 +53,7 @@ class LayerEnergy:
     ops: float
     energy_pJ: float
     synops_measured: float | None = None
+    dead_channels: int | None = None  # input channels whose neuron never fired over the run
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,11 +104,12 @@ class EnergyReport:
     @property
     def synops(self) -> float:
         """Estimated accumulates on spikes (NeuroBench Effective_ACs): ``sum MACs_l * fr_l * T``."""
-        return sum(layer.ops for layer in self.layers if layer.kind == "AC")
+        return sum(layer.ops for layer in self.layers if layer.firing_rate is not None)
 
     @property
     def effective_macs(self) -> float:
-        return sum(layer.ops for layer in self.layers if layer.kind == "MAC")
+        """Ops on real-valued inputs (the stem), whether charged as MACs or, with ``first_layer="ac"``, as ACs."""
+        return sum(layer.ops for layer in self.layers if layer.firing_rate is None)
 
     @property
     def dense(self) -> float:
@@ -254,7 +256,7 @@ def estimate_energy(
         measured = st.synops / images if st and st.synops is not None and images and geometry_name == "fused" else None
         layers.append(LayerEnergy(g.name, g.unit, g.layer, g.stage, "AC", g.cin, g.cout, g.k, g.stride, g.groups,
                                   g.hout, g.wout, g.macs, fr, fr / D, st.silent if st else None, ops, e_ac * ops,
-                                  measured))
+                                  measured, st.dead_channels if st else None))
     seen = set()
     for g in geometry:  # element-weighted mean over the neurons (each counted once)
         st = rates.get(g.unit) if g.spiking else None
