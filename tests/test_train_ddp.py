@@ -26,8 +26,8 @@ class RecordingTrainer(Trainer):
     def _save(self, model, name):
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, f"{self.out}/{name}.pt")
 
-    def _build_model(self, names, in_channels):
-        model = super()._build_model(names, in_channels)
+    def _build_model(self, *args):
+        model = super()._build_model(*args)
         self._save(model, f"init{os.environ['RANK']}")
         return model
 

@@ -200,35 +200,20 @@ def _predict_video(predictor, f: Path, save_dir, save, save_txt, save_json, prog
 
 
 def _predict_events(predictor, f: Path, save_dir, save, progress, **kwargs) -> dict:
+    """A ``.dat`` recording: sliding windows of events through the model (spikeyolo.events.stream)."""
     try:
         from ..events.stream import predict_recording
     except ImportError as e:
         raise NotImplementedError(
             f"{f}: event recordings need spikeyolo.events.stream.predict_recording, which is not available ({e})"
         ) from None
-    result = predict_recording(predictor.model, f, save_dir=save_dir, conf=predictor.conf, iou=predictor.iou,
-                               **kwargs)
-    summary = {"source": str(f), "type": "events"}
-    if isinstance(result, dict):
-        summary.update(result)
+    model = predictor.model
+    out = (save_dir or f.parent) / f"{f.stem}_bbox.npy"
+    video = save_dir / f"{f.stem}.mp4" if save_dir is not None and save else None
+    dets = predict_recording(model, f, out, T=int(getattr(model, "T", 4)), imgsz=predictor.imgsz,
+                             conf=predictor.conf, iou=predictor.iou, max_det=predictor.max_det, video_path=video,
+                             names=predictor.names, progress=progress, **kwargs)
+    summary = {"source": str(f), "type": "events", "detections": int(len(dets)), "boxes": str(out)}
+    if video is not None:
+        summary["saved"] = str(video)
     return summary
-
-
-def predict(weights, source, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
-            device=None, save: bool = True, save_txt: bool = True, save_json: bool = True,
-            project: str = "runs/detect", name: str = "predict", progress: bool = True,
-            exist_ok: bool = False) -> tuple[list[dict], Path]:
-    """Load a checkpoint and predict on ``source``; outputs go to a new ``project/name`` folder.
-
-    Returns ``(per-source summaries, save_dir)``.
-    """
-    from ..checkpoint import load
-    from .utils import increment_path, select_device
-    from .validator import checkpoint_imgsz
-
-    dev = select_device(device)
-    model = load(weights)
-    predictor = Predictor(model, int(imgsz or checkpoint_imgsz(weights)), conf, iou, max_det, dev)
-    list_sources(source)  # fails on a bad source before a run folder is created
-    save_dir = increment_path(Path(project) / name, exist_ok)
-    return predict_source(predictor, source, save_dir, save, save_txt, save_json, progress), save_dir

@@ -144,7 +144,7 @@ class Trainer:
         self.log = print
 
     # -- set-up ----------------------------------------------------------------------------------------------
-    def _build_model(self, names: list[str], in_channels: int) -> nn.Module:
+    def _build_model(self, names: list[str], in_channels: int = 3, T: int | None = None) -> nn.Module:
         from ..checkpoint import load
         from ..model import build_model
 
@@ -158,10 +158,10 @@ class Trainer:
                 raise ValueError(f"{src} has nc={model.nc} but the data has {len(names)} classes")
             model.config["names"] = list(names)
             return model
-        return build_model(src, nc=len(names), T=cfg.T, D=cfg.D, names=list(names), in_channels=in_channels,
-                           width=cfg.width, depth=cfg.depth, imgsz=cfg.imgsz)
+        return build_model(src, nc=len(names), T=cfg.T if T is None else T, D=cfg.D, names=list(names),
+                           in_channels=in_channels, width=cfg.width, depth=cfg.depth, imgsz=cfg.imgsz)
 
-    def _loaders(self, data_cfg: dict, info: ddp.DistInfo, device):
+    def _loaders(self, data_cfg: dict, info: ddp.DistInfo):
         from ..data import build_dataloader, build_dataset
 
         cfg = self.cfg
@@ -208,8 +208,10 @@ class Trainer:
         seed_everything(cfg.seed + info.rank, cfg.deterministic)
         data_cfg = load_data_config(cfg.data)
         names = list(data_cfg["names"])
-        in_channels = int(data_cfg.get("in_channels", 3))
-        model = self._build_model(names, in_channels).to(device).train()
+        train_set, train_loader, val_loader = self._loaders(data_cfg, info)
+        # event datasets bring their own input channels and timesteps (frames arrive as [B, T, C, H, W])
+        model = self._build_model(names, int(getattr(train_set, "in_channels", 3)),
+                                  int(getattr(train_set, "T", cfg.T))).to(device).train()
         self.model = model
 
         accumulate = accumulate_steps(cfg.batch, cfg.nbs)
@@ -237,7 +239,6 @@ class Trainer:
             if start_epoch >= cfg.epochs:
                 say(f"{self.save_dir} already finished its {cfg.epochs} epochs; nothing to resume")
 
-        train_set, train_loader, val_loader = self._loaders(data_cfg, info, device)
         net = model
         if info.enabled:
             ids = [device.index] if device.type == "cuda" else None
@@ -255,9 +256,12 @@ class Trainer:
         if info.main:
             weights.mkdir(parents=True, exist_ok=True)
             (self.save_dir / "args.yaml").write_text(yaml.safe_dump(plain(dataclasses.asdict(cfg)), sort_keys=False))
-            if resume_ckpt is None or not csv_path.exists():
-                with open(csv_path, "w", newline="") as f:
-                    csv.writer(f).writerow(RESULTS_COLUMNS)
+            rows = []
+            if resume_ckpt is not None and csv_path.exists():  # keep the epochs the checkpoint has seen
+                with open(csv_path, newline="") as f:
+                    rows = [r for r in list(csv.reader(f))[1:] if r and int(r[0]) <= start_epoch]
+            with open(csv_path, "w", newline="") as f:
+                csv.writer(f).writerows([RESULTS_COLUMNS, *rows])
             say(f"training {type(unwrap(model)).__name__} ({sum(p.numel() for p in model.parameters()):,} params) "
                 f"on {device} x{info.world_size}, {len(train_set)} train images, {nb} batches/epoch, "
                 f"accumulate {accumulate}, weight decay {wd:.3g}, results in {self.save_dir}")
