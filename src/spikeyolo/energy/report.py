@@ -266,7 +266,10 @@ def estimate_energy(
     if elements:
         fr_all, silent = total / elements, 1.0 - nonzero / elements
     else:  # plain rates: weight each neuron by its number of outputs per image (the conv's input size)
-        weights = {g.unit: g.cin * g.hin * g.win for g in geometry if g.spiking}
+        weights: dict[str, int] = {}
+        for g in geometry:  # the first conv of a unit receives the neuron's output
+            if g.spiking:
+                weights.setdefault(g.unit, g.cin * g.hin * g.win)
         n = sum(weights.values())
         fr_all = sum(float(rates[u]) * w for u, w in weights.items()) / n if n else float("nan")
         silent = float("nan")
