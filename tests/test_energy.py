@@ -36,8 +36,10 @@ def test_s640_fused_macs(s640):
 
 def test_s640_train_form_macs(s640):
     model, _ = s640
-    # spikeyolo.md 4.3: unfused (training-form) conv MACs of s = 60.55 G
+    # spikeyolo.md 4.3: unfused (training-form) conv MACs of s = 60.55 G, also asked of the fused form
     assert sum(g.macs for g in unit_geometry(model, 640, "train")) == pytest.approx(60.55e9, abs=0.005e9)
+    geom = unit_geometry(spikeyolo.fuse(model), 640, "train")
+    assert len(geom) == 129 and sum(g.macs for g in geom) == pytest.approx(60.55e9, abs=0.005e9)
 
 
 def test_power_cal_rows_reproduce_35_38_mJ(s640):

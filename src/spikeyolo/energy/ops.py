@@ -79,12 +79,13 @@ def iter_units(model: nn.Module):
 
 
 def _shape_model(model: nn.Module, geometry: str) -> nn.Module:
-    """A meta-device copy of ``model`` in the requested geometry (fused: every unit one conv)."""
+    """A meta-device copy of ``model`` in the requested geometry (fused: every unit one conv). A SpikeYOLO in any
+    form is rebuilt from its config, so the train geometry is available for fused models too."""
     config = getattr(model, "config", None)
-    if config is not None and (geometry == "fused" or _is_train_form(model)):
+    if config is not None:
         from ..model import SpikeYOLO
 
-        with torch.device("meta"):  # rebuild from plain config: no copy of real weights
+        with torch.device("meta"):  # rebuild the train form from plain config: no copy of real weights
             meta = SpikeYOLO(config)
     else:
         meta = copy.deepcopy(model).to("meta")
