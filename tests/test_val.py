@@ -72,13 +72,11 @@ def pycocotools_map(gt_dict, pred_json):
     gt.dataset = gt_dict
     gt.createIndex()
     dt = gt.loadRes(json.loads(pred_json.read_text()))
-    ev = COCOeval(gt, dt, "bbox")
-    ev.params.maxDets = [1, 10, 300]
+    ev = COCOeval(gt, dt, "bbox")  # the standard protocol (maxDets 1, 10, 100)
     ev.evaluate()
     ev.accumulate()
-    # what summarize() computes for AP@[.5:.95] and AP@.5 (it hard-codes maxDets=100 for those two lines)
-    p = ev.eval["precision"][:, :, :, 0, -1]  # [iou, recall, class] at area "all", maxDets 300
-    return p[p > -1].mean(), p[0][p[0] > -1].mean()
+    ev.summarize()
+    return ev.stats[0], ev.stats[1]
 
 
 def run_validator(tmp_path, **noise):

@@ -217,3 +217,22 @@ def _predict_events(predictor, f: Path, save_dir, save, progress, **kwargs) -> d
     if video is not None:
         summary["saved"] = str(video)
     return summary
+
+
+def predict(weights, source, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
+            device=None, save: bool = True, save_txt: bool = True, save_json: bool = True,
+            project: str = "runs/detect", name: str = "predict", progress: bool = True,
+            exist_ok: bool = False) -> tuple[list[dict], Path]:
+    """Load a checkpoint and predict on ``source``; outputs go to a new ``project/name`` folder.
+
+    Returns ``(per-source summaries, save_dir)``.
+    """
+    from ..checkpoint import load
+    from .utils import increment_path, select_device
+    from .validator import checkpoint_imgsz
+
+    dev = select_device(device)
+    predictor = Predictor(load(weights), int(imgsz or checkpoint_imgsz(weights)), conf, iou, max_det, dev)
+    list_sources(source)  # fails on a bad source before a run folder is created
+    save_dir = increment_path(Path(project) / name, exist_ok)
+    return predict_source(predictor, source, save_dir, save, save_txt, save_json, progress), save_dir

@@ -4,8 +4,8 @@
 ``spikeyolo val`` (via :func:`validate`) on a checkpoint. Reported keys:
 
 - ``precision``, ``recall`` (at the confidence of best mean F1, IoU 0.5; metrics/detection.py),
-- ``map50``, ``map`` (COCO AP@0.5 and AP@[.5:.95] by pycocotools / faster-coco-eval; metrics/coco.py; ``maxDets``
-  equals ``max_det``), ``map75``, ``ap50_per_class``, ``ap_per_class``,
+- ``map50``, ``map`` (COCO AP@0.5 and AP@[.5:.95] by pycocotools / faster-coco-eval; metrics/coco.py; the
+  standard protocol, maxDets 100 per image), ``map75``, ``ap50_per_class``, ``ap_per_class``,
 - ``fitness`` = 0.1 * map50 + 0.9 * map,
 - ``box_loss``, ``cls_loss``, ``dfl_loss`` (mean over batches, the train-mode loss of the same forward),
 - ``speed``: milliseconds per image for preprocess / inference / postprocess,
@@ -29,6 +29,8 @@ from ..metrics.coco import coco_evaluate, write_coco_json
 from ..metrics.detection import DetectionMetrics
 from .ema import unwrap
 from .nms import non_max_suppression
+
+COCO_MAX_DETS = 100  # the COCO protocol's maxDets (NMS may keep more; COCO scores the 100 best per image)
 
 
 def fitness(metrics: dict) -> float:
@@ -214,7 +216,7 @@ class Validator:
         if was_training:
             model.train()
 
-        coco = coco_evaluate(gts, preds, names, max_dets=self.max_det)
+        coco = coco_evaluate(gts, preds, names, max_dets=COCO_MAX_DETS)
         pr = det.compute()
         n = max(n_images, 1)
         losses = (loss_sum / max(n_loss_batches, 1)).tolist() if n_loss_batches else [float("nan")] * 3
@@ -259,17 +261,20 @@ class Validator:
 
 def summary_table(metrics: dict, names) -> str:
     """A readable table: all classes, then per class (AP50, AP50-95)."""
+    def f(x, w=7):
+        return f"{x:{w}.3f}" if x is not None and np.isfinite(x) else f"{'-':>{w}}"
+
     lines = [f"{'class':>16} {'images':>7} {'labels':>7} {'P':>7} {'R':>7} {'mAP50':>7} {'mAP50-95':>9}"]
     lines.append(
-        f"{'all':>16} {metrics['images']:>7} {metrics['instances']:>7} {metrics['precision']:7.3f} "
-        f"{metrics['recall']:7.3f} {metrics['map50']:7.3f} {metrics['map']:9.3f}"
+        f"{'all':>16} {metrics['images']:>7} {metrics['instances']:>7} {f(metrics['precision'])} "
+        f"{f(metrics['recall'])} {f(metrics['map50'])} {f(metrics['map'], 9)}"
     )
     names = list(names.values()) if isinstance(names, dict) else list(names)
     if len(names) > 1:
         for i, n in enumerate(names):
             a50, a = metrics["ap50_per_class"][i], metrics["ap_per_class"][i]
             if a50 is not None and np.isfinite(a50):
-                lines.append(f"{n:>16} {'':>7} {'':>7} {'':>7} {'':>7} {a50:7.3f} {a:9.3f}")
+                lines.append(f"{n:>16} {'':>7} {'':>7} {'':>7} {'':>7} {f(a50)} {f(a, 9)}")
     sp = metrics["speed"]
     lines.append(
         f"speed: {sp['preprocess']:.1f} ms preprocess, {sp['inference']:.1f} ms inference, "
