@@ -143,3 +143,18 @@ def test_bbox_round_trip_and_ts_field(tmp_path):
     np.save(tmp_path / "bad_bbox.npy", np.zeros(3))
     with pytest.raises(ValueError, match="bad_bbox.npy"):
         read_bbox(tmp_path / "bad_bbox.npy")
+
+
+def test_windowed_read_touches_only_the_window(tmp_path):
+    import tracemalloc
+
+    n = 1_000_000  # 8 MB of records
+    ev = _events(np.arange(n) * 10, np.zeros(n), np.zeros(n), np.ones(n))
+    write_dat(tmp_path / "big_td.dat", ev)
+    r = DatReader(tmp_path / "big_td.dat", check=False)
+    tracemalloc.start()
+    got = r.read(5_000_000, 5_001_000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert got["t"].tolist() == list(range(5_000_000, 5_001_000, 10))
+    assert peak < 200_000  # no copy of the 4 MB timestamp column

@@ -177,8 +177,20 @@ class DatReader:
                 local = t - k * _WRAP
                 if local <= 0:
                     return a
-                return a + int(np.searchsorted(self._raw["t"][a:b], local, side="left"))
+                return self._lower_bound(a, b, local)
         return self.n
+
+    def _lower_bound(self, lo: int, hi: int, value: int) -> int:
+        """First index in ``[lo, hi)`` whose raw timestamp is ``>= value``. A plain bisection over the
+        memory map: ``np.searchsorted`` would first copy the strided timestamp column (the whole file)."""
+        ts = self._raw["t"]
+        while hi - lo > 64:
+            mid = (lo + hi) // 2
+            if int(ts[mid]) < value:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo + int(np.searchsorted(np.ascontiguousarray(ts[lo:hi]), value, side="left"))
 
     def read_index(self, i0: int, i1: int) -> np.ndarray:
         """Events ``i0 <= i < i1`` decoded to :data:`EVENT_DTYPE`."""
