@@ -150,3 +150,14 @@ def test_build_dataset_dispatch_and_protocol_labels(gen1_cfg):
     lab = ds.prophesee_ground_truth()["rec"]
     assert lab.dtype == BBOX_DTYPE and lab["t"].tolist() == [300_000, 300_000, 400_000]
     np.testing.assert_allclose(lab["w"], [20, 30, 4])
+
+
+def test_pickles_without_memory_maps(gen1_cfg):
+    import pickle
+
+    cfg, _ = gen1_cfg
+    ds = Gen1Dataset(cfg, "train", imgsz=304, cache_dir=False)
+    ref = ds[0]["img"]
+    blob = pickle.dumps(ds)
+    assert len(blob) < 100_000
+    np.testing.assert_array_equal(pickle.loads(blob)[0]["img"].numpy(), ref.numpy())

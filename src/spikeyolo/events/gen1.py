@@ -145,7 +145,7 @@ class Gen1Dataset(torch.utils.data.Dataset):
         self.samples = []  # (recording index, t, cls, xyxy, track_id)
         self.sensor = {}
         for r, (name, dat, bbox) in enumerate(self.recordings):
-            reader = DatReader(dat, check=False)
+            reader = DatReader(dat, check=False)  # header only here
             self.sensor[name] = (reader.height, reader.width)
             boxes = read_bbox(bbox)
             bad = boxes["class_id"] >= self.nc
@@ -212,9 +212,15 @@ class Gen1Dataset(torch.utils.data.Dataset):
     def close_mosaic(self) -> None:
         """No mosaic for event data (present for the trainer's interface)."""
 
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_readers"] = {}  # memory maps are reopened in each worker, never pickled
+        return state
+
     def _reader(self, r: int) -> DatReader:
         if r not in self._readers:
-            self._readers[r] = DatReader(self.recordings[r][1], check=False)
+            # the full timestamp scan (wrap-around, order check) runs here, once per recording and process
+            self._readers[r] = DatReader(self.recordings[r][1])
         return self._readers[r]
 
     def _compute_frames(self, i: int) -> np.ndarray:
