@@ -161,3 +161,16 @@ def test_pickles_without_memory_maps(gen1_cfg):
     blob = pickle.dumps(ds)
     assert len(blob) < 100_000
     np.testing.assert_array_equal(pickle.loads(blob)[0]["img"].numpy(), ref.numpy())
+
+
+def test_letterbox_many_channels_shrinking():
+    from spikeyolo.events.gen1 import letterbox_frames
+
+    f = np.zeros((2, 20, 240, 304), np.float32)
+    f += np.arange(40, dtype=np.float32).reshape(2, 20, 1, 1)  # each plane constant
+    out, gain, pad = letterbox_frames(f, 128, pad_value=-1)
+    # 240 x 304 -> 101 x 128 (round(240 * 128 / 304)), 13 rows of padding on top, 14 below
+    assert out.shape == (2, 20, 128, 128) and pad == (0.0, 13.0)
+    np.testing.assert_allclose(gain, (101 / 240, 128 / 304))
+    assert np.all(out[:, :, :13] == -1) and np.all(out[:, :, 114:] == -1)
+    np.testing.assert_allclose(out[:, :, 13:114], np.broadcast_to(f[:, :, :1, :1], (2, 20, 101, 128)), atol=1e-5)

@@ -87,8 +87,8 @@ def letterbox_frames(frames: np.ndarray, imgsz: int, pad_value: float = 0.0):
     else:
         interp = cv2.INTER_AREA if rw < w else cv2.INTER_LINEAR
         hwc = np.ascontiguousarray(frames.reshape(T * C, h, w).transpose(1, 2, 0))
-        parts = [cv2.resize(hwc[:, :, k:k + 256], (rw, rh), interpolation=interp).reshape(rh, rw, -1)
-                 for k in range(0, T * C, 256)]
+        parts = [cv2.resize(hwc[:, :, k:k + 4], (rw, rh), interpolation=interp).reshape(rh, rw, -1)
+                 for k in range(0, T * C, 4)]  # OpenCV's area resize takes at most 4 channels
         res = np.concatenate(parts, 2).transpose(2, 0, 1).reshape(T, C, rh, rw)
         out[:, :, top:top + rh, left:left + rw] = res
     return out, (rh / h, rw / w), (float(left), float(top))
