@@ -63,3 +63,15 @@ def test_per_sample_protocol():
     preds = [("rec_300000", np.array([[0.0, 0, 20, 20]]), np.array([0.9]), np.array([0]))]
     r = evaluate_per_sample(gts, preds)
     assert r["protocol"] == "per-sample" and r["AP"] == pytest.approx(1.0)
+
+
+def test_toolbox_field_names_and_inclusive_tolerance():
+    gt = np.zeros(1, [("ts", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"), ("class_id", "u1")])
+    gt[0] = (1_000_000, *BIG, 0)
+    # RVT / toolbox detections: class_confidence, another field order
+    dt = np.zeros(2, [("t", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"), ("class_id", "u1"),
+                      ("track_id", "<u4"), ("class_confidence", "<f4")])
+    dt[0] = (1_050_000, *BIG, 0, 0, 0.3)  # exactly 50 ms away: inside (the window is closed)
+    dt[1] = (1_050_000, 200, 150, 40, 40, 0, 0, 0.9)  # a false positive ranked first
+    r = evaluate_prophesee({"a": gt}, {"a": dt})
+    assert r["AP"] == pytest.approx(0.5) and r["dt_boxes"] == 2

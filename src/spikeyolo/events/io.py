@@ -277,8 +277,9 @@ def write_dat(path: str | os.PathLike, events, header_lines: list[str] | None = 
 
 
 def to_bbox_array(boxes) -> np.ndarray:
-    """Any structured box array (time field ``ts`` or ``t``; ``confidence``/``track_id`` optional) ->
-    :data:`BBOX_DTYPE`. Missing ``confidence`` is 1, missing ``track_id`` is 0."""
+    """Any structured box array (time field ``ts`` or ``t``; ``confidence`` (or the toolbox/RVT detection name
+    ``class_confidence``) and ``track_id`` optional) -> :data:`BBOX_DTYPE`. Missing ``confidence`` is 1, missing
+    ``track_id`` is 0."""
     boxes = np.asarray(boxes)
     names = boxes.dtype.names or ()
     tf = "t" if "t" in names else "ts" if "ts" in names else None
@@ -289,7 +290,8 @@ def to_bbox_array(boxes) -> np.ndarray:
     out["t"] = boxes[tf]
     for k in ("x", "y", "w", "h", "class_id"):
         out[k] = boxes[k]
-    out["confidence"] = boxes["confidence"] if "confidence" in names else 1.0
+    conf = "confidence" if "confidence" in names else "class_confidence" if "class_confidence" in names else None
+    out["confidence"] = boxes[conf] if conf else 1.0
     out["track_id"] = boxes["track_id"] if "track_id" in names else 0
     return out
 

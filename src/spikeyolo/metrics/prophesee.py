@@ -54,13 +54,12 @@ def _result(protocol: str, r: dict, **extra) -> dict:
     return out
 
 
-def _time_field(b: np.ndarray) -> np.ndarray:
-    names = b.dtype.names or ()
-    if "t" not in names and "ts" in names:
-        from spikeyolo.events.io import to_bbox_array
+def _boxes(b) -> np.ndarray:
+    """Any Prophesee-style box array (``t``/``ts``, ``confidence``/``class_confidence``) -> BBOX_DTYPE."""
+    from spikeyolo.events.io import to_bbox_array  # lazy: metrics stays importable on its own
 
-        return to_bbox_array(b)
-    return b
+    b = np.asarray(b)
+    return to_bbox_array(b) if b.size else b
 
 
 def evaluate_prophesee(gt_by_recording: dict, dt_by_recording: dict, height: int = 240, width: int = 304,
@@ -68,7 +67,8 @@ def evaluate_prophesee(gt_by_recording: dict, dt_by_recording: dict, height: int
                        skip_us: int = 500_000, names=GEN1_NAMES, apply_filter: bool = True) -> dict:
     """Prophesee protocol (module docstring). ``gt_by_recording`` / ``dt_by_recording``: ``{recording:
     structured box array}`` with fields ``t`` (or ``ts``), ``x, y, w, h`` (top-left, sensor pixels),
-    ``class_id`` and, for detections, ``confidence``. A recording missing from the detections has none.
+    ``class_id`` and, for detections, ``confidence`` (or ``class_confidence``, the toolbox/RVT name).
+    A recording missing from the detections has none.
 
     Returns ``protocol="prophesee"``, ``AP``, ``AP50``, ``AP75``, ``AP_S``, ``AP_M``, ``AP_L``, per-class APs,
     ``images`` (evaluated GT timestamps), ``gt_boxes`` and ``dt_boxes`` (after filtering, detections counted
@@ -77,9 +77,9 @@ def evaluate_prophesee(gt_by_recording: dict, dt_by_recording: dict, height: int
     gts, preds = [], []
     n_gt = n_dt = 0
     for rec in sorted(gt_by_recording):
-        gt = _time_field(np.asarray(gt_by_recording[rec]))
+        gt = _boxes(gt_by_recording[rec])
         dt = dt_by_recording.get(rec)
-        dt = _time_field(np.asarray(dt)) if dt is not None and len(dt) else None
+        dt = _boxes(dt) if dt is not None and len(dt) else None
         if apply_filter:
             gt = filter_boxes(gt, skip_us, min_box_diag, min_box_side)
             dt = filter_boxes(dt, skip_us, min_box_diag, min_box_side) if dt is not None else None
@@ -102,8 +102,8 @@ def evaluate_prophesee(gt_by_recording: dict, dt_by_recording: dict, height: int
                 i1 = np.searchsorted(dt_t, t + time_tol_us, side="right")
                 d = dt[i0:i1]
                 if len(d):
-                    conf = d["confidence"] if "confidence" in (d.dtype.names or ()) else np.ones(len(d))
-                    preds.append((image_id, _xyxy(d), conf.astype(np.float64), d["class_id"].astype(np.int64)))
+                    preds.append((image_id, _xyxy(d), d["confidence"].astype(np.float64),
+                                  d["class_id"].astype(np.int64)))
                     n_dt += len(d)
     r = coco_evaluate(gts, preds, list(names))
     return _result("prophesee", r, images=len(gts), gt_boxes=n_gt, dt_boxes=n_dt,
