@@ -98,3 +98,43 @@ def test_carry_state_and_video(recording, tmp_path):
         frames += 1
         assert fr.shape == (480, 608, 3)
     assert frames == 3
+
+
+class Oracle(nn.Module):
+    """Predicts one fixed box (input pixels) with score 0.9, class 0."""
+
+    def __init__(self, xywh):
+        super().__init__()
+        self.xywh = torch.tensor(xywh)
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 6, 1)
+        out[:, :4, 0] = self.xywh
+        out[:, 4, 0] = 0.9
+        return out
+
+
+def test_evaluate_recordings_end_to_end(tmp_path):
+    from spikeyolo.events.gen1 import Gen1Dataset
+    from spikeyolo.events.io import BBOX_DTYPE, write_bbox
+    from spikeyolo.events.stream import evaluate_recordings
+
+    rng = np.random.default_rng(0)
+    e = np.zeros(500, EVENT_DTYPE)
+    e["t"] = np.sort(rng.integers(0, 2_000_000, 500))
+    e["x"], e["y"] = rng.integers(0, 304, 500), rng.integers(0, 240, 500)
+    write_dat(tmp_path / "d" / "val" / "a_td.dat", e)
+    lab = np.zeros(2, BBOX_DTYPE)
+    lab["t"] = [1_000_000, 1_500_000]
+    lab["x"], lab["y"], lab["w"], lab["h"] = 76, 60, 152, 120  # the sensor's central half
+    write_bbox(tmp_path / "d" / "val" / "a_bbox.npy", lab)
+    cfg = {"type": "gen1", "path": str(tmp_path / "d"), "val": [str(tmp_path / "d" / "val")], "names": ["x", "y"]}
+    ds = Gen1Dataset(cfg, "val", imgsz=304, T=2, window_us=100_000, representation="counts", cache_dir=False)
+    # at imgsz 304 the input is the sensor shifted down by 32 rows: centre (152, 152), size 152 x 120
+    r = evaluate_recordings(Oracle([152.0, 152.0, 152.0, 120.0]), ds, tmp_path / "pred", step_us=100_000,
+                            progress=False)
+    assert r["protocol"] == "prophesee" and r["AP"] == pytest.approx(1.0) and r["images"] == 2
+    assert (tmp_path / "pred" / "a_bbox.npy").is_file() and r["T"] == 2 and r["representation"] == "counts"
+    miss = evaluate_recordings(Oracle([40.0, 60.0, 40.0, 40.0]), ds, tmp_path / "pred2", step_us=100_000,
+                               progress=False)
+    assert miss["AP"] == pytest.approx(0.0)

@@ -142,3 +142,33 @@ def predict_recording(model, dat_path, out_path, window_us: int = 250_000, step_
     out = np.concatenate(results) if results else np.zeros(0, BBOX_DTYPE)
     write_bbox(out_path, out)
     return out
+
+
+def evaluate_recordings(model, dataset, out_dir, step_us: int = 50_000, conf: float = 0.001, iou: float = 0.7,
+                        carry_state: bool = False, batch: int = 8, progress: bool = True, **protocol_kwargs) -> dict:
+    """Prophesee-protocol evaluation of ``model`` on every recording of a :class:`~.gen1.Gen1Dataset` split.
+
+    Each recording is streamed with the dataset's window, ``T``, representation and ``imgsz``
+    (:func:`predict_recording`, windows every ``step_us``), the detections are written to
+    ``out_dir/<recording>_bbox.npy`` and scored against ``dataset.prophesee_ground_truth()`` with
+    :func:`spikeyolo.metrics.prophesee.evaluate_prophesee` (``protocol_kwargs`` go there; the sensor size
+    comes from the recordings). Detections of every window ending within ±``time_tol_us`` of a label are
+    pooled into it, as the protocol does. Returns the protocol dict plus ``representation``, ``T``,
+    ``window_us``, ``step_us``.
+    """
+    from spikeyolo.metrics.prophesee import evaluate_prophesee
+
+    out_dir = Path(out_dir)
+    dt = {}
+    for name, dat, _ in dataset.recordings:
+        dt[name] = predict_recording(
+            model, dat, out_dir / f"{name}_bbox.npy", window_us=dataset.window_us, step_us=step_us, T=dataset.T,
+            representation=dataset.representation, representation_opts=dataset.rep_opts, imgsz=dataset.imgsz,
+            conf=conf, iou=iou, carry_state=carry_state, batch=batch, progress=progress)
+    h, w = next(iter(dataset.sensor.values()))
+    protocol_kwargs.setdefault("height", h)
+    protocol_kwargs.setdefault("width", w)
+    protocol_kwargs.setdefault("names", dataset.names)
+    r = evaluate_prophesee(dataset.prophesee_ground_truth(), dt, **protocol_kwargs)
+    r.update(representation=dataset.representation, T=dataset.T, window_us=dataset.window_us, step_us=step_us)
+    return r
