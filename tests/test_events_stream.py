@@ -138,3 +138,12 @@ def test_evaluate_recordings_end_to_end(tmp_path):
     miss = evaluate_recordings(Oracle([40.0, 60.0, 40.0, 40.0]), ds, tmp_path / "pred2", step_us=100_000,
                                progress=False)
     assert miss["AP"] == pytest.approx(0.0)
+    # default: one window ending at each label time
+    at = evaluate_recordings(Oracle([152.0, 152.0, 152.0, 120.0]), ds, tmp_path / "pred3", progress=False)
+    assert read_bbox(tmp_path / "pred3" / "a_bbox.npy")["t"].tolist() == [1_000_000, 1_500_000]
+    assert at["AP"] == pytest.approx(1.0) and at["dt_boxes"] == 2
+    # a 50 ms stream pools the windows ending at t - 50 ms, t and t + 50 ms: 3 detections per label,
+    # two of them duplicates, counted as false positives
+    st = evaluate_recordings(Oracle([152.0, 152.0, 152.0, 120.0]), ds, tmp_path / "pred4", step_us=50_000,
+                             progress=False)
+    assert st["dt_boxes"] == 6 and st["AP"] < 1.0

@@ -55,13 +55,14 @@ def predict_recording(model, dat_path, out_path, window_us: int = 250_000, step_
                       iou: float = 0.7, carry_state: bool = False, max_det: int = 300, batch: int = 8,
                       representation_opts: dict | None = None, t_start: int | None = None,
                       t_end: int | None = None, video_path=None, video_fps: float | None = None,
-                      names=None, progress: bool = True) -> np.ndarray:
+                      names=None, progress: bool = True, window_ends=None) -> np.ndarray:
     """Run ``model`` (eval mode; ``model(x [B, T, C, imgsz, imgsz]) -> [B, 4 + nc, A]``) over the recording
     ``dat_path`` and write the detections to ``out_path`` (a ``_bbox.npy``: ``t`` = window end, ``x, y, w, h``
     sensor pixels, ``class_id``, ``confidence``, ``track_id`` 0). Returns the detections (:data:`BBOX_DTYPE`).
 
     Windows end at ``t_start + window_us + k * step_us`` (``t_start`` default 0) up to ``t_end`` (default:
-    last event + 1). ``video_path``: also write an mp4 of every window with its boxes (frame by frame).
+    last event + 1); ``window_ends`` (increasing microseconds) gives them explicitly instead, e.g. the label
+    timestamps. ``video_path``: also write an mp4 of every window with its boxes (frame by frame).
     """
     from spikeyolo.engine.nms import non_max_suppression
 
@@ -87,7 +88,10 @@ def predict_recording(model, dat_path, out_path, window_us: int = 250_000, step_
     t0 = 0 if t_start is None else int(t_start)
     t_last = (reader.t_last + 1) if len(reader) else t0 + window_us
     t_end = t_last if t_end is None else int(t_end)
-    ends = list(range(t0 + window_us, t_end + 1, step_us))
+    if window_ends is not None:
+        ends = [int(t) for t in window_ends]
+    else:
+        ends = list(range(t0 + window_us, t_end + 1, step_us))
 
     writer = None
     if video_path is not None:
@@ -144,12 +148,15 @@ def predict_recording(model, dat_path, out_path, window_us: int = 250_000, step_
     return out
 
 
-def evaluate_recordings(model, dataset, out_dir, step_us: int = 50_000, conf: float = 0.001, iou: float = 0.7,
-                        carry_state: bool = False, batch: int = 8, progress: bool = True, **protocol_kwargs) -> dict:
+def evaluate_recordings(model, dataset, out_dir, step_us: int | None = None, conf: float = 0.001,
+                        iou: float = 0.7, carry_state: bool = False, batch: int = 8, progress: bool = True,
+                        **protocol_kwargs) -> dict:
     """Prophesee-protocol evaluation of ``model`` on every recording of a :class:`~.gen1.Gen1Dataset` split.
 
-    Each recording is streamed with the dataset's window, ``T``, representation and ``imgsz``
-    (:func:`predict_recording`, windows every ``step_us``), the detections are written to
+    Each recording is run with the dataset's window, ``T``, representation and ``imgsz``
+    (:func:`predict_recording`): by default one window ending at each label timestamp (so every ground-truth
+    frame pools exactly the detections made for it, when labels are more than ``time_tol_us`` apart); with
+    ``step_us`` windows every ``step_us`` from 0 instead (a stream). The detections are written to
     ``out_dir/<recording>_bbox.npy`` and scored against ``dataset.prophesee_ground_truth()`` with
     :func:`spikeyolo.metrics.prophesee.evaluate_prophesee` (``protocol_kwargs`` go there; the sensor size
     comes from the recordings). Detections of every window ending within ±``time_tol_us`` of a label are
@@ -160,15 +167,18 @@ def evaluate_recordings(model, dataset, out_dir, step_us: int = 50_000, conf: fl
 
     out_dir = Path(out_dir)
     dt = {}
+    gt = dataset.prophesee_ground_truth()
     for name, dat, _ in dataset.recordings:
+        ends = np.unique(gt[name]["t"]) if step_us is None else None
         dt[name] = predict_recording(
-            model, dat, out_dir / f"{name}_bbox.npy", window_us=dataset.window_us, step_us=step_us, T=dataset.T,
-            representation=dataset.representation, representation_opts=dataset.rep_opts, imgsz=dataset.imgsz,
-            conf=conf, iou=iou, carry_state=carry_state, batch=batch, progress=progress)
+            model, dat, out_dir / f"{name}_bbox.npy", window_us=dataset.window_us,
+            step_us=step_us or dataset.window_us, T=dataset.T, representation=dataset.representation,
+            representation_opts=dataset.rep_opts, imgsz=dataset.imgsz, conf=conf, iou=iou,
+            carry_state=carry_state, batch=batch, progress=progress, window_ends=ends)
     h, w = next(iter(dataset.sensor.values()))
     protocol_kwargs.setdefault("height", h)
     protocol_kwargs.setdefault("width", w)
     protocol_kwargs.setdefault("names", dataset.names)
-    r = evaluate_prophesee(dataset.prophesee_ground_truth(), dt, **protocol_kwargs)
+    r = evaluate_prophesee(gt, dt, **protocol_kwargs)
     r.update(representation=dataset.representation, T=dataset.T, window_us=dataset.window_us, step_us=step_us)
     return r
