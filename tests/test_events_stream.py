@@ -147,3 +147,18 @@ def test_evaluate_recordings_end_to_end(tmp_path):
     st = evaluate_recordings(Oracle([152.0, 152.0, 152.0, 120.0]), ds, tmp_path / "pred4", step_us=50_000,
                              progress=False)
     assert st["dt_boxes"] == 6 and st["AP"] < 1.0
+
+
+def test_infer_representation():
+    from spikeyolo.events.stream import infer_representation
+
+    m = nn.Module()
+    assert infer_representation(m) == ("spikeyolo", {})
+    m.in_channels = 2
+    assert infer_representation(m) == ("counts", {})
+    m.in_channels = 20
+    assert infer_representation(m) == ("histogram", {"bins": 10})
+    with pytest.raises(ValueError, match="gives 3 channels but the model takes 20"):
+        infer_representation(m, "spikeyolo")
+    m.in_channels = 3
+    assert infer_representation(m, "spikeyolo", {}) == ("spikeyolo", {})

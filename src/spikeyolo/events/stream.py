@@ -50,8 +50,35 @@ def render_window(events, height: int, width: int, boxes_xyxy=None, cls=None, sc
 
 
 @torch.no_grad()
+def infer_representation(model, representation: str | None = None, opts: dict | None = None):
+    """``(kind, opts)`` for a model: the given kind (checked against ``model.in_channels`` when the model has
+    it), else ``model.representation`` when set, else by channel count: 2 -> ``counts``, 3 -> ``spikeyolo``,
+    2k -> ``histogram`` with ``bins=k``. Options such as ``norm`` cannot be inferred; pass them."""
+    from .representations import representation_channels
+
+    opts = dict(opts or {})
+    c = getattr(model, "in_channels", None)
+    if representation is None:
+        representation = getattr(model, "representation", None)
+    if representation is None:
+        if c == 2:
+            representation = "counts"
+        elif c == 3 or c is None:
+            representation = "spikeyolo"
+        elif int(c) % 2 == 0:
+            representation = "histogram"
+            opts.setdefault("bins", int(c) // 2)
+        else:
+            raise ValueError(f"no event representation has {c} channels; pass representation=...")
+    have = representation_channels(representation, **opts)
+    if c is not None and int(c) != have:
+        raise ValueError(f"representation {representation!r} {opts or ''} gives {have} channels but the model "
+                         f"takes {int(c)}")
+    return representation, opts
+
+
 def predict_recording(model, dat_path, out_path, window_us: int = 250_000, step_us: int = 50_000, T: int = 4,
-                      representation: str = "spikeyolo", imgsz: int = 320, conf: float = 0.25,
+                      representation: str | None = None, imgsz: int = 320, conf: float = 0.25,
                       iou: float = 0.7, carry_state: bool = False, max_det: int = 300, batch: int = 8,
                       representation_opts: dict | None = None, t_start: int | None = None,
                       t_end: int | None = None, video_path=None, video_fps: float | None = None,
@@ -62,11 +89,12 @@ def predict_recording(model, dat_path, out_path, window_us: int = 250_000, step_
 
     Windows end at ``t_start + window_us + k * step_us`` (``t_start`` default 0) up to ``t_end`` (default:
     last event + 1); ``window_ends`` (increasing microseconds) gives them explicitly instead, e.g. the label
-    timestamps. ``video_path``: also write an mp4 of every window with its boxes (frame by frame).
+    timestamps. ``representation=None``: taken from the model (:func:`infer_representation`).
+    ``video_path``: also write an mp4 of every window with its boxes (frame by frame).
     """
     from spikeyolo.engine.nms import non_max_suppression
 
-    opts = dict(representation_opts or {})
+    representation, opts = infer_representation(model, representation, representation_opts)
     reader = DatReader(dat_path)
     H, W = reader.height, reader.width
     pad_value = representation_background(representation)
