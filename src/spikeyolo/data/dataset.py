@@ -284,7 +284,8 @@ def build_dataset(
     """Dataset for one split of a data YAML (path, dict or loaded config).
 
     ``augment`` defaults to ``split == "train"``. Type ``gen1`` is handed to
-    ``spikeyolo.events.gen1.Gen1Dataset(cfg, split, imgsz, **kwargs)``. Warnings are logged (the first few)
+    ``spikeyolo.events.gen1.Gen1Dataset(cfg, split, imgsz, augment=..., seed=..., **kwargs)`` (its only
+    augmentation is a horizontal flip; ``hyp`` and tiling do not apply). Warnings are logged (the first few)
     and kept in ``dataset.stats["warnings"]``. Raises :class:`DataError` when no usable image is left.
     """
     cfg = load_data_config(data)
@@ -294,7 +295,8 @@ def build_dataset(
     if cfg["type"] == "gen1":
         from spikeyolo.events.gen1 import Gen1Dataset  # lazy: the events package is optional here
 
-        return Gen1Dataset(cfg, split, imgsz, **kwargs)
+        augment = split == "train" if augment is None else augment
+        return Gen1Dataset(cfg, split, imgsz, augment=augment, seed=seed, **kwargs)
     if kwargs:
         raise TypeError(f"unexpected arguments for a {cfg['type']} dataset: {sorted(kwargs)}")
     records, stats = read_split(cfg, split, use_cache=cache)
