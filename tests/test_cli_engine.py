@@ -53,7 +53,10 @@ def test_train_needs_data(capsys):
     assert "--data" in capsys.readouterr().err
 
 
-def test_help_of_each_command():
+def test_help_of_each_command(capsys):
     for cmd in ("train", "val", "predict", "demo"):
-        r = subprocess.run([sys.executable, "-m", "spikeyolo", cmd, "--help"], capture_output=True, text=True)
-        assert r.returncode == 0 and "usage: spikeyolo " + cmd in r.stdout
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0 and "usage: spikeyolo " + cmd in capsys.readouterr().out
+    r = subprocess.run([sys.executable, "-m", "spikeyolo", "train", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--resume" in r.stdout  # the module entry point

@@ -23,16 +23,16 @@ DEMO_DEFAULTS = dict(
     model="n",
     width=0.125,
     imgsz=320,
-    epochs=60,
-    batch=8,
-    nbs=8,  # no gradient accumulation: 20 training tiles make 3 batches an epoch
+    epochs=150,
+    batch=4,  # 20 training tiles: 5 optimizer steps an epoch, no gradient accumulation (nbs = batch)
     optimizer="SGD",
     lr0=0.01,
     lrf=0.01,
     warmup_epochs=3,
     warmup_min_iters=30,
-    close_mosaic=10,
-    val_period=5,
+    ema_tau=100.0,  # the recipe's 2000-update ramp would leave the EMA off for a run of ~750 updates
+    close_mosaic=15,
+    val_period=10,
     workers=0,
     seed=0,
 )
@@ -71,6 +71,7 @@ def run_demo(project: str | Path = "runs/demo", name: str = "trees", progress: b
     project = Path(project)
     data = prepare_tree_dataset(project / "trees_data")
     settings = {**DEMO_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
+    settings["nbs"] = settings["batch"]
     cfg = TrainConfig.from_dict({**settings, "data": str(data), "project": str(project), "name": name,
                                  "progress": progress})
     print(f"demo: SpikeYOLO-{cfg.model} width {cfg.width}, {cfg.epochs} epochs at {cfg.imgsz}px on {cfg.device}; "
@@ -127,6 +128,7 @@ def run_event_demo(project: str | Path = "runs/demo", name: str = "trees_events"
     project = Path(project)
     data = prepare_event_data(project / "trees_events_data", progress)
     settings = {**EVENT_DEMO_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
+    settings["nbs"] = settings["batch"]
     cfg = TrainConfig.from_dict({**settings, "data": str(data), "project": str(project), "name": name,
                                  "progress": progress})
     print(f"event demo: SpikeYOLO-{cfg.model} width {cfg.width}, {cfg.epochs} epochs on simulated recordings "

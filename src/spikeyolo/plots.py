@@ -132,7 +132,8 @@ def plot_results(csv_path: str | Path, out: str | Path | None = None) -> Path:
     rows = max(1, math.ceil(len(keys) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
     for ax, k in zip(axes.flat, keys):
-        ax.plot(epochs, data[k], marker=".", linewidth=1.5)
+        xy = np.array([(e, v) for e, v in zip(epochs, data[k]) if math.isfinite(v)])  # val may skip epochs
+        ax.plot(xy[:, 0], xy[:, 1], marker=".", linewidth=1.5)
         ax.set_title(k, fontsize=9)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys) :]:

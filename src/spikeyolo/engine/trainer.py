@@ -279,8 +279,7 @@ class Trainer:
             net.train()
             optimizer.zero_grad(set_to_none=True)
             mean_loss = torch.zeros(3)
-            pending = 0
-            last_step = -1
+            last_step = nb * epoch - 1  # every epoch ends with an optimizer step (below)
             bar = range(nb)
             it = iter(train_loader)
             if info.main and cfg.progress:
@@ -308,10 +307,9 @@ class Trainer:
                             f"training loss is {loss.item()} (items {items.tolist()}) at epoch {epoch + 1}, "
                             f"batch {i + 1}/{nb}")
                     scaler.scale(loss * info.world_size).backward()
-                    pending += 1
                     if ni - last_step >= accumulate or i == nb - 1:
                         self._step(model, optimizer, scaler, ema)
-                        last_step, pending = ni, 0
+                        last_step = ni
                     mean_loss = (mean_loss * i + items.detach().float().cpu()) / (i + 1)
                     if hasattr(bar, "set_postfix_str"):
                         bar.set_postfix_str(
