@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from spikeyolo.checkpoint import atomic_torch_save
 from spikeyolo.engine.ema import ModelEMA
 from spikeyolo.engine.optim import (
     LRSchedule,
@@ -18,7 +19,7 @@ from spikeyolo.engine.optim import (
     scaled_weight_decay,
     warmup_iters,
 )
-from spikeyolo.engine.utils import atomic_save, get_rng_state, increment_path, set_rng_state
+from spikeyolo.engine.utils import get_rng_state, increment_path, set_rng_state
 
 
 def tiny():
@@ -105,7 +106,8 @@ def test_atomic_save_and_rng_roundtrip(tmp_path):
     np.random.seed(2)
     torch.manual_seed(3)
     state = get_rng_state()
-    p = atomic_save({"rng": state, "x": torch.arange(3)}, tmp_path / "w" / "last.pt")
+    p = tmp_path / "w" / "last.pt"
+    atomic_torch_save({"rng": state, "x": torch.arange(3)}, p)
     assert sorted(x.name for x in p.parent.iterdir()) == ["last.pt"]  # no temp file left behind
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     loaded = torch.load(p, weights_only=True)

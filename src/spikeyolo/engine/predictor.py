@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..boxes import clip_boxes, unletterbox
 from ..data.augment import letterbox
 from ..data.labels import IMG_EXTS
 from .nms import non_max_suppression
-from .validator import clip_boxes, scale_boxes_to_original
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm")
 EVENT_EXTS = (".dat",)
@@ -96,7 +96,7 @@ class Predictor:
         results = []
         for d, (ratio_pad, shape) in zip(dets, metas):
             d = d.detach().float().cpu()
-            d[:, :4] = clip_boxes(scale_boxes_to_original(d[:, :4], ratio_pad), shape)
+            d[:, :4] = clip_boxes(unletterbox(d[:, :4], ratio_pad), shape)
             results.append(d.numpy())
         return results
 

@@ -1,4 +1,4 @@
-"""Small engine helpers: run folders, atomic file writes, seeding and RNG state as plain data, devices."""
+"""Small engine helpers: run folders, seeding and RNG state as plain data, devices."""
 
 from __future__ import annotations
 
@@ -24,29 +24,6 @@ def increment_path(path: str | Path, exist_ok: bool = False, mkdir: bool = True)
         path = path.parent / f"{stem}{n}"
     if mkdir:
         path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def atomic_save(obj, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: a reader (or a crash) never
-    sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def atomic_write_text(text: str, path: str | Path) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
     return path
 
 

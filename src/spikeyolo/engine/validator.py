@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..boxes import clip_boxes, unletterbox, xywh2xyxy
 from ..metrics.coco import coco_evaluate, write_coco_json
 from ..metrics.detection import DetectionMetrics
 from .ema import unwrap
@@ -47,31 +48,18 @@ def to_input(img: torch.Tensor, device) -> torch.Tensor:
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
-def scale_boxes_to_original(boxes: torch.Tensor, ratio_pad) -> torch.Tensor:
-    """``[n, 4]`` xyxy in network-input pixels -> original pixels: ``original = (input - pad) / gain``."""
-    (gy, gx), (px, py) = ratio_pad
-    out = boxes.clone()
-    out[:, [0, 2]] = (out[:, [0, 2]] - px) / gx
-    out[:, [1, 3]] = (out[:, [1, 3]] - py) / gy
-    return out
-
-
-def clip_boxes(boxes: torch.Tensor, shape) -> torch.Tensor:
-    """Clip ``[n, 4]`` xyxy to an image of ``shape`` (h, w), in place; returns it."""
-    h, w = shape
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clamp(0, w)
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clamp(0, h)
-    return boxes
-
-
 def batch_ground_truth(batch: dict, k: int, input_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels of image ``k`` of a collated batch in original pixels: ``(boxes xyxy [m, 4], cls [m])``."""
     sel = batch["batch_idx"] == k
-    h, w = input_hw
-    xywh = batch["bboxes"][sel].float() * torch.tensor([w, h, w, h], dtype=torch.float32)
-    xyxy = torch.cat((xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2), 1)
-    xyxy = clip_boxes(scale_boxes_to_original(xyxy, batch["ratio_pad"][k]), batch["ori_shape"][k])
+    xyxy = _input_boxes(batch, sel, input_hw)
+    xyxy = clip_boxes(unletterbox(xyxy, batch["ratio_pad"][k]), batch["ori_shape"][k])
     return xyxy, batch["cls"][sel].reshape(-1).float()
+
+
+def _input_boxes(batch: dict, sel: torch.Tensor, input_hw) -> torch.Tensor:
+    """The selected labels as xyxy network-input pixels."""
+    h, w = input_hw
+    return xywh2xyxy(batch["bboxes"][sel].float() * torch.tensor([w, h, w, h], dtype=torch.float32))
 
 
 def forward_with_maps(model: nn.Module, x: torch.Tensor):
@@ -199,7 +187,7 @@ class Validator:
             batch_preds = []
             for k, d in enumerate(dets):
                 d = d.detach().float().cpu()
-                boxes = clip_boxes(scale_boxes_to_original(d[:, :4], batch["ratio_pad"][k]), batch["ori_shape"][k])
+                boxes = clip_boxes(unletterbox(d[:, :4], batch["ratio_pad"][k]), batch["ori_shape"][k])
                 gt_boxes, gt_cls = _image_ground_truth(dataset, index_of, batch, k, input_hw)
                 image_id = Path(batch["im_file"][k]).stem
                 det.update(torch.cat((boxes, d[:, 4:6]), 1), gt_boxes, gt_cls)
@@ -246,12 +234,10 @@ class Validator:
         from ..plots import image_grid
 
         images = _bgr_images(batch["img"])
-        h, w = batch["img"].shape[-2:]
         gt_boxes, gt_cls = [], []
         for k in range(len(images)):
             sel = batch["batch_idx"] == k
-            xywh = batch["bboxes"][sel].float() * torch.tensor([w, h, w, h], dtype=torch.float32)
-            gt_boxes.append(torch.cat((xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2), 1).numpy())
+            gt_boxes.append(_input_boxes(batch, sel, batch["img"].shape[-2:]).numpy())
             gt_cls.append(batch["cls"][sel].reshape(-1).numpy())
         image_grid(images, gt_boxes, gt_cls, names=names, path=self.save_dir / "val_batch0_labels.jpg")
         keep = [d[d[:, 4] >= 0.25] for d in dets]
