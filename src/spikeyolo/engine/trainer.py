@@ -142,6 +142,7 @@ class Trainer:
         self.given_model = model
         self.save_dir: Path | None = None
         self.log = print
+        self._mosaic_closed = False
 
     # -- set-up ----------------------------------------------------------------------------------------------
     def _build_model(self, names: list[str], in_channels: int = 3, T: int | None = None) -> nn.Module:
@@ -399,7 +400,7 @@ class Trainer:
                 if hasattr(obj, "set_epoch"):
                     obj.set_epoch(epoch)
         if self.cfg.close_mosaic and epoch >= self.cfg.epochs - self.cfg.close_mosaic:
-            if hasattr(dataset, "close_mosaic") and not getattr(self, "_mosaic_closed", False):
+            if hasattr(dataset, "close_mosaic") and not self._mosaic_closed:
                 dataset.close_mosaic()
                 self._mosaic_closed = True
                 if self.cfg.verbose and ddp.env_info().main:
