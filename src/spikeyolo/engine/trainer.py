@@ -131,13 +131,18 @@ class Trainer:
 
     Args:
         config: a :class:`TrainConfig` or a dict of its fields.
-        energy: optional monitor for the validator (see :mod:`spikeyolo.engine.validator`); its
-            ``snn/...`` results fill the SNN columns of results.csv.
+        energy: monitor for the validator (see :mod:`spikeyolo.engine.validator`), an
+            :class:`~spikeyolo.energy.EnergyMeter` by default; its ``snn/...`` results fill the SNN columns of
+            results.csv.
         model: optional ready model (train form) instead of building ``config.model``.
     """
 
     def __init__(self, config: TrainConfig | dict, energy=None, model: nn.Module | None = None):
         self.cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        if energy is None:
+            from ..energy import EnergyMeter
+
+            energy = EnergyMeter(synops=False)  # fills results.csv's snn/* columns at every validation
         self.energy = energy
         self.given_model = model
         self.save_dir: Path | None = None

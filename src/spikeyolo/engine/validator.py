@@ -161,6 +161,7 @@ class Validator:
             index_of = {dataset.ground_truth(i)["im_file"]: i for i in range(len(dataset))}
         det = DetectionMetrics(nc)
         gts, preds = [], []
+        event_dets: dict[str, list] = {}  # event data: detections per recording, stamped with the label time
         loss_sum, n_loss_batches = torch.zeros(3), 0
         t_pre = t_inf = t_post = 0.0
         n_images = 0
@@ -195,6 +196,8 @@ class Validator:
                             "boxes_xyxy": gt_boxes, "cls": gt_cls})
                 preds.append((image_id, boxes, d[:, 4], d[:, 5]))
                 batch_preds.append(d)
+                if "recording" in batch:
+                    event_dets.setdefault(batch["recording"][k], []).append((int(batch["t"][k]), boxes, d[:, 4:6]))
             t3 = time.perf_counter()
             t_pre, t_inf, t_post = t_pre + t1 - t0, t_inf + t2 - t1, t_post + t3 - t2
             n_images += len(dets)
@@ -218,6 +221,13 @@ class Validator:
             "coco_backend": coco["backend"],
             **energy,
         }
+        if hasattr(dataset, "prophesee_ground_truth"):  # event recordings: the field's standard protocol too
+            result["protocol"] = "per-sample"
+            result["prophesee"] = _prophesee(dataset, event_dets, names)
+        if energy and self.save_dir is not None and hasattr(self.energy, "report"):
+            report = self.energy.report()
+            report.save_csv(self.save_dir / "energy_layers.csv")
+            report.save_json(self.save_dir / "energy.json")
         result["fitness"] = fitness(result)
         self.predictions = preds
         if self.save_dir is not None:
@@ -261,6 +271,16 @@ def summary_table(metrics: dict, names) -> str:
             a50, a = metrics["ap50_per_class"][i], metrics["ap_per_class"][i]
             if a50 is not None and np.isfinite(a50):
                 lines.append(f"{n:>16} {'':>7} {'':>7} {'':>7} {'':>7} {f(a50)} {f(a, 9)}")
+    if "protocol" in metrics:
+        lines[0] += f"   (protocol: {metrics['protocol']})"
+    if "prophesee" in metrics:
+        p = metrics["prophesee"]
+        lines.append(f"protocol prophesee (0.5 s skip, min diag 30 / side 10 px, +-50 ms): AP {f(p['AP'], 0)}, "
+                     f"AP50 {f(p['AP50'], 0)}, AP75 {f(p['AP75'], 0)} over {p['images']} timestamps")
+    if "snn/energy_mJ" in metrics:
+        lines.append(f"SNN: firing rate {metrics['snn/firing_rate']:.3f} (mean spike count per neuron and step), "
+                     f"{metrics['snn/synops'] / 1e9:.3f} G synaptic ops, {metrics['snn/energy_mJ']:.3f} mJ per image"
+                     + (f" (ANN twin {metrics['snn/ann_energy_mJ']:.3f} mJ)" if "snn/ann_energy_mJ" in metrics else ""))
     sp = metrics["speed"]
     lines.append(
         f"speed: {sp['preprocess']:.1f} ms preprocess, {sp['inference']:.1f} ms inference, "
@@ -301,6 +321,29 @@ def checkpoint_imgsz(path, default: int = 640) -> int:
     return int((ckpt.get("train_args") or {}).get("imgsz") or ckpt["config"].get("imgsz") or default)
 
 
+def _prophesee(dataset, event_dets: dict, names) -> dict:
+    """Prophesee/RVT protocol on the detections of each sample, time-stamped at its label time."""
+    import numpy as np
+
+    from ..events.io import BBOX_DTYPE
+    from ..metrics.prophesee import evaluate_prophesee
+
+    dt = {}
+    for rec, rows in event_dets.items():
+        parts = []
+        for t, boxes, score_cls in rows:
+            a = np.zeros(len(boxes), BBOX_DTYPE)
+            a["t"], a["x"], a["y"] = t, boxes[:, 0].numpy(), boxes[:, 1].numpy()
+            a["w"], a["h"] = (boxes[:, 2] - boxes[:, 0]).numpy(), (boxes[:, 3] - boxes[:, 1]).numpy()
+            a["confidence"], a["class_id"] = score_cls[:, 0].numpy(), score_cls[:, 1].numpy()
+            parts.append(a)
+        dt[rec] = np.concatenate(parts) if parts else np.zeros(0, BBOX_DTYPE)
+    h, w = dataset.ground_truth(0)["shape"]
+    res = evaluate_prophesee(dataset.prophesee_ground_truth(), dt, height=h, width=w, names=tuple(names))
+    return {k: v for k, v in res.items() if k in ("protocol", "AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L",
+                                                    "images", "gt_boxes", "dt_boxes")}
+
+
 def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=None, workers: int = 4,
              conf: float = 0.001, iou: float = 0.7, max_det: int = 300, save_json: bool = False,
              project: str = "runs/detect", name: str = "val", plots: bool = True, progress: bool = True,
@@ -315,6 +358,10 @@ def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=No
 
     dev = select_device(device)
     model = load(weights).to(dev)
+    if energy is None:
+        from ..energy import EnergyMeter
+
+        energy = EnergyMeter()  # firing rates, synaptic operations and energy at the end of every val
     imgsz = int(imgsz or checkpoint_imgsz(weights))
     data_cfg = load_data_config(data)
     if len(data_cfg["names"]) != model.nc:

@@ -15,7 +15,6 @@ Fusion maths is done in float64 and cast back, so fused weights are as exact as 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..neuron import ILIF

@@ -1,0 +1,52 @@
+"""Validation on event recordings reports the per-sample COCO numbers and the Prophesee protocol, each named."""
+
+import numpy as np
+import yaml
+
+import spikeyolo
+from spikeyolo.cli import main
+from spikeyolo.events.io import BBOX_DTYPE, EVENT_DTYPE, write_bbox, write_dat
+
+# labels at 0.4 s (inside the 0.5 s the Prophesee protocol skips), 0.6 s and 0.7 s
+BOXES = [  # t, x, y, w, h, class, track
+    (400_000, 10, 20, 60, 40, 0, 1),
+    (600_000, 10, 20, 60, 40, 0, 1),
+    (600_000, 100, 100, 8, 40, 1, 2),  # side < 10 px: filtered out by the protocol
+    (700_000, 12, 22, 60, 40, 0, 1),
+    (700_000, 150, 120, 30, 30, 1, 2),
+]
+
+
+def test_val_on_gen1_names_both_protocols(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "gen1"
+    for split in ("train", "val"):
+        n = 20_000
+        e = np.zeros(n, EVENT_DTYPE)
+        e["t"], e["x"], e["y"], e["p"] = (np.sort(rng.integers(0, 750_000, n)), rng.integers(0, 304, n),
+                                          rng.integers(0, 240, n), rng.integers(0, 2, n))
+        write_dat(root / split / "rec_td.dat", e)
+        b = np.zeros(len(BOXES), BBOX_DTYPE)
+        for k, name in enumerate(("t", "x", "y", "w", "h", "class_id", "track_id")):
+            b[name] = [r[k] for r in BOXES]
+        write_bbox(root / split / "rec_bbox.npy", b)
+    data = root / "data.yaml"
+    data.write_text(yaml.safe_dump({"type": "gen1", "path": str(root), "train": "train", "val": "val",
+                                    "names": ["car", "pedestrian"], "window_us": 100_000, "T": 2,
+                                    "representation": "counts"}))
+    model = spikeyolo.build_model("n", nc=2, width=0.125, T=2, in_channels=2, names=["car", "pedestrian"])
+    weights = spikeyolo.save(model, tmp_path / "ev.pt")
+    assert main(["val", "--weights", str(weights), "--data", str(data), "--imgsz", "64", "--batch", "2",
+                 "--workers", "0", "--project", str(tmp_path / "runs"), "--json"]) == 0
+    import json
+
+    printed = capsys.readouterr().out
+    assert "protocol: per-sample" in printed and "protocol prophesee" in printed and "mJ per image" in printed
+    out = json.loads(printed.strip().splitlines()[-1])
+    assert out["protocol"] == "per-sample" and out["images"] == 3 and out["instances"] == 5
+    p = out["prophesee"]
+    # by hand: timestamps after 0.5 s are 0.6 and 0.7 s; of their 3 boxes, the 8 px wide one is filtered
+    assert p["protocol"] == "prophesee" and p["images"] == 2 and p["gt_boxes"] == 3
+    assert 0 <= p["AP50"] <= 1
+    assert 0 <= out["snn/firing_rate"] <= 4 and out["snn/energy_mJ"] > 0
+    assert (tmp_path / "runs" / "val" / "energy_layers.csv").is_file()
