@@ -153,8 +153,7 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def _letterboxed(self, index: int):
         s = self.samples[index]
-        # never enlarge for evaluation (as ultralytics' val): objects keep the pixel size they were trained at
-        img, gain, pad = A.letterbox(self.load(index), self.imgsz, scaleup=False)
+        img, gain, pad = A.letterbox(self.load(index), self.imgsz)
         return img, A.apply_gain_pad(s.boxes, gain, pad), s.cls, gain, pad
 
     def _augmented(self, index: int, rng: np.random.Generator, mosaic: bool):
