@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,48 +9,8 @@ import torch
 from torch import nn
 
 from .checkpoint import count_parameters, load
-from .fuse import fuse
+from .energy.ops import unit_geometry
 from .model import SpikeYOLO, build_model
-
-
-@dataclass
-class ConvOps:
-    """One conv's geometry and its multiply-accumulates per image per timestep."""
-
-    name: str
-    cin: int
-    cout: int
-    k: int
-    stride: int
-    groups: int
-    hout: int
-    wout: int
-
-    @property
-    def macs(self) -> int:
-        return self.cin * self.cout * self.k * self.k * self.hout * self.wout // self.groups
-
-
-def conv_ops(model: nn.Module, imgsz: int | tuple[int, int] = 640) -> list[ConvOps]:
-    """Every ``nn.Conv2d`` of ``model`` in execution order, with its output size for one ``imgsz`` input.
-
-    Runs a shape-only forward on a meta-device copy, so it costs no memory or compute even for the l scale.
-    """
-    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
-    meta = copy.deepcopy(model).to("meta").train()  # train mode: raw head maps, no decoding needed
-    names = {m: n for n, m in meta.named_modules()}
-    ops: list[ConvOps] = []
-
-    def record(conv: nn.Conv2d, _inputs, out):
-        ops.append(ConvOps(names[conv], conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0],
-                           conv.groups, out.shape[-2], out.shape[-1]))
-
-    handles = [m.register_forward_hook(record) for m in meta.modules() if isinstance(m, nn.Conv2d)]
-    with torch.no_grad():
-        meta(torch.empty(1, model.config["in_channels"], h, w, device="meta"))
-    for handle in handles:
-        handle.remove()
-    return ops
 
 
 @dataclass
@@ -106,7 +65,7 @@ def _resolve(model: str | Path | nn.Module, nc: int, imgsz: int) -> SpikeYOLO:
 def model_summary(model: str | Path | nn.Module = "s", nc: int = 80, imgsz: int = 640) -> ModelSummary:
     """Parameters, layer table and MACs (train form, fused form, first layer) of a scale, YAML or checkpoint."""
     model = _resolve(model, nc, imgsz)
-    train_ops, fused_ops = conv_ops(model, imgsz), conv_ops(fuse(model), imgsz)
+    train_ops, fused_ops = unit_geometry(model, imgsz, "train"), unit_geometry(model, imgsz, "fused")
     macs = {"train": float(sum(o.macs for o in train_ops)), "fused": float(sum(o.macs for o in fused_ops)),
             "first_layer": float(fused_ops[0].macs)}
     return ModelSummary(model.config, count_parameters(model), layer_rows(model), macs, imgsz)
