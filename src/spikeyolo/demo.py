@@ -60,33 +60,56 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
+def _train_and_validate(data: Path, project: Path, name: str, progress: bool, settings: dict):
+    """Train with ``settings`` and validate best.pt on the held-out split into ``<run>/heldout``.
+
+    Returns ``(result, cfg, metrics, val_dir)``; ``metrics`` is None when training stopped early.
+    """
+    from .engine.trainer import TrainConfig, Trainer
+    from .engine.validator import validate
+
+    settings = {**settings, "nbs": settings["batch"]}  # tiny datasets: no gradient accumulation
+    cfg = TrainConfig.from_dict({**settings, "data": str(data), "project": str(project), "name": name,
+                                 "progress": progress})
+    print(f"SpikeYOLO-{cfg.model} width {cfg.width}, {cfg.epochs} epochs at {cfg.imgsz}px on {cfg.device}; "
+          f"data in {data.parent}")
+    result = Trainer(cfg).train()
+    if result["stopped"]:
+        return result, cfg, None, None
+    metrics, val_dir = validate(result["best"], data, cfg.imgsz, batch=cfg.batch, device=cfg.device, workers=0,
+                                save_json=True, project=result["save_dir"], name="heldout", plots=True,
+                                progress=progress, exist_ok=True)
+    return result, cfg, metrics, val_dir
+
+
+def _summary(result: dict, metrics: dict, val_dir: Path, t: float, **extra) -> dict:
+    return {"weights": result["best"], "save_dir": result["save_dir"], "heldout_dir": str(val_dir),
+            "map50": metrics["map50"], "map": metrics["map"], "precision": metrics["precision"],
+            "recall": metrics["recall"], "images": metrics["images"], "instances": metrics["instances"],
+            "epochs": result["epochs_done"], "time_s": t, **extra}
+
+
+def _stopped(result: dict, t0: float) -> dict:
+    return {**result, "weights": result["best"], "map50": None, "map": None, "time_s": time.time() - t0}
+
+
 def run_demo(project: str | Path = "runs/demo", name: str = "trees", progress: bool = True, **overrides) -> dict:
     """Prepare the tiles, train, validate best.pt on the held-out region, draw predictions. Returns a summary."""
+    from .checkpoint import load
     from .data.trees import prepare_tree_dataset
     from .engine.predictor import Predictor, predict_source
-    from .engine.trainer import TrainConfig, Trainer
     from .engine.utils import select_device
-    from .engine.validator import summary_table, validate
+    from .engine.validator import summary_table
 
     t0 = time.time()
     project = Path(project)
     data = prepare_tree_dataset(project / "trees_data")
     settings = {**DEMO_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
-    settings["nbs"] = settings["batch"]
-    cfg = TrainConfig.from_dict({**settings, "data": str(data), "project": str(project), "name": name,
-                                 "progress": progress})
-    print(f"demo: SpikeYOLO-{cfg.model} width {cfg.width}, {cfg.epochs} epochs at {cfg.imgsz}px on {cfg.device}; "
-          f"tiles in {data.parent}")
-    result = Trainer(cfg).train()
-    if result["stopped"]:
-        return {**result, "weights": result["best"], "map50": None, "map": None, "time_s": time.time() - t0}
+    print("demo: ", end="")
+    result, cfg, metrics, val_dir = _train_and_validate(data, project, name, progress, settings)
+    if metrics is None:
+        return _stopped(result, t0)
     run = Path(result["save_dir"])
-
-    metrics, val_dir = validate(result["best"], data, cfg.imgsz, batch=cfg.batch, device=cfg.device, workers=0,
-                                save_json=True, project=str(run), name="heldout", plots=True, progress=progress,
-                                exist_ok=True)
-    from .checkpoint import load
-
     predictor = Predictor(load(result["best"]), cfg.imgsz, conf=0.25, device=select_device(cfg.device))
     drawn = predict_source(predictor, data.parent / "images" / "val", val_dir / "predictions", progress=False)
     t = time.time() - t0
@@ -96,11 +119,8 @@ def run_demo(project: str | Path = "runs/demo", name: str = "trees", progress: b
     print(f"drawn predictions: {val_dir / 'predictions'} (e.g. {Path(drawn[0]['saved']).name}); "
           f"curves: {run / 'results.png'}, {val_dir / 'PR_curve.png'}")
     print(f"demo finished in {t / 60:.1f} min: mAP50 {metrics['map50']:.3f}, mAP50-95 {metrics['map']:.3f}")
-    return {"weights": result["best"], "save_dir": str(run), "heldout_dir": str(val_dir),
-            "map50": metrics["map50"], "map": metrics["map"], "precision": metrics["precision"],
-            "recall": metrics["recall"], "images": metrics["images"], "instances": metrics["instances"],
-            "epochs": result["epochs_done"], "time_s": t, "train_time_s": result["time_s"],
-            "settings": {k: getattr(cfg, k) for k in DEMO_DEFAULTS}}
+    return _summary(result, metrics, val_dir, t, train_time_s=result["time_s"],
+                    settings={k: getattr(cfg, k) for k in DEMO_DEFAULTS})
 
 
 # The event-camera variant: recordings simulated from the same photos (moving views in front of a simulated
@@ -123,32 +143,20 @@ def prepare_event_data(out_dir: Path, progress: bool = True) -> Path:
 def run_event_demo(project: str | Path = "runs/demo", name: str = "trees_events", progress: bool = True,
                    **overrides) -> dict:
     """Train on simulated event recordings of the tree photos and validate on the held-out region's ones."""
-    from .engine.trainer import TrainConfig, Trainer
-    from .engine.validator import summary_table, validate
+    from .engine.validator import summary_table
 
     t0 = time.time()
     project = Path(project)
     data = prepare_event_data(project / "trees_events_data", progress)
     settings = {**EVENT_DEMO_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
-    settings["nbs"] = settings["batch"]
-    cfg = TrainConfig.from_dict({**settings, "data": str(data), "project": str(project), "name": name,
-                                 "progress": progress})
-    print(f"event demo: SpikeYOLO-{cfg.model} width {cfg.width}, {cfg.epochs} epochs on simulated recordings "
-          f"in {data.parent}")
-    result = Trainer(cfg).train()
-    if result["stopped"]:
-        return {**result, "weights": result["best"], "map50": None, "map": None, "time_s": time.time() - t0}
-    run = Path(result["save_dir"])
-    metrics, val_dir = validate(result["best"], data, cfg.imgsz, batch=cfg.batch, device=cfg.device, workers=0,
-                                save_json=True, project=str(run), name="heldout", plots=True, progress=progress,
-                                exist_ok=True)
+    print("event demo, simulated recordings: ", end="")
+    result, cfg, metrics, val_dir = _train_and_validate(data, project, name, progress, settings)
+    if metrics is None:
+        return _stopped(result, t0)
     t = time.time() - t0
     print(summary_table(metrics, ["Tree"]))
     print(f"event demo finished in {t / 60:.1f} min: mAP50 {metrics['map50']:.3f}, mAP50-95 {metrics['map']:.3f}")
-    return {"weights": result["best"], "save_dir": str(run), "heldout_dir": str(val_dir), "events": True,
-            "map50": metrics["map50"], "map": metrics["map"], "precision": metrics["precision"],
-            "recall": metrics["recall"], "images": metrics["images"], "instances": metrics["instances"],
-            "epochs": result["epochs_done"], "time_s": t}
+    return _summary(result, metrics, val_dir, t, events=True, prophesee=metrics.get("prophesee"))
 
 
 def run_demo_cli(args: argparse.Namespace) -> int:
