@@ -40,20 +40,24 @@ DEMO_DEFAULTS = dict(
 
 
 def add_demo_options(p: argparse.ArgumentParser) -> None:
-    d = DEMO_DEFAULTS
+    d, e = DEMO_DEFAULTS, EVENT_DEMO_DEFAULTS
+
+    def setting(flag, key, **kw):  # None = the (event) demo's own default, so --events keeps its settings
+        p.add_argument(flag, default=None, help=f"default {d[key]} (--events: {e[key]})", **kw)
+
     p.add_argument("--project", default="runs/demo", help="runs go to PROJECT/NAME; the tiles to PROJECT/trees_data")
-    p.add_argument("--name", default="trees")
-    p.add_argument("--epochs", type=int, default=d["epochs"])
-    p.add_argument("--imgsz", type=int, default=d["imgsz"])
-    p.add_argument("--batch", type=int, default=d["batch"])
-    p.add_argument("--width", type=float, default=d["width"], help="width multiplier of scale n (0.375 = full n)")
-    p.add_argument("--model", default=d["model"], help="scale or model YAML")
-    p.add_argument("--optimizer", default=d["optimizer"], choices=["SGD", "AdamW"])
-    p.add_argument("--lr0", type=float, default=d["lr0"])
-    p.add_argument("--close-mosaic", type=int, default=d["close_mosaic"])
+    p.add_argument("--name", default=None, help="default trees (--events: trees_events)")
+    setting("--epochs", "epochs", type=int)
+    setting("--imgsz", "imgsz", type=int)
+    setting("--batch", "batch", type=int)
+    setting("--width", "width", type=float)
+    setting("--model", "model")
+    setting("--optimizer", "optimizer", choices=["SGD", "AdamW"])
+    setting("--lr0", "lr0", type=float)
+    setting("--close-mosaic", "close_mosaic", type=int)
+    setting("--workers", "workers", type=int)
+    setting("--seed", "seed", type=int)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--workers", type=int, default=d["workers"])
-    p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--events", action="store_true",
                    help="the event-camera variant: train on event recordings simulated from the same photos")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -164,14 +168,11 @@ def run_demo_cli(args: argparse.Namespace) -> int:
 
     keys = ("epochs", "imgsz", "batch", "width", "model", "optimizer", "lr0", "close_mosaic", "device", "workers",
             "seed")
-    given = {k: getattr(args, k) for k in keys}
+    given = {k: getattr(args, k) for k in keys}  # None: the demo's own default (run_*demo merge them)
     if args.events:
-        # only what was changed on the command line overrides the event demo's own settings
-        given = {k: v for k, v in given.items() if v != DEMO_DEFAULTS.get(k, v) and k != "device"}
-        name = args.name if args.name != "trees" else "trees_events"
-        summary = run_event_demo(args.project, name, progress=not args.quiet, device=args.device, **given)
+        summary = run_event_demo(args.project, args.name or "trees_events", progress=not args.quiet, **given)
     else:
-        summary = run_demo(args.project, args.name, progress=not args.quiet, **given)
+        summary = run_demo(args.project, args.name or "trees", progress=not args.quiet, **given)
     if args.json:
         print(json.dumps(plain(summary)), flush=True)
     return 0 if summary.get("map50") is not None else 1
