@@ -34,6 +34,10 @@ def plot_firing_rates(report: EnergyReport, path: str | Path) -> Path:
     handles = [ax.get_lines()[0]] + [Patch(color=_STAGE_COLOURS[s], label=s) for s in STAGES]
     ax.legend(handles=handles, fontsize=7)
     ax.set_title(f"I-LIF firing rates ({report.images} images, T={report.T}, D={report.D})", fontsize=9)
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,9 +67,4 @@ def plot_energy_breakdown(report: EnergyReport, path: str | Path) -> Path:
     ax2.set_title(f"ANN twin {report.ann_energy_mJ:.3f} mJ ({report.ratio:.1f}x)", fontsize=9)
     fig.suptitle(f"energy by stage at {report.imgsz[0]}x{report.imgsz[1]} (E_MAC {report.e_mac} pJ, "
                  f"E_AC {report.e_ac} pJ)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
