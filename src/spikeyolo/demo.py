@@ -75,7 +75,8 @@ def _train_and_validate(data: Path, project: Path, name: str, progress: bool, se
     settings = {**settings, "nbs": settings["batch"]}  # tiny datasets: no gradient accumulation
     cfg = TrainConfig.from_dict({**settings, "data": str(data), "project": str(project), "name": name,
                                  "progress": progress})
-    print(f"SpikeYOLO-{cfg.model} width {cfg.width}, {cfg.epochs} epochs at {cfg.imgsz}px on {cfg.device}; "
+    device = cfg.device or "the default device"
+    print(f"SpikeYOLO-{cfg.model} width {cfg.width}, {cfg.epochs} epochs at {cfg.imgsz}px on {device}; "
           f"data in {data.parent}")
     result = Trainer(cfg).train()
     if result["stopped"]:
