@@ -44,8 +44,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in _TENSOR_GLOBALS or (module == "torch" and name.endswith("Storage")):
             return super().find_class(module, name)
-        if module == "torch" and name in ("device", "Size") or module == "copyreg" and name == "_reconstructor":
-            return super().find_class(module, name) if name != "_reconstructor" else _reconstruct
+        if module == "torch" and name in ("device", "Size"):
+            return super().find_class(module, name)
+        if module == "copyreg" and name == "_reconstructor":
+            return _reconstruct
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
         return _inert_class(module, name)
@@ -124,8 +126,9 @@ def infer_official(path: str | Path, **kwargs) -> SpikeYOLO:
     scale = kwargs.pop("scale", None) or STEM_WIDTH_TO_SCALE.get(stem.shape[0])
     if scale is None:
         raise ValueError(f"{path}: stem width {stem.shape[0]} matches no scale {STEM_WIDTH_TO_SCALE}")
-    settings = dict(T=1, D=4) | {k: kwargs.pop(k) for k in ("T", "D") if k in kwargs}
-    if settings == {"T": 1, "D": 4}:
+    given = {k: kwargs.pop(k) for k in ("T", "D") if k in kwargs}
+    settings = {"T": 1, "D": 4, **given}
+    if not given:
         warnings.warn(f"{path}: official checkpoints do not record T, D or the neuron settings; assuming the COCO "
                       "release's T=1, D=4, decay 0.25, gain 1. For the Gen1 release use import_official(path, 's', "
                       "nc=2, T=2, D=4, decay=0.5, input_gain=0.5).", stacklevel=2)
