@@ -53,9 +53,9 @@ class BNAndPad(nn.Module):
         y = self.bn(x)
         if self.pad == 0:
             return y
-        p, bn = self.pad, self.bn
-        with torch.no_grad():  # the pad value is a constant to autograd, as in the reference
-            fill = (bn.bias - bn.running_mean * bn.weight / torch.sqrt(bn.running_var + bn.eps)).to(y.dtype)
+        p = self.pad
+        with torch.no_grad():  # the pad value BN(0) is a constant to autograd, as in the reference
+            fill = bn_affine(self.bn)[1].to(y.dtype)
         n, c, h, w = y.shape
         out = fill.view(1, c, 1, 1).expand(n, c, h + 2 * p, w + 2 * p).contiguous()
         out[..., p:-p, p:-p] = y
