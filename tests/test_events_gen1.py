@@ -116,6 +116,33 @@ def test_spikeyolo_pad_value_and_flip(gen1_cfg):
     assert 0 < flipped < 8
 
 
+def test_zoom_and_shift_move_frames_and_boxes_together(gen1_cfg, monkeypatch):
+    """Frames whose events fill exactly the labelled box: after a random zoom and shift, the events must
+    still fill exactly the returned box (to a pixel of resampling), wherever it landed."""
+    cfg, _ = gen1_cfg
+    ds = Gen1Dataset(cfg, "train", imgsz=160, cache_dir=False, augment=True,
+                     hyp={"fliplr": 0.5, "scale": 0.5, "translate": 0.2})
+    x1, y1, x2, y2 = ds.samples[0][3][1]  # the (12, 22)-(42, 62) box, sensor pixels
+    frames = np.zeros((2, 2, 240, 304), np.float32)
+    frames[:, :, int(y1):int(y2), int(x1):int(x2)] = 1.0
+    monkeypatch.setattr(ds, "frames", lambda i: frames)
+    ds.samples[0] = (*ds.samples[0][:2], ds.samples[0][2][1:], ds.samples[0][3][1:], ds.samples[0][4][1:])
+    zooms = set()
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        it = ds[0]
+        img = it["img"].numpy()[0, 0]
+        zooms.add(round(it["ratio_pad"][0][1], 3))
+        ys, xs = np.nonzero(img > 0.5)
+        if len(it["bboxes"]) == 0:  # shifted mostly out of the picture: few or no event pixels remain
+            assert len(xs) < 0.1 * (x2 - x1) * (y2 - y1) * it["ratio_pad"][0][1] ** 2 + 1
+            continue
+        cx, cy, w, h = it["bboxes"].numpy()[0] * 160
+        assert abs(xs.min() - (cx - w / 2)) <= 1.5 and abs(xs.max() + 1 - (cx + w / 2)) <= 1.5
+        assert abs(ys.min() - (cy - h / 2)) <= 1.5 and abs(ys.max() + 1 - (cy + h / 2)) <= 1.5
+    assert len(zooms) > 6  # the zoom really varies
+
+
 def test_cache_built_once_and_keyed(gen1_cfg, tmp_path, monkeypatch):
     cfg, root = gen1_cfg
     cache = tmp_path / "cache"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from spikeyolo.events.io import read_bbox, read_dat
-from spikeyolo.events.simulator import EventSimulator, simulate_recording, view_boxes
+from spikeyolo.events.simulator import EventSimulator, render_view, simulate_recording, view_boxes
 
 EPS = 1e-3
 
@@ -118,3 +118,33 @@ def test_tree_split_is_spatial():
         assert img_tr.shape[0] > img_va.shape[0]  # val is the top half of the right strip
         assert len(b_va) > 0 and b_va.min() >= 0
         assert b_va[:, 2].max() <= img_va.shape[1] and b_va[:, 3].max() <= img_va.shape[0]
+
+
+def test_absolute_scale_and_image_smaller_than_the_view():
+    from spikeyolo.events.simulator import random_motion
+
+    for seed in range(5):
+        motion = random_motion(1_000_000, (100, 80), seed=seed, scale_range=(0.5, 0.7), speed=200.0)
+        assert 0.5 * 0.7 <= motion(0)[2] <= 0.7 * 1.3  # starts in the range, zooms by at most 30 %
+        for t in range(0, 1_000_001, 50_000):
+            cx, cy, s = motion(t)
+            # the 80x100 image covers 160x200 sensor pixels at s=0.5: it must stay inside the 304x240 view
+            left, top = 152 - cx / s, 120 - cy / s
+            assert left >= -1e-6 and top >= -1e-6
+            assert left + 80 / s <= 304 + 1e-6 and top + 100 / s <= 240 + 1e-6
+
+
+def test_outside_the_image_is_a_flat_wall_at_its_mean_level():
+    img = np.zeros((60, 80), np.float32)
+    img[:, :40], img[:, 40:] = 0.2, 0.6  # two-tone card, mean 0.4
+    view = render_view(img, 40.0, 30.0, 1.0, background=0.4)  # the card centred: sensor x 112..191, y 90..149
+    assert view[0, 0] == pytest.approx(0.4) and view[120, 120] == pytest.approx(0.2)
+
+    def motion(t):  # the card slides right by 20 sensor px over 100 ms
+        return 40.0 - 200.0 * t / 1e6, 30.0, 1.0
+
+    ev, _ = simulate_recording(img, np.zeros((0, 4)), [], duration_us=100_000, fps=200, motion=motion)
+    x = ev["x"].astype(int)
+    # the card's outer edges against the wall fire (with a replicated border they would not), the wall does not
+    assert np.any((x >= 110) & (x < 134)) and np.any((x >= 190) & (x < 214))
+    assert np.all((x >= 110) & (x < 214)) and np.all((ev["y"] >= 89) & (ev["y"] <= 150))

@@ -284,9 +284,10 @@ def build_dataset(
     """Dataset for one split of a data YAML (path, dict or loaded config).
 
     ``augment`` defaults to ``split == "train"``. Type ``gen1`` is handed to
-    ``spikeyolo.events.gen1.Gen1Dataset(cfg, split, imgsz, augment=..., seed=..., **kwargs)`` (its only
-    augmentation is a horizontal flip; ``hyp`` and tiling do not apply). Warnings are logged (the first few)
-    and kept in ``dataset.stats["warnings"]``. Raises :class:`DataError` when no usable image is left.
+    ``spikeyolo.events.gen1.Gen1Dataset(cfg, split, imgsz, augment=..., seed=..., hyp=..., **kwargs)`` (flip,
+    zoom and shift from ``hyp``'s ``fliplr``, ``scale``, ``translate``; no mosaic, colour or tiling).
+    Warnings are logged (the first few) and kept in ``dataset.stats["warnings"]``. Raises :class:`DataError`
+    when no usable image is left.
     """
     cfg = load_data_config(data)
     where = cfg["yaml_file"] or "data config dict"
@@ -296,7 +297,7 @@ def build_dataset(
         from spikeyolo.events.gen1 import Gen1Dataset  # lazy: the events package is optional here
 
         augment = split == "train" if augment is None else augment
-        return Gen1Dataset(cfg, split, imgsz, augment=augment, seed=seed, **kwargs)
+        return Gen1Dataset(cfg, split, imgsz, augment=augment, seed=seed, hyp=hyp, **kwargs)
     if kwargs:
         raise TypeError(f"unexpected arguments for a {cfg['type']} dataset: {sorted(kwargs)}")
     records, stats = read_split(cfg, split, use_cache=cache)

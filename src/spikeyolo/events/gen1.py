@@ -33,12 +33,14 @@ import cv2
 import numpy as np
 import torch
 
+from ..data.augment import keep_boxes, sample_rng
 from .io import BBOX_DTYPE, DatReader, read_bbox
 from .representations import events_to_frames, representation_background, representation_channels
 
 DEFAULT_WINDOW_US = 250_000
 DEFAULT_T = 4
 DEFAULT_REPRESENTATION = "spikeyolo"
+GEN1_HYP = {"fliplr": 0.5, "scale": 0.0, "translate": 0.0}  # training augmentation (see Gen1Dataset)
 CACHE_VERSION = 1
 
 
@@ -74,23 +76,28 @@ def labels_at(boxes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, n
     return b["class_id"][ok].astype(np.int64), xyxy.reshape(-1, 4), b["track_id"][ok]
 
 
-def letterbox_frames(frames: np.ndarray, imgsz: int, pad_value: float = 0.0):
+def letterbox_frames(frames: np.ndarray, imgsz: int, pad_value: float = 0.0, zoom: float = 1.0, shift=(0, 0)):
     """``[T, C, h, w]`` -> ``([T, C, imgsz, imgsz], (gain_y, gain_x), (pad_x, pad_y))`` with
-    ``input = original * gain + pad`` (centred; bilinear when enlarging, area when shrinking)."""
+    ``input = original * gain + pad``: resized to fit (aspect kept; area when shrinking, bilinear when
+    enlarging) and centred on a ``pad_value`` square. Augmentation: ``zoom`` times that size, moved by ``shift``
+    (x, y) pixels; what falls outside the square is cut off (``pad`` may then be negative)."""
     T, C, h, w = frames.shape
-    r = min(imgsz / h, imgsz / w)
+    r = min(imgsz / h, imgsz / w) * zoom
     rh, rw = max(1, round(h * r)), max(1, round(w * r))
-    top, left = (imgsz - rh) // 2, (imgsz - rw) // 2
-    out = np.full((T, C, imgsz, imgsz), pad_value, np.float32)
+    left, top = (imgsz - rw) // 2 + int(shift[0]), (imgsz - rh) // 2 + int(shift[1])
     if (rh, rw) == (h, w):
-        out[:, :, top:top + rh, left:left + rw] = frames
+        res = frames
     else:
         interp = cv2.INTER_AREA if rw < w else cv2.INTER_LINEAR
         hwc = np.ascontiguousarray(frames.reshape(T * C, h, w).transpose(1, 2, 0))
         parts = [cv2.resize(hwc[:, :, k:k + 4], (rw, rh), interpolation=interp).reshape(rh, rw, -1)
                  for k in range(0, T * C, 4)]  # OpenCV's area resize takes at most 4 channels
         res = np.concatenate(parts, 2).transpose(2, 0, 1).reshape(T, C, rh, rw)
-        out[:, :, top:top + rh, left:left + rw] = res
+    out = np.full((T, C, imgsz, imgsz), pad_value, np.float32)
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + rh, imgsz), min(left + rw, imgsz)
+    if y1 > y0 and x1 > x0:
+        out[:, :, y0:y1, x0:x1] = res[:, :, y0 - top:y1 - top, x0 - left:x1 - left]
     return out, (rh / h, rw / w), (float(left), float(top))
 
 
@@ -98,7 +105,7 @@ class Gen1Dataset(torch.utils.data.Dataset):
     """One split of a Gen1-layout event dataset (see the module docstring).
 
     ``Gen1Dataset(cfg, split, imgsz=320, T=None, window_us=None, representation=None, cache_dir=None,
-    augment=False, representation_opts=None, seed=0)``: ``cfg`` is a loaded data config (``path`` absolute;
+    augment=False, representation_opts=None, seed=0, hyp=None)``: ``cfg`` is a loaded data config (``path`` absolute;
     ``cfg[split]`` a folder or list of folders, else ``path/split``); ``None`` arguments come from ``cfg``, else
     the module defaults (250 ms, T = 4, ``spikeyolo``).
 
@@ -106,7 +113,10 @@ class Gen1Dataset(torch.utils.data.Dataset):
     ``cache_dir`` (default ``<path>/cache``; ``False`` disables) under a folder named by a hash of the
     settings and of every source file's name, size and mtime, so changed settings or files rebuild it.
 
-    ``augment``: random horizontal flip (p = 0.5), drawn from ``(seed, epoch, index)``.
+    ``augment``: with probability ``hyp["fliplr"]`` a horizontal flip, then a random zoom by a factor in
+    ``[1 - scale, 1 + scale]`` and a shift by up to ``translate`` of ``imgsz`` per axis (RVT-style zoom in/out;
+    boxes are moved, clipped, and dropped when mostly cut off), all drawn from ``(seed, epoch, index)``.
+    ``hyp`` overrides :data:`GEN1_HYP` (flip only by default; the official SpikeYOLO recipe uses none).
     """
 
     keyed = False
@@ -115,6 +125,7 @@ class Gen1Dataset(torch.utils.data.Dataset):
     def __init__(self, cfg: dict, split: str, imgsz: int = 320, T: int | None = None,
                  window_us: int | None = None, representation: str | None = None, cache_dir=None,
                  augment: bool = False, representation_opts: dict | None = None, seed: int = 0,
+                 hyp: dict | None = None,
                  progress: bool = True):
         self.cfg = cfg
         self.split = split
@@ -129,6 +140,7 @@ class Gen1Dataset(torch.utils.data.Dataset):
         self.names = list(cfg.get("names") or ["car", "pedestrian"])
         self.nc = len(self.names)
         self.augment, self.seed, self.epoch = bool(augment), int(seed), 0
+        self.hyp = {k: float((hyp or {}).get(k, v)) for k, v in GEN1_HYP.items()}
         if self.T < 1 or self.window_us < self.T:
             raise ValueError(f"need T >= 1 and window_us >= T, got T={self.T}, window_us={self.window_us}")
 
@@ -272,15 +284,20 @@ class Gen1Dataset(torch.utils.data.Dataset):
         h, w = self.sensor[name]
         frames = self.frames(index)
         boxes = xyxy.astype(np.float32).copy()
+        zoom, shift = 1.0, (0, 0)
         if self.augment:
-            from spikeyolo.data.augment import sample_rng
-
-            if sample_rng(self.seed, self.epoch, index).random() < 0.5:
+            rng = sample_rng(self.seed, self.epoch, index)
+            if rng.random() < self.hyp["fliplr"]:
                 frames = frames[..., ::-1]
                 boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
-        img, gain, pad = letterbox_frames(np.ascontiguousarray(frames), self.imgsz, self.pad_value)
-        gy, gx = gain
+            zoom = rng.uniform(1 - self.hyp["scale"], 1 + self.hyp["scale"])
+            shift = np.round(rng.uniform(-1, 1, 2) * self.hyp["translate"] * self.imgsz).astype(int)
+        img, (gy, gx), pad = letterbox_frames(np.ascontiguousarray(frames), self.imgsz, self.pad_value, zoom, shift)
         b = boxes * np.array([gx, gy, gx, gy], np.float32) + np.array([pad[0], pad[1], pad[0], pad[1]], np.float32)
+        if zoom != 1.0 or any(shift):  # boxes may now stick out: clip, drop the ones mostly cut off
+            clipped = b.clip(0, self.imgsz)
+            keep = keep_boxes(b, clipped, 1.0)
+            b, cls = clipped[keep], cls[keep]
         xywh = np.stack(((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]), 1)
         xywh = xywh.reshape(-1, 4) / self.imgsz
         n = len(cls)

@@ -99,23 +99,26 @@ class EventSimulator:
 
 
 def random_motion(duration_us: int, image_hw, sensor=(240, 304), seed: int = 0, zoom_range=(0.6, 1.0),
-                  speed: float = 40.0, zoom_rate: float = 0.1):
+                  speed: float = 40.0, zoom_rate: float = 0.1, scale_range=None):
     """A smooth random pan/zoom: a function ``t_us -> (cx, cy, s)``: viewport centre in image pixels and
-    scale ``s`` (image pixels per sensor pixel). The viewport (``s * W`` by ``s * H``) stays inside the image.
+    scale ``s`` (image pixels per sensor pixel).
 
     The centre follows a sinusoid per axis (random phase and frequency) whose top speed is about ``speed``
-    sensor pixels per second (less when the image leaves no room); the scale starts at a random value in
-    ``zoom_range`` times the largest scale that fits and changes by at most ``zoom_rate`` (relative) per
-    second.
+    sensor pixels per second (less when there is no room). The scale starts at a random value in
+    ``zoom_range`` times the largest scale that fits the viewport (``s * W`` by ``s * H``) inside the image,
+    or, with ``scale_range``, at a random value in that absolute range, so objects keep the same size on the
+    sensor whatever the photo's size; it changes by at most ``zoom_rate`` (relative) per second.
+    Along an axis where the viewport is larger than the image, the image moves inside the view instead.
     """
     rng = np.random.default_rng(seed)
     ih, iw = image_hw
     H, W = sensor
     s_fit = min(iw / W, ih / H)
     dur = max(1e-6, duration_us / 1e6)
-    s0 = s_fit * rng.uniform(*zoom_range)
+    s0 = rng.uniform(*scale_range) if scale_range is not None else s_fit * rng.uniform(*zoom_range)
     fz = rng.uniform(0.2, 0.5) / dur
-    az = min(zoom_rate / (2 * np.pi * fz), 0.5 * (s_fit / s0 - 1) if s_fit > s0 else 0.0, 0.3)
+    room = 0.5 * (s_fit / s0 - 1) if s_fit > s0 else 0.0  # zooming out must not leave the image
+    az = min(zoom_rate / (2 * np.pi * fz), 0.3, room if scale_range is None else 0.3)
     f = rng.uniform(0.3, 0.8, 2) / dur  # cycles per second
     phase = rng.uniform(0, 2 * np.pi, 3)
     base = rng.uniform(0.2, 0.8, 2)
@@ -126,10 +129,12 @@ def random_motion(duration_us: int, image_hw, sensor=(240, 304), seed: int = 0, 
         hx, hy = s * W / 2, s * H / 2
         out = []
         for k, (half, full) in enumerate(((hx, iw), (hy, ih))):
-            slack = max(0.0, full - 2 * half)
+            # the centre's range: viewport inside the image, or image inside the viewport when it is smaller
+            lo, hi = min(half, full - half), max(half, full - half)
+            slack = hi - lo
             amp = min(speed * s / (2 * np.pi * f[k]), slack / 2)
-            c = half + slack * base[k] + amp * np.sin(2 * np.pi * f[k] * u + phase[k])
-            out.append(float(np.clip(c, half, full - half)))
+            c = lo + slack * base[k] + amp * np.sin(2 * np.pi * f[k] * u + phase[k])
+            out.append(float(np.clip(c, lo, hi)))
         return out[0], out[1], float(s)
 
     return motion
@@ -141,11 +146,16 @@ def _affine(cx: float, cy: float, s: float, sensor) -> np.ndarray:
     return np.array([[1 / s, 0, W / 2 - cx / s], [0, 1 / s, H / 2 - cy / s]], np.float64)
 
 
-def render_view(gray: np.ndarray, cx: float, cy: float, s: float, sensor=(240, 304)) -> np.ndarray:
-    """The sensor-size view of a float image for viewport ``(cx, cy, s)`` (bilinear, border replicated)."""
+def render_view(gray: np.ndarray, cx: float, cy: float, s: float, sensor=(240, 304),
+                background: float | None = None) -> np.ndarray:
+    """The sensor-size view of a float image for viewport ``(cx, cy, s)`` (bilinear). Outside the image:
+    the border replicated, or a flat ``background`` level (a photo moving in front of a plain wall)."""
     H, W = sensor
+    if background is None:
+        return cv2.warpAffine(gray, _affine(cx, cy, s, sensor), (W, H), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
     return cv2.warpAffine(gray, _affine(cx, cy, s, sensor), (W, H), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=float(background))
 
 
 def view_boxes(boxes_xyxy: np.ndarray, cx: float, cy: float, s: float, sensor=(240, 304),
@@ -175,11 +185,14 @@ def _gray(image: np.ndarray) -> np.ndarray:
 def simulate_recording(image: np.ndarray, boxes_xyxy, cls, duration_us: int = 2_000_000, fps: float = 1000,
                        motion=None, sensor=(240, 304), out_dir=None, name: str = "rec", C: float = 0.2,
                        sigma: float = 0.03, refractory_us: int = 0, label_hz: float = 20, seed: int = 0,
-                       min_visibility: float = 0.5, zoom_range=(0.6, 1.0), speed: float = 40.0):
+                       min_visibility: float = 0.5, zoom_range=(0.6, 1.0), speed: float = 40.0,
+                       scale_range=None):
     """Move a still image (BGR or grey; random smooth pan/zoom unless ``motion(t_us) -> (cx, cy, s)`` is
-    given) in front of a simulated ``sensor = (H, W)`` event camera for ``duration_us``, rendering frames at
-    ``fps``. Boxes (image pixels) move with the image; at ``label_hz`` (first label at ``1 / label_hz``) the
-    boxes at least ``min_visibility`` visible are labelled, clipped to the view, ``track_id`` = box index.
+    given, see :func:`random_motion` for ``zoom_range``, ``speed`` and ``scale_range``) in front of a
+    simulated ``sensor = (H, W)`` event camera for ``duration_us``, rendering frames at ``fps``; where the
+    view leaves the image the sensor sees a flat wall at the image's mean level. Boxes (image pixels) move
+    with the image; at ``label_hz`` (first label at ``1 / label_hz``) the boxes at least ``min_visibility``
+    visible are labelled, clipped to the view, ``track_id`` = box index.
 
     Returns ``(events, boxes)`` (:data:`EVENT_DTYPE`, :data:`BBOX_DTYPE`); with ``out_dir`` also writes
     ``<out_dir>/<name>_td.dat`` and ``<name>_bbox.npy``.
@@ -188,14 +201,15 @@ def simulate_recording(image: np.ndarray, boxes_xyxy, cls, duration_us: int = 2_
     boxes_xyxy = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
     cls = np.asarray(cls, np.int64).reshape(-1)
     motion = motion or random_motion(duration_us, gray.shape, sensor, seed=seed, zoom_range=zoom_range,
-                                    speed=speed)
+                                    speed=speed, scale_range=scale_range)
+    wall = float(gray.mean())
     sim = EventSimulator(sensor, C=C, sigma=sigma, refractory_us=refractory_us, seed=seed)
     dt = 1e6 / fps
     n_frames = int(np.floor(duration_us / dt)) + 1
     events = []
     for k in range(n_frames):
         t = int(round(k * dt))
-        events.append(sim.step(render_view(gray, *motion(t), sensor), t))
+        events.append(sim.step(render_view(gray, *motion(t), sensor, background=wall), t))
     events = np.concatenate(events) if events else np.zeros(0, EVENT_DTYPE)
 
     labels = []
@@ -220,20 +234,24 @@ def simulate_recording(image: np.ndarray, boxes_xyxy, cls, duration_us: int = 2_
     return events, labels
 
 
-def make_gen1_dataset(images_with_boxes_by_split: dict, out_dir, names=("Tree",), recordings_per_image: int = 1,
+def make_gen1_dataset(images_with_boxes_by_split: dict, out_dir, names=("Tree",),
+                      recordings_per_image: int | dict = 1,
                       duration_us: int = 2_000_000, fps: float = 1000, T: int = 4, window_us: int = 250_000,
                       representation: str = "counts", seed: int = 0, progress: bool = True, **sim_kwargs):
     """Write a Gen1-layout dataset: ``out_dir/{split}/<name>_td.dat + <name>_bbox.npy`` and
     ``out_dir/data.yaml`` (``type: gen1``).
 
     ``images_with_boxes_by_split``: ``{split: [(name, image, boxes_xyxy, cls), ...]}``; each entry gives
-    ``recordings_per_image`` recordings with different random motions. Returns the YAML path.
+    ``recordings_per_image`` recordings (an int, or ``{split: int}``) with different random motions.
+    ``sim_kwargs`` go to :func:`simulate_recording`. Returns the YAML path.
     """
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
+    per_split = (recordings_per_image if isinstance(recordings_per_image, dict)
+                 else dict.fromkeys(images_with_boxes_by_split, recordings_per_image))
     jobs = [(split, item, r) for split, items in images_with_boxes_by_split.items() for item in items
-            for r in range(recordings_per_image)]
+            for r in range(per_split.get(split, 1))]
     for j, (split, (name, image, boxes, cls), r) in enumerate(tqdm(jobs, desc="simulating events",
                                                                   disable=not progress)):
         simulate_recording(image, boxes, cls, duration_us=duration_us, fps=fps, out_dir=out_dir / split,
