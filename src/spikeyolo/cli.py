@@ -208,6 +208,23 @@ def add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", default="runs/detect")
     p.add_argument("--name", default="predict")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    ev = p.add_argument_group("event recordings", "apply to .dat sources only; ignored for images and videos")
+    ev.add_argument("--window-us", type=_positive_int, default=None,
+                    help="window length in microseconds (default: the checkpoint's training window, else 250000)")
+    ev.add_argument("--step-us", type=_positive_int, default=None,
+                    help="microseconds between window ends (default 50000; with --carry-state, the window)")
+    ev.add_argument("--carry-state", action="store_true",
+                    help="keep membrane potentials from one window to the next (use non-overlapping windows)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -215,7 +232,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
     summaries, save_dir = predict(args.weights, args.source, args.imgsz, args.conf, args.iou, args.max_det,
                                   args.device, save=args.save, save_txt=args.save_txt, project=args.project,
-                                  name=args.name)
+                                  name=args.name, window_us=args.window_us, step_us=args.step_us,
+                                  carry_state=args.carry_state)
     for s in summaries:
         what = f"{s['frames']} frames, " if "frames" in s else ""
         print(f"{s['source']}: {what}{s.get('detections', '?')} detections")

@@ -3,7 +3,8 @@
 Each frame is letterboxed to ``imgsz``, run through the model (eval mode), suppressed (NMS), and its boxes are
 mapped back to the frame's pixels. Videos are read frame by frame with ``cv2.VideoCapture`` (never loaded
 whole) and written back annotated with ``cv2.VideoWriter``. Event recordings (``.dat``) are handed to
-``spikeyolo.events.stream.predict_recording``.
+``spikeyolo.events.stream.predict_recording``: sliding windows with the window, T and representation the model
+was trained with (``model.config["events"]``, else that function's defaults), written as ``<stem>_bbox.npy``.
 
 Outputs under ``save_dir`` (when saving): the annotated image or video under its own name,
 ``labels/<stem>.txt`` (videos: ``labels/<stem>_<frame>.txt``) with one ``cls cx cy w h conf`` row per box
@@ -109,7 +110,9 @@ class Predictor:
 def predict_source(predictor: Predictor, source: str | Path, save_dir: Path | None = None, save: bool = True,
                    save_txt: bool = True, save_json: bool = True, progress: bool = True, batch: int = 1,
                    **event_kwargs) -> list[dict]:
-    """Run ``predictor`` over an image, a folder or a video; returns one summary dict per source file."""
+    """Run ``predictor`` over an image, a folder, a video or a ``.dat`` recording; returns one summary dict per
+    source file. ``event_kwargs`` (e.g. ``window_us``, ``step_us``, ``carry_state``) go to
+    :func:`spikeyolo.events.stream.predict_recording` for ``.dat`` sources and are ignored for the others."""
     from tqdm import tqdm
 
     files = list_sources(source)
@@ -210,9 +213,9 @@ def _predict_events(predictor, f: Path, save_dir, save, progress, **kwargs) -> d
     model = predictor.model
     out = (save_dir or f.parent) / f"{f.stem}_bbox.npy"
     video = save_dir / f"{f.stem}.mp4" if save_dir is not None and save else None
-    dets = predict_recording(model, f, out, T=int(getattr(model, "T", 4)), imgsz=predictor.imgsz,
-                             conf=predictor.conf, iou=predictor.iou, max_det=predictor.max_det, video_path=video,
-                             names=predictor.names, progress=progress, **kwargs)
+    dets = predict_recording(model, f, out, imgsz=predictor.imgsz, conf=predictor.conf, iou=predictor.iou,
+                             max_det=predictor.max_det, video_path=video, names=predictor.names, progress=progress,
+                             **kwargs)
     summary = {"source": str(f), "type": "events", "detections": int(len(dets)), "boxes": str(out)}
     if video is not None:
         summary["saved"] = str(video)
@@ -222,8 +225,13 @@ def _predict_events(predictor, f: Path, save_dir, save, progress, **kwargs) -> d
 def predict(weights, source, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
             device=None, save: bool = True, save_txt: bool = True, save_json: bool = True,
             project: str = "runs/detect", name: str = "predict", progress: bool = True,
-            exist_ok: bool = False) -> tuple[list[dict], Path]:
+            exist_ok: bool = False, window_us: int | None = None, step_us: int | None = None,
+            carry_state: bool = False) -> tuple[list[dict], Path]:
     """Load a checkpoint and predict on ``source``; outputs go to a new ``project/name`` folder.
+
+    ``window_us``, ``step_us``, ``carry_state`` apply to ``.dat`` sources only (ignored for images and videos);
+    ``None`` takes the window the checkpoint was trained with (else 250 ms) and a 50 ms step (the window with
+    ``carry_state``), see :func:`spikeyolo.events.stream.predict_recording`.
 
     Returns ``(per-source summaries, save_dir)``.
     """
@@ -235,4 +243,5 @@ def predict(weights, source, imgsz: int | None = None, conf: float = 0.25, iou: 
     predictor = Predictor(load(weights), int(imgsz or checkpoint_imgsz(weights)), conf, iou, max_det, dev)
     list_sources(source)  # fails on a bad source before a run folder is created
     save_dir = increment_path(Path(project) / name, exist_ok)
-    return predict_source(predictor, source, save_dir, save, save_txt, save_json, progress), save_dir
+    event_kwargs = {"window_us": window_us, "step_us": step_us, "carry_state": carry_state}
+    return predict_source(predictor, source, save_dir, save, save_txt, save_json, progress, **event_kwargs), save_dir

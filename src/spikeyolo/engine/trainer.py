@@ -10,7 +10,9 @@ ultralytics, pass ``--lrf 0.004 --warmup-epochs 10`` to match it exactly.
 A run writes ``<project>/<name>/`` (``name``, ``name2``, ... never an existing run): ``args.yaml``,
 ``results.csv``, ``weights/last.pt`` (every epoch, atomically: EMA weights as the model, plus the raw weights,
 optimizer, schedule, EMA counter, epoch, best fitness, RNG states, configuration; loads with
-``weights_only=True``), ``weights/best.pt`` (highest ``0.1*mAP50 + 0.9*mAP50-95``) and plots.
+``weights_only=True``), ``weights/best.pt`` (highest ``0.1*mAP50 + 0.9*mAP50-95``) and plots. On an event
+dataset the model's config also records the window and representation (``config["events"]``), so prediction
+on a ``.dat`` (``spikeyolo.events.stream.predict_recording``) feeds the model the inputs it was trained on.
 ``resume`` continues a run from its ``last.pt`` at the next epoch and ends as if it had never stopped.
 """
 
@@ -126,6 +128,32 @@ def _lr_columns(optimizer) -> list[float]:
     return [g["lr"] for g in optimizer.param_groups]
 
 
+def event_settings(dataset) -> dict | None:
+    """The event input settings of an event dataset (one with ``window_us``, e.g. ``Gen1Dataset``) as plain
+    data: ``{"window_us", "representation", "representation_opts"}``; ``None`` for image datasets."""
+    window_us = getattr(dataset, "window_us", None)
+    if window_us is None:
+        return None
+    opts = getattr(dataset, "rep_opts", None)
+    if opts is None:
+        opts = getattr(dataset, "representation_opts", None)
+    return plain({"window_us": int(window_us), "representation": str(dataset.representation),
+                  "representation_opts": dict(opts or {})})
+
+
+def record_event_settings(model: nn.Module, dataset) -> None:
+    """Write the dataset's event settings into ``model.config["events"]`` (saved with every checkpoint, used by
+    ``spikeyolo.events.stream.predict_recording``), or drop a stale entry when training on images."""
+    config = getattr(unwrap(model), "config", None)
+    if not isinstance(config, dict):
+        return
+    settings = event_settings(dataset)
+    if settings is None:
+        config.pop("events", None)
+    else:
+        config["events"] = settings
+
+
 class Trainer:
     """Train a SpikeYOLO detector. ``Trainer(config).train()`` returns a summary dict.
 
@@ -218,6 +246,7 @@ class Trainer:
         # event datasets bring their own input channels and timesteps (frames arrive as [B, T, C, H, W])
         model = self._build_model(names, int(getattr(train_set, "in_channels", 3)),
                                   int(getattr(train_set, "T", cfg.T))).to(device).train()
+        record_event_settings(model, train_set)
         self.model = model
 
         accumulate = accumulate_steps(cfg.batch, cfg.nbs)

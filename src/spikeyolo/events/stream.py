@@ -4,7 +4,12 @@ Prophesee ``_bbox.npy`` (timestamp = window end ``t``, sensor pixels) and, optio
 
 With ``carry_state=True`` the spiking neurons keep their membrane potentials from one window to the next
 (``spikeyolo.neuron.set_carry_state``); windows are then fed one at a time in time order, and should not
-overlap (``step_us == window_us``), otherwise events are seen twice.
+overlap (``step_us == window_us``, the default then), otherwise events are seen twice.
+
+Settings left as ``None`` come from the model: a model trained on an event dataset carries
+``model.config["events"] = {"window_us", "representation", "representation_opts"}`` (written by the trainer,
+saved in its checkpoints) and ``model.config["T"]``; models without them (older checkpoints) fall back to a
+250 ms window, ``T = 4`` and a representation guessed from the input channel count.
 """
 
 from __future__ import annotations
@@ -16,9 +21,20 @@ import cv2
 import numpy as np
 import torch
 
-from .gen1 import letterbox_frames
+from .gen1 import DEFAULT_T, DEFAULT_WINDOW_US, letterbox_frames
 from .io import BBOX_DTYPE, DatReader, write_bbox
 from .representations import events_to_frames, representation_background
+
+DEFAULT_STEP_US = 50_000
+
+
+def model_event_settings(model) -> dict:
+    """The event input settings a model was trained with: ``model.config["events"]`` (``window_us``,
+    ``representation``, ``representation_opts``), or ``{}`` for a model without them (older checkpoints,
+    image models, stand-ins without a ``config``)."""
+    config = getattr(model, "config", None)
+    events = config.get("events") if isinstance(config, dict) else None
+    return dict(events) if isinstance(events, dict) else {}
 
 
 def render_window(events, height: int, width: int, boxes_xyxy=None, cls=None, scores=None, names=None,
@@ -49,17 +65,22 @@ def render_window(events, height: int, width: int, boxes_xyxy=None, cls=None, sc
     return img
 
 
-@torch.no_grad()
 def infer_representation(model, representation: str | None = None, opts: dict | None = None):
-    """``(kind, opts)`` for a model: the given kind (checked against ``model.in_channels`` when the model has
-    it), else ``model.representation`` when set, else by channel count: 2 -> ``counts``, 3 -> ``spikeyolo``,
-    2k -> ``histogram`` with ``bins=k``. Options such as ``norm`` cannot be inferred; pass them."""
+    """``(kind, opts)`` for a model. The kind: the given one, else ``model.representation`` when set, else
+    the one it was trained with (``model.config["events"]``), else by channel count: 2 -> ``counts``,
+    3 -> ``spikeyolo``, 2k -> ``histogram`` with ``bins=k``. The options: the given ones (``{}`` means none),
+    else the trained ``representation_opts`` when the kind is the trained one, else none (options such as
+    ``norm`` cannot be guessed). The kind is checked against ``model.in_channels`` when the model has it."""
     from .representations import representation_channels
 
-    opts = dict(opts or {})
+    trained = model_event_settings(model)
     c = getattr(model, "in_channels", None)
     if representation is None:
-        representation = getattr(model, "representation", None)
+        representation = getattr(model, "representation", None) or trained.get("representation")
+    if opts is None:
+        same = representation is not None and representation == trained.get("representation")
+        opts = trained.get("representation_opts") if same else None
+    opts = dict(opts or {})
     if representation is None:
         if c == 2:
             representation = "counts"
@@ -77,8 +98,9 @@ def infer_representation(model, representation: str | None = None, opts: dict | 
     return representation, opts
 
 
-def predict_recording(model, dat_path, out_path, window_us: int = 250_000, step_us: int = 50_000, T: int = 4,
-                      representation: str | None = None, imgsz: int = 320, conf: float = 0.25,
+@torch.no_grad()
+def predict_recording(model, dat_path, out_path, window_us: int | None = None, step_us: int | None = None,
+                      T: int | None = None, representation: str | None = None, imgsz: int = 320, conf: float = 0.25,
                       iou: float = 0.7, carry_state: bool = False, max_det: int = 300, batch: int = 8,
                       representation_opts: dict | None = None, t_start: int | None = None,
                       t_end: int | None = None, video_path=None, video_fps: float | None = None,
@@ -89,11 +111,23 @@ def predict_recording(model, dat_path, out_path, window_us: int = 250_000, step_
 
     Windows end at ``t_start + window_us + k * step_us`` (``t_start`` default 0) up to ``t_end`` (default:
     last event + 1); ``window_ends`` (increasing microseconds) gives them explicitly instead, e.g. the label
-    timestamps. ``representation=None``: taken from the model (:func:`infer_representation`).
-    ``video_path``: also write an mp4 of every window with its boxes (frame by frame).
+    timestamps. ``None`` settings come from the model (see the module docstring): ``window_us`` from
+    ``model.config["events"]`` (else 250 ms), ``T`` from ``model.T`` (else 4), the representation and its
+    options from :func:`infer_representation`; ``step_us`` defaults to 50 ms, or to ``window_us`` with
+    ``carry_state``. ``video_path``: also write an mp4 of every window with its boxes (frame by frame).
     """
     from spikeyolo.engine.nms import non_max_suppression
 
+    trained = model_event_settings(model)
+    if window_us is None:
+        window_us = trained.get("window_us") or DEFAULT_WINDOW_US
+    if step_us is None:
+        step_us = window_us if carry_state else DEFAULT_STEP_US
+    if T is None:
+        T = getattr(model, "T", None) or DEFAULT_T
+    window_us, step_us, T = int(window_us), int(step_us), int(T)
+    if window_us <= 0 or step_us <= 0 or T < 1:
+        raise ValueError(f"need window_us > 0, step_us > 0 and T >= 1, got {window_us}, {step_us}, {T}")
     representation, opts = infer_representation(model, representation, representation_opts)
     reader = DatReader(dat_path)
     H, W = reader.height, reader.width
