@@ -60,3 +60,22 @@ def test_help_of_each_command(capsys):
         assert e.value.code == 0 and "usage: spikeyolo " + cmd in capsys.readouterr().out
     r = subprocess.run([sys.executable, "-m", "spikeyolo", "train", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--resume" in r.stdout  # the module entry point
+
+
+def test_train_augmentation_flags_reach_the_config(monkeypatch, tmp_path):
+    import spikeyolo.engine.trainer as trainer_mod
+
+    seen = []
+
+    class FakeTrainer:
+        def __init__(self, cfg):
+            seen.append(cfg)
+
+        def train(self):
+            return {"stopped": False}
+
+    monkeypatch.setattr(trainer_mod, "Trainer", FakeTrainer)
+    assert main(["train", "--data", str(tmp_path / "d.yaml"), "--scale", "0.3", "--fliplr", "0"]) == 0
+    assert main(["train", "--data", str(tmp_path / "d.yaml")]) == 0
+    assert seen[0].hyp == {"scale": 0.3, "fliplr": 0.0}  # only what was given: datasets keep their defaults
+    assert seen[1].hyp == {}

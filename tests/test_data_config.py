@@ -83,5 +83,5 @@ def test_gen1_dispatch_is_lazy(tmp_path, monkeypatch):
     y.write_text("type: gen1\ntrain: test\nval: test\nnames: [car, pedestrian]\n")
     assert build_dataset(y, "val", 320, T=2) == "ds"
     assert build_dataset(y, "train", 320, seed=3, hyp={"scale": 0.3}) == "ds"
-    assert calls == [("gen1", "val", 320, {"augment": False, "seed": 0, "hyp": None, "T": 2}),
-                     ("gen1", "train", 320, {"augment": True, "seed": 3, "hyp": {"scale": 0.3}})]
+    assert calls == [("gen1", "val", 320, {"augment": False, "seed": 0, "hyp": None, "progress": True, "T": 2}),
+                     ("gen1", "train", 320, {"augment": True, "seed": 3, "hyp": {"scale": 0.3}, "progress": True})]

@@ -19,3 +19,39 @@ def test_demo_flow_tiny(tmp_path, capsys):
     # the held-out tiles come from the right part of each photo, never from the training part
     train = {p.name for p in (tmp_path / "trees_data" / "images" / "train").iterdir()}
     assert not train & {p.name for p in drawn}
+
+
+def test_event_demo_flow_tiny(tmp_path, capsys, monkeypatch):
+    """`spikeyolo demo --events` at toy size: simulated recordings (short ones here), train, held-out val under
+    both protocols, and the simulated data reused until its settings change."""
+    import yaml
+
+    from spikeyolo import demo
+    from spikeyolo.checkpoint import read_checkpoint
+
+    tiny = {"recordings_per_image": {"train": 1, "val": 1}, "scale_range": [0.6, 0.9], "fps": 200, "T": 2,
+            "duration_us": 300_000}
+    monkeypatch.setattr(demo, "EVENT_SIMULATION", tiny)
+    argv = ["demo", "--events", "--project", str(tmp_path), "--epochs", "1", "--imgsz", "64", "--width", "0.0625",
+            "--batch", "4", "--quiet", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["events"] and 0 <= out["map50"] <= 1 and out["images"] > 0
+    assert out["prophesee"]["protocol"] == "prophesee"
+    data = tmp_path / "trees_events_data"
+    cfg = yaml.safe_load((data / "data.yaml").read_text())
+    assert cfg["type"] == "gen1" and cfg["T"] == 2 and cfg["simulation"]["scale_range"] == [0.6, 0.9]
+    assert len(list((data / "train").glob("*_td.dat"))) == 3 and len(list((data / "val").glob("*_td.dat"))) == 3
+    events = read_checkpoint(out["weights"])["config"]["events"]
+    assert events["window_us"] == cfg["window_us"] and events["representation"] == cfg["representation"]
+
+    stamp = (data / "train").stat().st_mtime_ns, sorted(p.stat().st_mtime_ns for p in data.rglob("*_td.dat"))
+    assert demo.prepare_event_data(data, progress=False) == data / "data.yaml"  # same settings: reused
+    assert sorted(p.stat().st_mtime_ns for p in data.rglob("*_td.dat")) == stamp[1]
+    monkeypatch.setattr(demo, "EVENT_SIMULATION", {**tiny, "recordings_per_image": {"train": 2, "val": 1}})
+    demo.prepare_event_data(data, progress=False)  # changed settings: simulated again
+    assert len(list((data / "train").glob("*_td.dat"))) == 6
+    monkeypatch.setattr(demo, "EVENT_SIMULATION", {**tiny, "fps": 100})
+    demo.prepare_event_data(data, progress=False)  # back to one recording per photo: the extra ones are gone
+    assert len(list((data / "train").glob("*_td.dat"))) == 3 and len(list((data / "train").glob("*.npy"))) == 3
+    assert not (data / "cache").exists()

@@ -118,7 +118,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="(at least 100 iterations)")
     p.add_argument("--cos-lr", action="store_true", help="cosine instead of linear lr decay")
     p.add_argument("--close-mosaic", type=int, default=d.close_mosaic, help="epochs at the end without mosaic")
-    p.add_argument("--mosaic", type=float, default=None, help="mosaic probability (default 1.0)")
+    p.add_argument("--mosaic", type=float, default=None, help="mosaic probability (default 1.0; images only)")
+    p.add_argument("--scale", type=float, default=None,
+                   help="random zoom by 1 +- SCALE (default 0.5 for images, 0 for event data)")
+    p.add_argument("--translate", type=float, default=None,
+                   help="random shift, fraction of imgsz (default 0.1 for images, 0 for event data)")
+    p.add_argument("--fliplr", type=float, default=None, help="horizontal flip probability (default 0.5)")
     p.add_argument("--seed", type=int, default=d.seed)
     _no_flag(p, "deterministic", "allow non-deterministic (faster) kernels")
     _no_flag(p, "amp", "no mixed precision on CUDA")
@@ -150,7 +155,8 @@ def run_train(args: argparse.Namespace) -> int:
         print("error: --data is required (or --resume)", file=sys.stderr)
         return 2
     fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if hasattr(args, f)}
-    fields["hyp"] = {} if args.mosaic is None else {"mosaic": args.mosaic}
+    hyp = {k: getattr(args, k) for k in ("mosaic", "scale", "translate", "fliplr")}
+    fields["hyp"] = {k: v for k, v in hyp.items() if v is not None}
     result = Trainer(TrainConfig.from_dict(fields)).train()
     if args.json:
         print_json(plain(_train_summary_json(result)))

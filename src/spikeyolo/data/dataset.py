@@ -279,13 +279,15 @@ def build_dataset(
     overlap: float = 0.2,
     min_visibility: float = 0.5,
     cache: bool = True,
+    progress: bool = True,
     **kwargs,
 ):
     """Dataset for one split of a data YAML (path, dict or loaded config).
 
     ``augment`` defaults to ``split == "train"``. Type ``gen1`` is handed to
     ``spikeyolo.events.gen1.Gen1Dataset(cfg, split, imgsz, augment=..., seed=..., hyp=..., **kwargs)`` (flip,
-    zoom and shift from ``hyp``'s ``fliplr``, ``scale``, ``translate``; no mosaic, colour or tiling).
+    zoom and shift from ``hyp``'s ``fliplr``, ``scale``, ``translate``; no mosaic, colour or tiling;
+    ``progress``: a progress bar while it caches frames).
     Warnings are logged (the first few) and kept in ``dataset.stats["warnings"]``. Raises :class:`DataError`
     when no usable image is left.
     """
@@ -297,7 +299,7 @@ def build_dataset(
         from spikeyolo.events.gen1 import Gen1Dataset  # lazy: the events package is optional here
 
         augment = split == "train" if augment is None else augment
-        return Gen1Dataset(cfg, split, imgsz, augment=augment, seed=seed, hyp=hyp, **kwargs)
+        return Gen1Dataset(cfg, split, imgsz, augment=augment, seed=seed, hyp=hyp, progress=progress, **kwargs)
     if kwargs:
         raise TypeError(f"unexpected arguments for a {cfg['type']} dataset: {sorted(kwargs)}")
     records, stats = read_split(cfg, split, use_cache=cache)

@@ -201,12 +201,14 @@ class Trainer:
         cfg = self.cfg
         hyp = dict(cfg.hyp)
         local_batch = max(cfg.batch // info.world_size, 1)
-        train_set = build_dataset(data_cfg, "train", imgsz=cfg.imgsz, augment=True, hyp=hyp, seed=cfg.seed)
+        train_set = build_dataset(data_cfg, "train", imgsz=cfg.imgsz, augment=True, hyp=hyp, seed=cfg.seed,
+                                  progress=cfg.progress)
         train_loader = build_dataloader(train_set, batch_size=local_batch, workers=cfg.workers, shuffle=True,
                                         seed=cfg.seed, rank=info.rank, world_size=info.world_size)
         val_loader = None
         if cfg.val and info.main and data_cfg.get("val"):
-            val_set = build_dataset(data_cfg, "val", imgsz=cfg.imgsz, augment=False, seed=cfg.seed)
+            val_set = build_dataset(data_cfg, "val", imgsz=cfg.imgsz, augment=False, seed=cfg.seed,
+                                    progress=cfg.progress)
             val_loader = build_dataloader(val_set, batch_size=max(local_batch * 2, 1), workers=cfg.workers,
                                           shuffle=False, seed=cfg.seed, rank=0, world_size=1)
         return train_set, train_loader, val_loader

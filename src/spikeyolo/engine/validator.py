@@ -366,7 +366,7 @@ def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=No
     data_cfg = load_data_config(data)
     if len(data_cfg["names"]) != model.nc:
         raise ValueError(f"{weights} detects {model.nc} classes but {data} lists {len(data_cfg['names'])}")
-    dataset = build_dataset(data_cfg, split, imgsz=imgsz, augment=False)
+    dataset = build_dataset(data_cfg, split, imgsz=imgsz, augment=False, progress=progress)
     loader = build_dataloader(dataset, batch_size=batch, workers=workers, shuffle=False)
     save_dir = increment_path(Path(project) / name, exist_ok)
     validator = Validator(loader, names=data_cfg["names"], device=dev, conf=conf, iou=iou, max_det=max_det,

@@ -11,6 +11,8 @@ per-pixel threshold spread (``C * (1 + sigma * N(0, 1))``, fixed per pixel, seed
 
 from __future__ import annotations
 
+import json
+import zlib
 from pathlib import Path
 
 import cv2
@@ -243,7 +245,8 @@ def make_gen1_dataset(images_with_boxes_by_split: dict, out_dir, names=("Tree",)
 
     ``images_with_boxes_by_split``: ``{split: [(name, image, boxes_xyxy, cls), ...]}``; each entry gives
     ``recordings_per_image`` recordings (an int, or ``{split: int}``) with different random motions.
-    ``sim_kwargs`` go to :func:`simulate_recording`. Returns the YAML path.
+    ``sim_kwargs`` go to :func:`simulate_recording`; all these settings are recorded under ``simulation`` in
+    the YAML. Returns the YAML path.
     """
     from tqdm import tqdm
 
@@ -252,14 +255,18 @@ def make_gen1_dataset(images_with_boxes_by_split: dict, out_dir, names=("Tree",)
                  else dict.fromkeys(images_with_boxes_by_split, recordings_per_image))
     jobs = [(split, item, r) for split, items in images_with_boxes_by_split.items() for item in items
             for r in range(per_split.get(split, 1))]
-    for j, (split, (name, image, boxes, cls), r) in enumerate(tqdm(jobs, desc="simulating events",
-                                                                  disable=not progress)):
+    for split, (name, image, boxes, cls), r in tqdm(jobs, desc="simulating events", disable=not progress):
+        # a recording's motion depends on its own name only, not on how many recordings other splits have
+        rec_seed = seed + zlib.crc32(f"{split}/{name}/{r}".encode())
         simulate_recording(image, boxes, cls, duration_us=duration_us, fps=fps, out_dir=out_dir / split,
-                           name=f"{name}_{r:02d}", seed=seed + j, **sim_kwargs)
+                           name=f"{name}_{r:02d}", seed=rec_seed, **sim_kwargs)
     data = {"type": "gen1", "path": str(out_dir.resolve()), "window_us": int(window_us), "T": int(T),
             "representation": representation, "names": list(names)}
     for split in images_with_boxes_by_split:
         data[split] = split
+    # provenance: how the recordings were made (plain YAML types; the Gen1 reader ignores this key)
+    sim = {"recordings_per_image": per_split, "duration_us": duration_us, "fps": fps, "seed": seed, **sim_kwargs}
+    data["simulation"] = yaml.safe_load(json.dumps(sim))
     y = out_dir / "data.yaml"
     y.write_text(yaml.safe_dump(data, sort_keys=False))
     return y
