@@ -30,7 +30,7 @@ def test_event_demo_flow_tiny(tmp_path, capsys, monkeypatch):
     from spikeyolo.checkpoint import read_checkpoint
 
     tiny = {"recordings_per_image": {"train": 1, "val": 1}, "scale_range": [0.6, 0.9], "fps": 200, "T": 2,
-            "duration_us": 300_000}
+            "duration_us": {"train": 300_000, "val": 400_000}}
     monkeypatch.setattr(demo, "EVENT_SIMULATION", tiny)
     argv = ["demo", "--events", "--project", str(tmp_path), "--epochs", "1", "--imgsz", "64", "--width", "0.0625",
             "--batch", "4", "--quiet", "--json"]
@@ -42,6 +42,10 @@ def test_event_demo_flow_tiny(tmp_path, capsys, monkeypatch):
     cfg = yaml.safe_load((data / "data.yaml").read_text())
     assert cfg["type"] == "gen1" and cfg["T"] == 2 and cfg["simulation"]["scale_range"] == [0.6, 0.9]
     assert len(list((data / "train").glob("*_td.dat"))) == 3 and len(list((data / "val").glob("*_td.dat"))) == 3
+    from spikeyolo.events import read_bbox
+
+    assert {int(read_bbox(f)["t"].max()) for f in (data / "val").glob("*_bbox.npy")} == {400_000}  # per split
+    assert {int(read_bbox(f)["t"].max()) for f in (data / "train").glob("*_bbox.npy")} == {300_000}
     events = read_checkpoint(out["weights"])["config"]["events"]
     assert events["window_us"] == cfg["window_us"] and events["representation"] == cfg["representation"]
 

@@ -50,3 +50,22 @@ def test_val_on_gen1_names_both_protocols(tmp_path, capsys):
     assert 0 <= p["AP50"] <= 1
     assert 0 <= out["snn/firing_rate"] <= 4 and out["snn/energy_mJ"] > 0
     assert (tmp_path / "runs" / "val" / "energy_layers.csv").is_file()
+
+    # a checkpoint trained with other event inputs than the data YAML's: validation says so
+    import warnings
+
+    from spikeyolo.engine.validator import validate
+
+    def val_warnings(events, name):
+        model.config["events"] = events
+        w = spikeyolo.save(model, tmp_path / f"{name}.pt")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            validate(w, data, imgsz=64, batch=2, workers=0, project=str(tmp_path / "runs"), name=name, plots=False,
+                     progress=False)
+        return [str(c.message) for c in caught if "event inputs differ" in str(c.message)]
+
+    same = {"window_us": 100_000, "representation": "counts", "representation_opts": {}}
+    assert val_warnings(same, "same") == []
+    (msg,) = val_warnings({**same, "window_us": 250_000}, "other")
+    assert "'window_us': (250000, 100000)" in msg and str(data) in msg

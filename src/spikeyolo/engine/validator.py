@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -344,6 +345,18 @@ def _prophesee(dataset, event_dets: dict, names) -> dict:
                                                     "images", "gt_boxes", "dt_boxes")}
 
 
+def _warn_event_mismatch(model, dataset, weights, data) -> None:
+    """Warn when an event dataset makes inputs other than those the checkpoint was trained on."""
+    from .trainer import event_settings
+
+    trained, now = model.config.get("events"), event_settings(dataset)
+    if trained and now:
+        diff = {k: (trained.get(k), v) for k, v in now.items() if trained.get(k) != v}
+        if diff:
+            warnings.warn(f"{data}: event inputs differ from those {weights} was trained on "
+                          f"(setting: (trained, now)): {diff}", stacklevel=3)
+
+
 def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=None, workers: int = 4,
              conf: float = 0.001, iou: float = 0.7, max_det: int = 300, save_json: bool = False,
              project: str = "runs/detect", name: str = "val", plots: bool = True, progress: bool = True,
@@ -367,6 +380,7 @@ def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=No
     if len(data_cfg["names"]) != model.nc:
         raise ValueError(f"{weights} detects {model.nc} classes but {data} lists {len(data_cfg['names'])}")
     dataset = build_dataset(data_cfg, split, imgsz=imgsz, augment=False, progress=progress)
+    _warn_event_mismatch(model, dataset, weights, data)
     loader = build_dataloader(dataset, batch_size=batch, workers=workers, shuffle=False)
     save_dir = increment_path(Path(project) / name, exist_ok)
     validator = Validator(loader, names=data_cfg["names"], device=dev, conf=conf, iou=iou, max_det=max_det,

@@ -238,13 +238,14 @@ def simulate_recording(image: np.ndarray, boxes_xyxy, cls, duration_us: int = 2_
 
 def make_gen1_dataset(images_with_boxes_by_split: dict, out_dir, names=("Tree",),
                       recordings_per_image: int | dict = 1,
-                      duration_us: int = 2_000_000, fps: float = 1000, T: int = 4, window_us: int = 250_000,
+                      duration_us: int | dict = 2_000_000, fps: float = 1000, T: int = 4, window_us: int = 250_000,
                       representation: str = "counts", seed: int = 0, progress: bool = True, **sim_kwargs):
     """Write a Gen1-layout dataset: ``out_dir/{split}/<name>_td.dat + <name>_bbox.npy`` and
     ``out_dir/data.yaml`` (``type: gen1``).
 
     ``images_with_boxes_by_split``: ``{split: [(name, image, boxes_xyxy, cls), ...]}``; each entry gives
-    ``recordings_per_image`` recordings (an int, or ``{split: int}``) with different random motions.
+    ``recordings_per_image`` recordings of ``duration_us`` each (either an int, or ``{split: int}``), with
+    different random motions.
     ``sim_kwargs`` go to :func:`simulate_recording`; all these settings are recorded under ``simulation`` in
     the YAML. Returns the YAML path.
     """
@@ -258,7 +259,8 @@ def make_gen1_dataset(images_with_boxes_by_split: dict, out_dir, names=("Tree",)
     for split, (name, image, boxes, cls), r in tqdm(jobs, desc="simulating events", disable=not progress):
         # a recording's motion depends on its own name only, not on how many recordings other splits have
         rec_seed = seed + zlib.crc32(f"{split}/{name}/{r}".encode())
-        simulate_recording(image, boxes, cls, duration_us=duration_us, fps=fps, out_dir=out_dir / split,
+        duration = duration_us[split] if isinstance(duration_us, dict) else duration_us
+        simulate_recording(image, boxes, cls, duration_us=duration, fps=fps, out_dir=out_dir / split,
                            name=f"{name}_{r:02d}", seed=rec_seed, **sim_kwargs)
     data = {"type": "gen1", "path": str(out_dir.resolve()), "window_us": int(window_us), "T": int(T),
             "representation": representation, "names": list(names)}
