@@ -29,7 +29,7 @@ def test_event_demo_flow_tiny(tmp_path, capsys, monkeypatch):
     from spikeyolo import demo
     from spikeyolo.checkpoint import read_checkpoint
 
-    tiny = {"recordings_per_image": {"train": 1, "val": 1}, "scale_range": [0.6, 0.9], "fps": 200, "T": 2,
+    tiny = {"recordings_per_image": {"train": 1, "val": 1}, "scale_range": [0.6, 0.9], "fps": 200,
             "duration_us": {"train": 300_000, "val": 400_000}}
     monkeypatch.setattr(demo, "EVENT_SIMULATION", tiny)
     argv = ["demo", "--events", "--project", str(tmp_path), "--epochs", "1", "--imgsz", "64", "--width", "0.0625",

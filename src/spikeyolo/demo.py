@@ -141,7 +141,8 @@ def run_demo(project: str | Path = "runs/demo", name: str = "trees", progress: b
 #   fell after epoch 5). Runs compared on 2 CPU cores: docs/events.md.
 EVENT_SIMULATION = {"recordings_per_image": {"train": 12, "val": 1},
                     "duration_us": {"train": 1_000_000, "val": 2_000_000},
-                    "scale_range": [0.6, 0.9], "fps": 500, "T": 2}
+                    "scale_range": [0.6, 0.9], "fps": 500}
+EVENT_T = 2
 EVENT_DEMO_DEFAULTS = {**DEMO_DEFAULTS, "imgsz": 160, "batch": 8, "epochs": 8, "close_mosaic": 0, "val_period": 4,
                        "lr0": 0.02, "hyp": {"scale": 0.5, "translate": 0.2}}
 
@@ -155,7 +156,7 @@ def prepare_event_data(out_dir: Path, progress: bool = True) -> Path:
     y = Path(out_dir) / "data.yaml"
     if y.is_file():
         recorded = (yaml.safe_load(y.read_text()) or {}).get("simulation") or {}
-        if all(recorded.get(k) == v for k, v in EVENT_SIMULATION.items() if k != "T"):
+        if all(recorded.get(k) == v for k, v in EVENT_SIMULATION.items()):
             return y
         print(f"{out_dir}: made with other simulation settings; simulating again")
         for split in ("train", "val"):  # only what an earlier simulation wrote: no stale recording stays
@@ -163,8 +164,8 @@ def prepare_event_data(out_dir: Path, progress: bool = True) -> Path:
                 f.unlink()
         shutil.rmtree(Path(out_dir) / "cache", ignore_errors=True)
     splits = tree_event_splits()
-    return make_gen1_dataset({k: splits[k] for k in ("train", "val")}, out_dir, names=("Tree",), progress=progress,
-                             **EVENT_SIMULATION)
+    return make_gen1_dataset({k: splits[k] for k in ("train", "val")}, out_dir, names=("Tree",), T=EVENT_T,
+                             progress=progress, **EVENT_SIMULATION)
 
 
 def run_event_demo(project: str | Path = "runs/demo", name: str = "trees_events", progress: bool = True,

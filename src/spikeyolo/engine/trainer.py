@@ -134,11 +134,8 @@ def event_settings(dataset) -> dict | None:
     window_us = getattr(dataset, "window_us", None)
     if window_us is None:
         return None
-    opts = getattr(dataset, "rep_opts", None)
-    if opts is None:
-        opts = getattr(dataset, "representation_opts", None)
     return plain({"window_us": int(window_us), "representation": str(dataset.representation),
-                  "representation_opts": dict(opts or {})})
+                  "representation_opts": dict(dataset.rep_opts)})
 
 
 def record_event_settings(model: nn.Module, dataset) -> None:

@@ -125,8 +125,7 @@ class Gen1Dataset(torch.utils.data.Dataset):
     def __init__(self, cfg: dict, split: str, imgsz: int = 320, T: int | None = None,
                  window_us: int | None = None, representation: str | None = None, cache_dir=None,
                  augment: bool = False, representation_opts: dict | None = None, seed: int = 0,
-                 hyp: dict | None = None,
-                 progress: bool = True):
+                 hyp: dict | None = None, progress: bool = True):
         self.cfg = cfg
         self.split = split
         self.imgsz = int(imgsz)

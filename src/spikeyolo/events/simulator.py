@@ -119,8 +119,9 @@ def random_motion(duration_us: int, image_hw, sensor=(240, 304), seed: int = 0, 
     dur = max(1e-6, duration_us / 1e6)
     s0 = rng.uniform(*scale_range) if scale_range is not None else s_fit * rng.uniform(*zoom_range)
     fz = rng.uniform(0.2, 0.5) / dur
-    room = 0.5 * (s_fit / s0 - 1) if s_fit > s0 else 0.0  # zooming out must not leave the image
-    az = min(zoom_rate / (2 * np.pi * fz), 0.3, room if scale_range is None else 0.3)
+    az = min(zoom_rate / (2 * np.pi * fz), 0.3)
+    if scale_range is None:  # zooming out must not leave the image
+        az = min(az, 0.5 * (s_fit / s0 - 1) if s_fit > s0 else 0.0)
     f = rng.uniform(0.3, 0.8, 2) / dur  # cycles per second
     phase = rng.uniform(0, 2 * np.pi, 3)
     base = rng.uniform(0.2, 0.8, 2)
@@ -153,11 +154,9 @@ def render_view(gray: np.ndarray, cx: float, cy: float, s: float, sensor=(240, 3
     """The sensor-size view of a float image for viewport ``(cx, cy, s)`` (bilinear). Outside the image:
     the border replicated, or a flat ``background`` level (a photo moving in front of a plain wall)."""
     H, W = sensor
-    if background is None:
-        return cv2.warpAffine(gray, _affine(cx, cy, s, sensor), (W, H), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-    return cv2.warpAffine(gray, _affine(cx, cy, s, sensor), (W, H), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=float(background))
+    border = ({"borderMode": cv2.BORDER_REPLICATE} if background is None
+              else {"borderMode": cv2.BORDER_CONSTANT, "borderValue": float(background)})
+    return cv2.warpAffine(gray, _affine(cx, cy, s, sensor), (W, H), flags=cv2.INTER_LINEAR, **border)
 
 
 def view_boxes(boxes_xyxy: np.ndarray, cx: float, cy: float, s: float, sensor=(240, 304),
