@@ -158,3 +158,15 @@ def test_windowed_read_touches_only_the_window(tmp_path):
     tracemalloc.stop()
     assert got["t"].tolist() == list(range(5_000_000, 5_001_000, 10))
     assert peak < 200_000  # no copy of the 4 MB timestamp column
+
+
+def test_xyxy_to_bbox_by_hand():
+    from spikeyolo.events.io import BBOX_DTYPE, xyxy_to_bbox
+
+    a = xyxy_to_bbox(50_000, [[10, 20, 40, 60], [0, 0, 5, 8]], [1, 0], [0.9, 0.4], [7, 8])
+    assert a.dtype == BBOX_DTYPE and a["t"].tolist() == [50_000, 50_000]
+    assert a["x"].tolist() == [10, 0] and a["y"].tolist() == [20, 0]
+    assert a["w"].tolist() == [30, 5] and a["h"].tolist() == [40, 8]
+    assert a["class_id"].tolist() == [1, 0] and a["track_id"].tolist() == [7, 8]
+    np.testing.assert_allclose(a["confidence"], [0.9, 0.4], rtol=1e-6)
+    assert len(xyxy_to_bbox(0, np.zeros((0, 4)), 0)) == 0

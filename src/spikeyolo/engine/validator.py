@@ -324,20 +324,13 @@ def checkpoint_imgsz(path, default: int = 640) -> int:
 
 def _prophesee(dataset, event_dets: dict, names) -> dict:
     """Prophesee/RVT protocol on the detections of each sample, time-stamped at its label time."""
-    import numpy as np
-
-    from ..events.io import BBOX_DTYPE
+    from ..events.io import BBOX_DTYPE, xyxy_to_bbox
     from ..metrics.prophesee import evaluate_prophesee
 
     dt = {}
     for rec, rows in event_dets.items():
-        parts = []
-        for t, boxes, score_cls in rows:
-            a = np.zeros(len(boxes), BBOX_DTYPE)
-            a["t"], a["x"], a["y"] = t, boxes[:, 0].numpy(), boxes[:, 1].numpy()
-            a["w"], a["h"] = (boxes[:, 2] - boxes[:, 0]).numpy(), (boxes[:, 3] - boxes[:, 1]).numpy()
-            a["confidence"], a["class_id"] = score_cls[:, 0].numpy(), score_cls[:, 1].numpy()
-            parts.append(a)
+        parts = [xyxy_to_bbox(t, boxes.numpy(), score_cls[:, 1].numpy(), score_cls[:, 0].numpy())
+                 for t, boxes, score_cls in rows]
         dt[rec] = np.concatenate(parts) if parts else np.zeros(0, BBOX_DTYPE)
     h, w = dataset.ground_truth(0)["shape"]
     res = evaluate_prophesee(dataset.prophesee_ground_truth(), dt, height=h, width=w, names=tuple(names))

@@ -11,6 +11,7 @@ from .io import (
     to_bbox_array,
     write_bbox,
     write_dat,
+    xyxy_to_bbox,
 )
 from .representations import events_to_frames, representation_background, representation_channels
 
@@ -27,4 +28,5 @@ __all__ = [
     "to_bbox_array",
     "write_bbox",
     "write_dat",
+    "xyxy_to_bbox",
 ]

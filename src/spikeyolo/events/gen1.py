@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..data.augment import keep_boxes, sample_rng
-from .io import BBOX_DTYPE, DatReader, read_bbox
+from .io import BBOX_DTYPE, DatReader, read_bbox, xyxy_to_bbox
 from .representations import events_to_frames, representation_background, representation_channels
 
 DEFAULT_WINDOW_US = 250_000
@@ -267,12 +267,7 @@ class Gen1Dataset(torch.utils.data.Dataset):
         :func:`spikeyolo.metrics.prophesee.evaluate_prophesee`."""
         out = {name: [] for name, _, _ in self.recordings}
         for r, t, cls, xyxy, tid in self.samples:
-            a = np.zeros(len(cls), BBOX_DTYPE)
-            a["t"] = t
-            a["x"], a["y"] = xyxy[:, 0], xyxy[:, 1]
-            a["w"], a["h"] = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
-            a["class_id"], a["confidence"], a["track_id"] = cls, 1.0, tid
-            out[self.recordings[r][0]].append(a)
+            out[self.recordings[r][0]].append(xyxy_to_bbox(t, xyxy, cls, 1.0, tid))
         return {k: (np.concatenate(v) if v else np.zeros(0, BBOX_DTYPE)) for k, v in out.items()}
 
     def __getitem__(self, index) -> dict:

@@ -276,6 +276,18 @@ def write_dat(path: str | os.PathLike, events, header_lines: list[str] | None = 
     return path
 
 
+def xyxy_to_bbox(t, xyxy, class_id, confidence=1.0, track_id=0) -> np.ndarray:
+    """Boxes ``xyxy [n, 4]`` (sensor pixels) at time ``t`` -> :data:`BBOX_DTYPE` rows (top-left ``x, y``,
+    ``w, h``); ``class_id``, ``confidence`` and ``track_id`` are scalars or ``[n]``."""
+    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
+    out = np.zeros(len(xyxy), BBOX_DTYPE)
+    out["t"] = t
+    out["x"], out["y"] = xyxy[:, 0], xyxy[:, 1]
+    out["w"], out["h"] = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
+    out["class_id"], out["confidence"], out["track_id"] = class_id, confidence, track_id
+    return out
+
+
 def to_bbox_array(boxes) -> np.ndarray:
     """Any structured box array (time field ``ts`` or ``t``; ``confidence`` (or the toolbox/RVT detection name
     ``class_confidence``) and ``track_id`` optional) -> :data:`BBOX_DTYPE`. Missing ``confidence`` is 1, missing

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import yaml
 
-from .io import BBOX_DTYPE, EVENT_DTYPE, write_bbox, write_dat
+from .io import BBOX_DTYPE, EVENT_DTYPE, write_bbox, write_dat, xyxy_to_bbox
 
 
 class EventSimulator:
@@ -219,12 +219,7 @@ def simulate_recording(image: np.ndarray, boxes_xyxy, cls, duration_us: int = 2_
     while round(k * step) <= duration_us:
         t = int(round(k * step))
         b, keep = view_boxes(boxes_xyxy, *motion(t), sensor, min_visibility)
-        a = np.zeros(len(keep), BBOX_DTYPE)
-        a["t"] = t
-        a["x"], a["y"] = b[:, 0], b[:, 1]
-        a["w"], a["h"] = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-        a["class_id"], a["confidence"], a["track_id"] = cls[keep], 1.0, keep
-        labels.append(a)
+        labels.append(xyxy_to_bbox(t, b, cls[keep], 1.0, keep))
         k += 1
     labels = np.concatenate(labels) if labels else np.zeros(0, BBOX_DTYPE)
     if out_dir is not None:

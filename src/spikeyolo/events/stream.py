@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .gen1 import DEFAULT_T, DEFAULT_WINDOW_US, letterbox_frames
-from .io import BBOX_DTYPE, DatReader, write_bbox
+from .io import BBOX_DTYPE, DatReader, write_bbox, xyxy_to_bbox
 from .representations import events_to_frames, representation_background
 
 DEFAULT_STEP_US = 50_000
@@ -189,12 +189,7 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
                 b[:, [1, 3]] = b[:, [1, 3]].clip(0, H)
                 ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
                 b, d = b[ok], d[ok]
-                r = np.zeros(len(b), BBOX_DTYPE)
-                r["t"] = te
-                r["x"], r["y"] = b[:, 0], b[:, 1]
-                r["w"], r["h"] = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-                r["class_id"], r["confidence"], r["track_id"] = d[:, 5].astype(np.int64), d[:, 4], 0
-                results.append(r)
+                results.append(xyxy_to_bbox(te, b, d[:, 5].astype(np.int64), d[:, 4]))
                 if writer is not None:
                     writer.write(render_window(ev, H, W, b, d[:, 5], d[:, 4], names))
             bar.update(len(chunk))
