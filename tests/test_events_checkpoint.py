@@ -7,29 +7,18 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 from torch import nn
 
 import spikeyolo
+from _event_data import write_gen1
 from spikeyolo.cli import main
 from spikeyolo.events import stream
 from spikeyolo.events.gen1 import letterbox_frames
-from spikeyolo.events.io import BBOX_DTYPE, EVENT_DTYPE, read_bbox, write_bbox, write_dat
+from spikeyolo.events.io import read_bbox
 from spikeyolo.events.representations import events_to_frames
 from spikeyolo.events.stream import infer_representation, predict_recording
 
 TRAINED = {"window_us": 120_000, "representation": "counts", "representation_opts": {"norm": "log"}}
-
-
-@pytest.fixture
-def recording(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 3000
-    e = np.zeros(n, EVENT_DTYPE)
-    e["t"] = np.sort(rng.integers(0, 400_000, n))
-    e["x"], e["y"], e["p"] = rng.integers(0, 304, n), rng.integers(0, 240, n), rng.integers(0, 2, n)
-    write_dat(tmp_path / "r_td.dat", e)
-    return tmp_path / "r_td.dat", e
 
 
 def tiny(in_channels=2, T=2, events=None):
@@ -166,22 +155,8 @@ BOXES = [(200_000, 10, 20, 60, 40, 0, 1), (300_000, 12, 22, 60, 40, 0, 1), (300_
 def test_trainer_writes_event_settings_into_checkpoints(tmp_path, frames_spy):
     from spikeyolo.engine.trainer import TrainConfig, Trainer
 
-    rng = np.random.default_rng(1)
-    root = tmp_path / "gen1"
-    for split in ("train", "val"):
-        n = 5000
-        e = np.zeros(n, EVENT_DTYPE)
-        e["t"], e["x"], e["y"], e["p"] = (np.sort(rng.integers(0, 450_000, n)), rng.integers(0, 304, n),
-                                          rng.integers(0, 240, n), rng.integers(0, 2, n))
-        write_dat(root / split / "rec_td.dat", e)
-        b = np.zeros(len(BOXES), BBOX_DTYPE)
-        for k, name in enumerate(("t", "x", "y", "w", "h", "class_id", "track_id")):
-            b[name] = [r[k] for r in BOXES]
-        write_bbox(root / split / "rec_bbox.npy", b)
-    data = root / "data.yaml"
-    data.write_text(yaml.safe_dump({"type": "gen1", "path": str(root), "train": "train", "val": "val",
-                                    "names": ["car", "pedestrian"], "window_us": 150_000, "T": 2,
-                                    "representation": "counts", "representation_opts": {"norm": "log"}}))
+    data = write_gen1(tmp_path / "gen1", BOXES, np.random.default_rng(1), n=5000, t_max=450_000, window_us=150_000,
+                      T=2, representation="counts", representation_opts={"norm": "log"})
     cfg = TrainConfig(data=str(data), model="n", width=0.0625, imgsz=64, epochs=1, batch=2, nbs=4, workers=0,
                       device="cpu", val=False, plots=False, progress=False, verbose=False,
                       project=str(tmp_path / "runs"), name="ev")
@@ -195,7 +170,7 @@ def test_trainer_writes_event_settings_into_checkpoints(tmp_path, frames_spy):
     frames_spy.clear()
     from spikeyolo.engine.predictor import predict
 
-    predict(result["best"], root / "val" / "rec_td.dat", imgsz=64, save=False, progress=False,
+    predict(result["best"], data.parent / "val" / "rec_td.dat", imgsz=64, save=False, progress=False,
             project=str(tmp_path / "runs"), name="pred")
     assert frames_spy and all(t1 - t0 == 150_000 and T == 2 and opts == {"norm": "log"}
                               for t0, t1, T, kind, opts in frames_spy)

@@ -33,17 +33,6 @@ class StandIn(nn.Module):
         return out
 
 
-@pytest.fixture
-def recording(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 3000
-    e = np.zeros(n, EVENT_DTYPE)
-    e["t"] = np.sort(rng.integers(0, 400_000, n))
-    e["x"], e["y"], e["p"] = rng.integers(0, 304, n), rng.integers(0, 240, n), rng.integers(0, 2, n)
-    write_dat(tmp_path / "r_td.dat", e)
-    return tmp_path / "r_td.dat", e
-
-
 def test_predict_writes_valid_bbox(recording, tmp_path):
     dat, e = recording
     model = StandIn()

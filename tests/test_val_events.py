@@ -1,11 +1,10 @@
 """Validation on event recordings reports the per-sample COCO numbers and the Prophesee protocol, each named."""
 
 import numpy as np
-import yaml
 
 import spikeyolo
+from _event_data import write_gen1
 from spikeyolo.cli import main
-from spikeyolo.events.io import BBOX_DTYPE, EVENT_DTYPE, write_bbox, write_dat
 
 # labels at 0.4 s (inside the 0.5 s the Prophesee protocol skips), 0.6 s and 0.7 s
 BOXES = [  # t, x, y, w, h, class, track
@@ -18,22 +17,8 @@ BOXES = [  # t, x, y, w, h, class, track
 
 
 def test_val_on_gen1_names_both_protocols(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    root = tmp_path / "gen1"
-    for split in ("train", "val"):
-        n = 20_000
-        e = np.zeros(n, EVENT_DTYPE)
-        e["t"], e["x"], e["y"], e["p"] = (np.sort(rng.integers(0, 750_000, n)), rng.integers(0, 304, n),
-                                          rng.integers(0, 240, n), rng.integers(0, 2, n))
-        write_dat(root / split / "rec_td.dat", e)
-        b = np.zeros(len(BOXES), BBOX_DTYPE)
-        for k, name in enumerate(("t", "x", "y", "w", "h", "class_id", "track_id")):
-            b[name] = [r[k] for r in BOXES]
-        write_bbox(root / split / "rec_bbox.npy", b)
-    data = root / "data.yaml"
-    data.write_text(yaml.safe_dump({"type": "gen1", "path": str(root), "train": "train", "val": "val",
-                                    "names": ["car", "pedestrian"], "window_us": 100_000, "T": 2,
-                                    "representation": "counts"}))
+    data = write_gen1(tmp_path / "gen1", BOXES, np.random.default_rng(0), n=20_000, t_max=750_000,
+                      window_us=100_000, T=2, representation="counts")
     model = spikeyolo.build_model("n", nc=2, width=0.125, T=2, in_channels=2, names=["car", "pedestrian"])
     weights = spikeyolo.save(model, tmp_path / "ev.pt")
     assert main(["val", "--weights", str(weights), "--data", str(data), "--imgsz", "64", "--batch", "2",
