@@ -116,6 +116,7 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
     options from :func:`infer_representation`; ``step_us`` defaults to 50 ms, or to ``window_us`` with
     ``carry_state``. ``video_path``: also write an mp4 of every window with its boxes (frame by frame).
     """
+    from spikeyolo.boxes import clip_boxes, unletterbox
     from spikeyolo.engine.nms import non_max_suppression
 
     trained = model_event_settings(model)
@@ -181,12 +182,10 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
             x = torch.from_numpy(np.stack(imgs)).to(device)
             pred = model(x)
             dets = non_max_suppression(pred, conf_thres=conf, iou_thres=iou, max_det=max_det)
-            (gy, gx), (px, py) = rp
             for te, ev, d in zip(chunk, evs, dets):
-                d = d.detach().float().cpu().numpy().reshape(-1, 6)
-                b = (d[:, :4] - np.array([px, py, px, py])) / np.array([gx, gy, gx, gy])
-                b[:, [0, 2]] = b[:, [0, 2]].clip(0, W)
-                b[:, [1, 3]] = b[:, [1, 3]].clip(0, H)
+                d = d.detach().float().cpu().reshape(-1, 6)
+                b = clip_boxes(unletterbox(d[:, :4], rp), (H, W)).numpy()
+                d = d.numpy()
                 ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
                 b, d = b[ok], d[ok]
                 results.append(xyxy_to_bbox(te, b, d[:, 5].astype(np.int64), d[:, 4]))
