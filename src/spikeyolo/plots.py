@@ -169,3 +169,103 @@ def plot_pr_curve(
     fig.savefig(out, dpi=150)
     plt.close(fig)
     return out
+
+
+def _save(fig, out) -> Path:
+    plt = _plt()
+    out = Path(out)
+    fig.tight_layout()
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out
+
+
+def _name_list(names, n: int) -> list[str]:
+    return [class_name(names, i) for i in range(n)]
+
+
+def plot_confusion_matrix(matrix: np.ndarray, names, out: str | Path, normalize: bool = False) -> Path:
+    """The ``[nc + 1, nc + 1]`` confusion matrix (rows predicted, columns true, last = background) as a heat map;
+    ``normalize`` divides each column by its sum. Cells are annotated when there are at most 30 classes."""
+    plt = _plt()
+    m = np.asarray(matrix, dtype=np.float64)
+    nc = len(m) - 1
+    if normalize:
+        m = m / np.maximum(m.sum(0, keepdims=True), 1e-12)
+    labels = [*_name_list(names, nc), "background"]
+    size = min(max(4.5, 0.45 * len(labels) + 2.5), 14)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else max(m.max(), 1))
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if len(labels) <= 31:
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=8)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        for (i, j), v in np.ndenumerate(m):
+            if v:
+                text = f"{v:.2f}" if normalize else f"{int(v)}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                        color="white" if v > 0.5 * (1 if normalize else m.max()) else "black")
+    ax.set_xlabel("True")
+    ax.set_ylabel("Predicted")
+    ax.set_title("Confusion matrix" + (" (normalized by true class)" if normalize else " (counts)"))
+    return _save(fig, out)
+
+
+def plot_metric_curve(grid: np.ndarray, values: np.ndarray, names, out: str | Path, ylabel: str,
+                      best: tuple[float, float] | None = None) -> Path:
+    """One metric (P, R or F1) per class against the confidence threshold (thin lines, up to 20 classes) and the
+    class mean (bold); ``best = (confidence, value)`` is marked and written in the legend."""
+    plt = _plt()
+    values = np.atleast_2d(np.asarray(values, dtype=float))
+    fig, ax = plt.subplots(figsize=(6, 5))
+    if len(values) <= 20:
+        for i, v in enumerate(values):
+            ax.plot(grid, v, linewidth=1, label=class_name(names, i))
+    mean = np.nanmean(values, 0)
+    label = "all classes" + (f" {best[1]:.2f} at {best[0]:.3f}" if best is not None else "")
+    ax.plot(grid, mean, linewidth=3, color="blue", label=label)
+    if best is not None:
+        ax.plot([best[0]], [best[1]], "o", color="red")
+    ax.set_xlabel("Confidence")
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left" if ylabel != "Precision" else "lower right", fontsize=8)
+    ax.set_title(f"{ylabel}-Confidence curve")
+    return _save(fig, out)
+
+
+def plot_labels(boxes_cxcywh: np.ndarray, cls: np.ndarray, names, out: str | Path) -> Path:
+    """``labels.jpg``: instances per class, box centres (x, y) and box sizes (w, h) as 2-D histograms, and up to
+    500 box outlines centred on one point. Boxes are ``[n, 4]`` (cx, cy, w, h) normalized to their image."""
+    plt = _plt()
+    b = np.asarray(boxes_cxcywh, dtype=np.float64).reshape(-1, 4)
+    c = np.asarray(cls).reshape(-1).astype(int)
+    nc = max(len(names) if names is not None else 0, int(c.max()) + 1 if len(c) else 1)
+    fig, axes = plt.subplots(2, 2, figsize=(9, 8))
+    counts = np.bincount(c, minlength=nc)
+    ax = axes[0, 0]
+    ax.bar(range(nc), counts, color=[np.array(color(i)[::-1]) / 255 for i in range(nc)])
+    ax.set_ylabel("instances")
+    ax.set_title(f"{len(c)} boxes in {nc} class(es)")
+    if nc <= 30:
+        ax.set_xticks(range(nc), _name_list(names, nc), rotation=90 if nc > 6 else 0, fontsize=8)
+    ax = axes[0, 1]
+    rng = np.random.default_rng(0)
+    for k in rng.permutation(len(b))[:500]:
+        _, _, w, h = b[k]
+        ax.add_patch(plt.Rectangle((0.5 - w / 2, 0.5 - h / 2), w, h, fill=False, linewidth=0.5,
+                                   edgecolor=np.array(color(c[k])[::-1]) / 255, alpha=0.6))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(1, 0)
+    ax.set_aspect("equal")
+    ax.set_title("box shapes (up to 500)")
+    for ax, (i, j), (xl, yl) in ((axes[1, 0], (0, 1), ("x", "y")), (axes[1, 1], (2, 3), ("width", "height"))):
+        ax.hist2d(b[:, i], b[:, j], bins=40, range=[[0, 1], [0, 1]], cmap="Blues")
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.set_title("box centres" if xl == "x" else "box sizes")
+        if xl == "x":
+            ax.set_ylim(1, 0)  # image orientation: y grows downwards
+    return _save(fig, out)

@@ -6,6 +6,9 @@
 - ``precision``, ``recall`` (at the confidence of best mean F1, IoU 0.5; metrics/detection.py),
 - ``map50``, ``map`` (COCO AP@0.5 and AP@[.5:.95] by pycocotools / faster-coco-eval; metrics/coco.py; the
   standard protocol, maxDets 100 per image), ``map75``, ``ap50_per_class``, ``ap_per_class``,
+- per class: ``p_per_class``, ``r_per_class`` (at that same confidence), ``images_per_class`` (images holding
+  the class), ``instances_per_class`` (its ground-truth boxes); ``conf_best_f1``; ``confusion_matrix``
+  (``[nc + 1][nc + 1]``, rows predicted, columns true, last background; metrics/detection.py),
 - ``fitness`` = 0.1 * map50 + 0.9 * map,
 - ``box_loss``, ``cls_loss``, ``dfl_loss`` (mean over batches, the train-mode loss of the same forward),
 - ``speed``: milliseconds per image for preprocess / inference / postprocess,
@@ -121,7 +124,10 @@ class Validator:
         conf, iou, max_det: NMS settings (0.001, 0.7, 300 as the reference validation).
         save_dir: where predictions.json and plots go (None: nowhere).
         save_json: write ``predictions.json`` (COCO results format, ``image_id`` = file stem).
-        plots: write ``PR_curve.png``, ``val_batch0_labels.jpg`` and ``val_batch0_pred.jpg``.
+        plots: write ``PR_curve.png``, ``P_curve.png``, ``R_curve.png``, ``F1_curve.png`` (against the
+            confidence threshold), ``confusion_matrix.png`` and ``confusion_matrix_normalized.png`` (rows
+            predicted, columns true; detections with score >= 0.25 paired at IoU >= 0.45),
+            ``val_batch0_labels.jpg`` and ``val_batch0_pred.jpg``.
         compute_loss: also report the validation loss (needs a head with ``decode``).
         half: run under float16 autocast (CUDA only; the weights stay float32).
         energy: optional monitor with ``start(model)`` / ``stop() -> dict``.
@@ -216,6 +222,11 @@ class Validator:
             "precision": pr["precision"], "recall": pr["recall"],
             "map50": coco["map50"], "map": coco["map"], "map75": coco["map75"],
             "ap50_per_class": coco["ap50_per_class"], "ap_per_class": coco["ap_per_class"],
+            "p_per_class": pr["p_per_class"].tolist(), "r_per_class": pr["r_per_class"].tolist(),
+            "images_per_class": det.images_per_class.tolist(),
+            "instances_per_class": np.bincount(np.concatenate([g["cls"].numpy().astype(int) for g in gts] or
+                                                              [np.zeros(0, int)]), minlength=nc)[:nc].tolist(),
+            "conf_best_f1": pr["conf"], "confusion_matrix": det.matrix.tolist(),
             "box_loss": losses[0], "cls_loss": losses[1], "dfl_loss": losses[2],
             "images": n_images, "instances": int(sum(len(g["cls"]) for g in gts)),
             "speed": {"preprocess": 1e3 * t_pre / n, "inference": 1e3 * t_inf / n, "postprocess": 1e3 * t_post / n},
@@ -235,11 +246,25 @@ class Validator:
             if self.save_json:
                 write_coco_json(preds, self.save_dir / "predictions.json")
             if self.plots:
-                from ..plots import plot_pr_curve
-
-                grid, prec, ap = det.pr_curves()
-                plot_pr_curve(grid, prec, ap, names, self.save_dir / "PR_curve.png")
+                self._plot_metrics(det, pr, names)
         return result
+
+    def _plot_metrics(self, det: DetectionMetrics, pr: dict, names) -> None:
+        """PR curve, P/R/F1 against confidence, confusion matrix (counts and normalized)."""
+        from ..plots import plot_confusion_matrix, plot_metric_curve, plot_pr_curve
+
+        out = self.save_dir
+        grid, prec, ap = det.pr_curves()
+        plot_pr_curve(grid, prec, ap, names, out / "PR_curve.png")
+        conf_grid, p, r, f1 = det.confidence_curves()
+        present = det.images_per_class > 0
+        best_f1 = (pr["conf"], pr["f1"])
+        for values, label, file, best in ((p, "Precision", "P_curve.png", None), (r, "Recall", "R_curve.png", None),
+                                          (f1, "F1", "F1_curve.png", best_f1)):
+            plot_metric_curve(conf_grid, values[present] if present.any() else values, names, out / file, label,
+                              best)
+        plot_confusion_matrix(det.matrix, names, out / "confusion_matrix.png")
+        plot_confusion_matrix(det.matrix, names, out / "confusion_matrix_normalized.png", normalize=True)
 
     def _plot_batch(self, batch: dict, dets: list[torch.Tensor], names) -> None:
         from ..plots import image_grid
@@ -268,10 +293,7 @@ def summary_table(metrics: dict, names) -> str:
     )
     names = list(names.values()) if isinstance(names, dict) else list(names)
     if len(names) > 1:
-        for i, n in enumerate(names):
-            a50, a = metrics["ap50_per_class"][i], metrics["ap_per_class"][i]
-            if a50 is not None and np.isfinite(a50):
-                lines.append(f"{n:>16} {'':>7} {'':>7} {'':>7} {'':>7} {f(a50)} {f(a, 9)}")
+        lines += _class_rows(metrics, names, f)
     if "protocol" in metrics:
         lines[0] += f"   (protocol: {metrics['protocol']})"
     if "prophesee" in metrics:
@@ -288,6 +310,23 @@ def summary_table(metrics: dict, names) -> str:
         f"{sp['postprocess']:.1f} ms postprocess per image"
     )
     return "\n".join(lines)
+
+
+def _class_rows(metrics: dict, names: list, f) -> list[str]:
+    """One table row per class with ground truth (or a finite AP): images, instances, P, R, mAP50, mAP50-95."""
+    n = len(names)
+    ims = metrics.get("images_per_class") or [None] * n
+    inst = metrics.get("instances_per_class") or [None] * n
+    p, r = metrics.get("p_per_class") or [None] * n, metrics.get("r_per_class") or [None] * n
+    rows = []
+    for i, name in enumerate(names):
+        a50, a = metrics["ap50_per_class"][i], metrics["ap_per_class"][i]
+        if not inst[i] and (a50 is None or not np.isfinite(a50)):
+            continue
+        ni = "" if ims[i] is None else ims[i]
+        nb = "" if inst[i] is None else inst[i]
+        rows.append(f"{str(name)[:16]:>16} {ni:>7} {nb:>7} {f(p[i])} {f(r[i])} {f(a50)} {f(a, 9)}")
+    return rows
 
 
 def plain(obj):

@@ -13,6 +13,12 @@ How the numbers are defined (the way YOLO trainers report P and R):
 
 The precision-recall curve of a class is its precision envelope (the best precision at recall >= r) sampled on
 a recall grid; its mean over a 101-point grid is the COCO-style AP.
+
+The confusion matrix (:func:`confusion_matrix`, as ultralytics draws it) is ``[nc + 1, nc + 1]``: rows are the
+predicted class, columns the true class, the last row and column "background". Per image, detections with
+score >= ``conf`` (0.25) and ground-truth boxes are paired one to one regardless of class, by decreasing IoU
+among pairs with IoU >= ``iou`` (0.45); a pair adds 1 at ``[pred class, true class]``, an unpaired ground
+truth at ``[background, true class]``, an unpaired detection at ``[pred class, background]``.
 """
 
 from __future__ import annotations
@@ -149,24 +155,68 @@ def pr_curves(tp, conf, pred_cls, gt_cls, nc: int, n_points: int = 101):
     return grid, prec, prec.mean(1)
 
 
+def confusion_matrix(pred_boxes, pred_scores, pred_cls, gt_boxes, gt_cls, nc: int, conf: float = 0.25,
+                     iou: float = 0.45) -> np.ndarray:
+    """One image's confusion matrix ``[nc + 1, nc + 1]`` int64 (see the module docstring); add them up."""
+    pb, ps, pc = _np(pred_boxes, (4,)), _np(pred_scores), _np(pred_cls).astype(int)
+    gb, gc = _np(gt_boxes, (4,)), _np(gt_cls).astype(int)
+    keep = ps >= conf
+    pb, pc = pb[keep], pc[keep]
+    m = np.zeros((nc + 1, nc + 1), dtype=np.int64)
+    pairs = []
+    if len(pb) and len(gb):
+        ov = _iou_matrix(pb, gb)
+        di, gi = np.nonzero(ov >= iou)
+        order = np.argsort(-ov[di, gi], kind="stable")
+        used_d, used_g = set(), set()
+        for d, g in zip(di[order].tolist(), gi[order].tolist()):
+            if d not in used_d and g not in used_g:
+                used_d.add(d)
+                used_g.add(g)
+                pairs.append((d, g))
+    for d, g in pairs:
+        m[pc[d], gc[g]] += 1
+    paired_d, paired_g = {d for d, _ in pairs}, {g for _, g in pairs}
+    for g in range(len(gb)):
+        if g not in paired_g:
+            m[nc, gc[g]] += 1
+    for d in range(len(pb)):
+        if d not in paired_d:
+            m[pc[d], nc] += 1
+    return m
+
+
+def normalize_columns(matrix: np.ndarray) -> np.ndarray:
+    """Each column divided by its sum (the fraction of each true class that went where); empty columns 0."""
+    m = np.asarray(matrix, dtype=np.float64)
+    return m / np.maximum(m.sum(0, keepdims=True), 1e-12) * (m.sum(0, keepdims=True) > 0)
+
+
 class DetectionMetrics:
-    """Accumulate detections over images, then report P/R/F1 at one IoU threshold and PR curves.
+    """Accumulate detections over images, then report P/R/F1 at one IoU threshold, PR and confidence curves.
 
     ``update(pred, gt_boxes, gt_cls)``: ``pred [n, 6]`` (x1, y1, x2, y2, score, class; the NMS output) and the
     image's GT ``[m, 4]`` xyxy, ``[m]`` classes, same pixels.
+    Also counted: ``matrix`` (the summed :func:`confusion_matrix`) and ``images_per_class [nc]`` (images with
+    at least one ground-truth box of the class).
     """
 
     def __init__(self, nc: int, iou_thres: float = 0.5):
         self.nc, self.iou_thres = nc, iou_thres
         self.tp, self.conf, self.pred_cls, self.gt_cls = [], [], [], []
+        self.matrix = np.zeros((nc + 1, nc + 1), dtype=np.int64)
+        self.images_per_class = np.zeros(nc, dtype=np.int64)
 
     def update(self, pred, gt_boxes, gt_cls) -> None:
-        pred = _np(pred, (6,))
+        pred, gt_cls = _np(pred, (6,)), _np(gt_cls)
         self.tp.append(match_predictions(pred[:, :4], pred[:, 4], pred[:, 5], gt_boxes, gt_cls,
                                          (self.iou_thres,))[:, 0])
         self.conf.append(pred[:, 4])
         self.pred_cls.append(pred[:, 5])
-        self.gt_cls.append(_np(gt_cls))
+        self.gt_cls.append(gt_cls)
+        self.matrix += confusion_matrix(pred[:, :4], pred[:, 4], pred[:, 5], gt_boxes, gt_cls, self.nc)
+        present = np.unique(gt_cls.astype(int))
+        self.images_per_class[present[(present >= 0) & (present < self.nc)]] += 1
 
     def _cat(self):
         def cat(xs, dtype):
@@ -183,6 +233,11 @@ class DetectionMetrics:
         out["ap_per_class"] = ap
         out["map"] = float(np.nanmean(ap)) if np.isfinite(ap).any() else 0.0
         return out
+
+    def confidence_curves(self, n_conf: int = 1000):
+        """:func:`confidence_curves` over everything seen, plus F1: ``grid, p, r, f1`` (``[nc, n_conf]``)."""
+        grid, p, r, _ = confidence_curves(*self._cat(), self.nc, n_conf)
+        return grid, p, r, 2 * p * r / np.maximum(p + r, 1e-16)
 
     def pr_curves(self, n_points: int = 101):
         """:func:`pr_curves` over everything seen."""
