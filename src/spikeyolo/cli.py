@@ -136,7 +136,16 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", type=float, default=None, help="override the depth multiplier")
     p.add_argument("--project", default=d.project, help="runs go to PROJECT/NAME (NAME2, ... if it exists)")
     p.add_argument("--name", default=d.name)
+    p.add_argument("--exist-ok", action="store_true", help="write into PROJECT/NAME even if it exists")
     p.add_argument("--resume", default=None, help="weights/last.pt (or its run folder) to continue from")
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help="stop after this many epochs without a better fitness (0: never)")
+    p.add_argument("--save-period", type=int, default=d.save_period,
+                   help="also keep weights/epoch<N>.pt every N epochs (<= 0: off)")
+    p.add_argument("--freeze", type=int, default=d.freeze, help="freeze the first N layers")
+    p.add_argument("--single-cls", action="store_true", help="train every class as one class")
+    p.add_argument("--cache", choices=["ram"], default=None, help="ram: decode images once, keep them in memory")
+    _no_flag(p, "tensorboard", "no TensorBoard logging (it is on when the tensorboard package is installed)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 

@@ -9,7 +9,7 @@ import torch
 
 from .augment import DEFAULT_HYP
 from .config import DataConfigError, load_data_config
-from .dataset import DataError, DetectionDataset, build_dataset, read_split
+from .dataset import DataError, DetectionDataset, build_dataset, read_split, single_class_names
 from .loader import build_dataloader
 from .tiling import crop_region, split_regions, tile_grid, tile_image
 
@@ -45,6 +45,7 @@ __all__ = [
     "crop_region",
     "load_data_config",
     "read_split",
+    "single_class_names",
     "split_regions",
     "tile_grid",
     "tile_image",

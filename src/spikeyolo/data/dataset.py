@@ -4,6 +4,7 @@ items as dicts per docs/internals.md, and exposes ground truth in original pixel
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ class DetectionDataset(torch.utils.data.Dataset):
         tile_size, overlap, min_visibility: cut every image into tiles (see ``tiling.tile_grid``); each tile is
             then an "original image" of its own (also for :meth:`ground_truth`).
         stats: counts from reading, extended here.
+        cache_ram: decode every image (or tile) once, here, and serve it from memory afterwards (``--cache
+            ram``; loader workers started later share the arrays by fork).
 
     ``__getitem__`` takes an index or an ``(index, epoch, mosaic)`` key (what ``build_dataloader`` sends, so
     epoch and mosaic reach persistent workers). Items: ``img`` uint8 ``[3, imgsz, imgsz]`` RGB, ``cls [n, 1]``,
@@ -92,6 +95,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         overlap: float = 0.2,
         min_visibility: float = 0.5,
         stats: dict | None = None,
+        cache_ram: bool = False,
     ):
         self.names, self.nc, self.imgsz = list(names), len(names), int(imgsz)
         self.augment, self.hyp, self.seed = bool(augment), A.merge_hyp(hyp), int(seed)
@@ -108,6 +112,10 @@ class DetectionDataset(torch.utils.data.Dataset):
         )
         self.stats.setdefault("skipped", 0)
         self.stats.setdefault("warnings", [])
+        self._ram: list[np.ndarray] | None = None
+        if cache_ram:
+            self._ram = [self.load(i) for i in range(len(self.samples))]
+            self.stats["cached_bytes"] = sum(im.nbytes for im in self._ram)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -134,6 +142,8 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def load(self, i: int) -> np.ndarray:
         """BGR uint8 ``[h, w, 3]`` of sample ``i`` (the tile cut out for a tile)."""
+        if self._ram is not None:
+            return self._ram[i]
         s = self.samples[i]
         if s.region is None:
             im = read_image(s.im_file)
@@ -280,6 +290,8 @@ def build_dataset(
     min_visibility: float = 0.5,
     cache: bool = True,
     progress: bool = True,
+    single_cls: bool = False,
+    cache_ram: bool = False,
     **kwargs,
 ):
     """Dataset for one split of a data YAML (path, dict or loaded config).
@@ -288,6 +300,8 @@ def build_dataset(
     ``spikeyolo.events.gen1.Gen1Dataset(cfg, split, imgsz, augment=..., seed=..., hyp=..., **kwargs)`` (flip,
     zoom and shift from ``hyp``'s ``fliplr``, ``scale``, ``translate``; no mosaic, colour or tiling;
     ``progress``: a progress bar while it caches frames).
+    ``single_cls``: every box becomes class 0 (name it with :func:`single_class_names`). ``cache_ram``: images
+    decoded once and kept in memory (image datasets; Gen1 frames are cached by their dataset anyway).
     Warnings are logged (the first few) and kept in ``dataset.stats["warnings"]``. Raises :class:`DataError`
     when no usable image is left.
     """
@@ -298,6 +312,8 @@ def build_dataset(
     if cfg["type"] == "gen1":
         from spikeyolo.events.gen1 import Gen1Dataset  # lazy: the events package is optional here
 
+        if single_cls:
+            raise DataError(f"{where}: --single-cls is for image datasets; gen1 recordings keep their classes")
         augment = split == "train" if augment is None else augment
         return Gen1Dataset(cfg, split, imgsz, augment=augment, seed=seed, hyp=hyp, progress=progress, **kwargs)
     if kwargs:
@@ -310,9 +326,18 @@ def build_dataset(
             f"first problems: {stats['warnings'][:3]}"
         )
     augment = split == "train" if augment is None else augment
+    names = cfg["names"]
+    if single_cls:
+        records = [dataclasses.replace(r, cls=np.zeros_like(r.cls)) for r in records]
+        names = single_class_names(names)
     return DetectionDataset(
-        records, cfg["names"], imgsz, augment, hyp, seed, tile_size, overlap, min_visibility, stats
+        records, names, imgsz, augment, hyp, seed, tile_size, overlap, min_visibility, stats, cache_ram
     )
+
+
+def single_class_names(names: list[str]) -> list[str]:
+    """The one class name of a ``single_cls`` run: the dataset's own when it has one class, else ``item``."""
+    return list(names) if len(names) == 1 else ["item"]
 
 
 def _log(where: str, split: str, records: list, stats: dict) -> None:

@@ -34,6 +34,8 @@ from ..checkpoint import atomic_torch_save, checkpoint_dict, read_checkpoint
 from . import distributed as ddp
 from .ema import ModelEMA, unwrap
 from .optim import LRSchedule, accumulate_steps, apply_warmup, build_optimizer, scaled_weight_decay, warmup_iters
+from .tb_log import open_tensorboard
+from .train_plots import TRAIN_BATCH_PLOTS, plot_dataset_labels, plot_train_batch
 from .utils import get_rng_state, increment_path, seed_everything, select_device, set_rng_state
 from .validator import Validator, fitness, plain, summary_table, to_input
 
@@ -95,6 +97,12 @@ class TrainConfig:
     iou: float = 0.7
     max_det: int = 300
     plots: bool = True
+    patience: int = 100  # stop after this many epochs without a better fitness (0: never)
+    save_period: int = -1  # also keep weights/epoch<N>.pt every this many epochs (<= 0: off)
+    freeze: int = 0  # freeze the first N layers (their weights are not trained)
+    single_cls: bool = False  # train every class as one
+    cache: str | None = None  # "ram": decode the images once and keep them in memory
+    tensorboard: bool = True  # log results.csv's columns to TensorBoard when the package is installed
     project: str = "runs/detect"
     name: str = "train"
     exist_ok: bool = False
@@ -198,14 +206,15 @@ class Trainer:
         cfg = self.cfg
         hyp = dict(cfg.hyp)
         local_batch = max(cfg.batch // info.world_size, 1)
+        extra = {"single_cls": cfg.single_cls, "cache_ram": cfg.cache == "ram"}
         train_set = build_dataset(data_cfg, "train", imgsz=cfg.imgsz, augment=True, hyp=hyp, seed=cfg.seed,
-                                  progress=cfg.progress)
+                                  progress=cfg.progress, **extra)
         train_loader = build_dataloader(train_set, batch_size=local_batch, workers=cfg.workers, shuffle=True,
                                         seed=cfg.seed, rank=info.rank, world_size=info.world_size)
         val_loader = None
         if cfg.val and info.main and data_cfg.get("val"):
             val_set = build_dataset(data_cfg, "val", imgsz=cfg.imgsz, augment=False, seed=cfg.seed,
-                                    progress=cfg.progress)
+                                    progress=cfg.progress, **extra)
             val_loader = build_dataloader(val_set, batch_size=max(local_batch * 2, 1), workers=cfg.workers,
                                           shuffle=False, seed=cfg.seed, rank=0, world_size=1)
         return train_set, train_loader, val_loader
@@ -220,7 +229,7 @@ class Trainer:
             ddp.cleanup()
 
     def _train(self, device: torch.device, info: ddp.DistInfo) -> dict:
-        from ..data import load_data_config
+        from ..data import load_data_config, single_class_names
         from .loss import DetectionLoss
 
         t_start = time.time()
@@ -240,12 +249,14 @@ class Trainer:
 
         seed_everything(cfg.seed + info.rank, cfg.deterministic)
         data_cfg = load_data_config(cfg.data)
-        names = list(data_cfg["names"])
+        names = single_class_names(data_cfg["names"]) if cfg.single_cls else list(data_cfg["names"])
         train_set, train_loader, val_loader = self._loaders(data_cfg, info)
         # event datasets bring their own input channels and timesteps (frames arrive as [B, T, C, H, W])
         model = self._build_model(names, int(getattr(train_set, "in_channels", 3)),
                                   int(getattr(train_set, "T", cfg.T))).to(device).train()
         record_event_settings(model, train_set)
+        if cfg.freeze:
+            say(f"froze the first {freeze_layers(model, cfg.freeze)} layers ({cfg.freeze} requested)")
         self.model = model
 
         accumulate = accumulate_steps(cfg.batch, cfg.nbs)
@@ -296,6 +307,7 @@ class Trainer:
                     rows = [r for r in list(csv.reader(f))[1:] if r and int(r[0]) <= start_epoch]
             with open(csv_path, "w", newline="") as f:
                 csv.writer(f).writerows([RESULTS_COLUMNS, *rows])
+            self._first_plots(train_set, names)
             say(f"training {type(unwrap(model)).__name__} ({sum(p.numel() for p in model.parameters()):,} params) "
                 f"on {device} x{info.world_size}, {len(train_set)} train images, {nb} batches/epoch, "
                 f"accumulate {accumulate}, weight decay {wd:.3g}, results in {self.save_dir}")
@@ -304,7 +316,8 @@ class Trainer:
                 resume_ckpt["train_state"]["rng"]) else 0])
             say(f"resuming {self.save_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
 
-        stopped, last_metrics = None, best_metrics
+        stopped, early_stopped, last_metrics = None, None, best_metrics
+        tb = open_tensorboard(self.save_dir, say) if (info.main and cfg.tensorboard) else None
         epoch = start_epoch - 1
         for epoch in range(start_epoch, cfg.epochs):
             t_epoch = time.time()
@@ -323,6 +336,8 @@ class Trainer:
             try:
                 for i in bar:
                     batch = next(it)
+                    if i < TRAIN_BATCH_PLOTS and epoch == start_epoch and info.main and cfg.plots:
+                        plot_train_batch(batch, names, self.save_dir / f"train_batch{i}.jpg")
                     ni = i + nb * epoch
                     if ni <= nw and nw > 0:
                         apply_warmup(optimizer, ni, nw, schedule.factor(epoch), cfg.warmup_bias_lr,
@@ -367,7 +382,9 @@ class Trainer:
                 if improved:
                     best_fitness, best_metrics = fit, {**plain(metrics), "epoch": epoch + 1}
                 last_metrics = metrics or last_metrics
-                self._write_row(csv_path, epoch, mean_loss, metrics, lrs)
+                row = self._write_row(csv_path, epoch, mean_loss, metrics, lrs)
+                if tb is not None:
+                    tb.log(row, epoch + 1)
                 state = {
                     "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                     "optimizer": optimizer.state_dict(),
@@ -384,6 +401,8 @@ class Trainer:
                 atomic_torch_save(checkpoint_dict(ema.ema, train_state=state, **common), weights / "last.pt")
                 if improved:
                     atomic_torch_save(checkpoint_dict(ema.ema, **common), weights / "best.pt")
+                if cfg.save_period > 0 and (epoch + 1) % cfg.save_period == 0:
+                    atomic_torch_save(checkpoint_dict(ema.ema, **common), weights / f"epoch{epoch + 1}.pt")
                 if cfg.verbose:
                     msg = f"epoch {epoch + 1}/{cfg.epochs} done in {time.time() - t_epoch:.1f}s"
                     if metrics:
@@ -394,11 +413,19 @@ class Trainer:
                 self._gather_rng(info)
             ddp.barrier(info)
             self.on_epoch_end(epoch, metrics)
+            early = ddp.broadcast(_patience_out(cfg.patience, epoch, best_metrics) if info.main else None, info)
+            if early:
+                say(early)
+                early_stopped = early
+                break
 
         result = {"save_dir": str(self.save_dir), "last": str(weights / "last.pt"), "best": str(weights / "best.pt"),
                   "epochs": cfg.epochs, "epochs_done": epoch + 1 if stopped is None else epoch,
                   "time_s": time.time() - t_start, "best_fitness": best_fitness, "best_metrics": best_metrics,
-                  "last_metrics": plain(last_metrics) if last_metrics else None, "stopped": stopped}
+                  "last_metrics": plain(last_metrics) if last_metrics else None, "stopped": stopped,
+                  "early_stopped": early_stopped}
+        if tb is not None:
+            tb.close()
         if info.main:
             if stopped:
                 kept = "weights/last.pt keeps the last good epoch" if (weights / "last.pt").exists() else \
@@ -459,8 +486,18 @@ class Trainer:
         torch.distributed.all_gather_object(out, state)
         return out
 
+    def _first_plots(self, train_set, names) -> None:
+        """labels.jpg before the first epoch (when plots are on and the dataset exposes its labels)."""
+        if not self.cfg.plots or not hasattr(train_set, "ground_truth"):
+            return
+        try:
+            plot_dataset_labels(train_set, names, self.save_dir / "labels.jpg")
+        except Exception as e:  # a picture must never stop a run
+            self.log(f"warning: labels.jpg not written: {e}")
+
     @staticmethod
-    def _write_row(path: Path, epoch: int, loss: torch.Tensor, metrics: dict, lrs: list[float]) -> None:
+    def _write_row(path: Path, epoch: int, loss: torch.Tensor, metrics: dict, lrs: list[float]) -> dict:
+        """Append one results.csv row; returns it as ``{column: value or None}``."""
         def num(x):
             return "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{float(x):.6g}"
 
@@ -472,6 +509,29 @@ class Trainer:
                *[num(m.get(k)) for k in SNN_KEYS]]
         with open(path, "a", newline="") as f:
             csv.writer(f).writerow(row)
+        return {k: (float(v) if v != "" else None) for k, v in zip(RESULTS_COLUMNS, row)}
+
+
+def _patience_out(patience: int, epoch: int, best_metrics: dict | None) -> str | None:
+    """The early-stop message when ``patience`` epochs (0-based ``epoch`` just done) brought no better fitness."""
+    if patience <= 0 or not best_metrics or "epoch" not in best_metrics:
+        return None
+    if epoch + 1 - int(best_metrics["epoch"]) < patience:
+        return None
+    return (f"early stop: no better fitness in the {epoch + 1 - int(best_metrics['epoch'])} epochs since epoch "
+            f"{best_metrics['epoch']} (--patience {patience}); best.pt is that epoch")
+
+
+def freeze_layers(model: nn.Module, n: int) -> int:
+    """Stop training the first ``n`` layers (``requires_grad = False``); returns how many were frozen."""
+    layers = getattr(unwrap(model), "layers", None)
+    if layers is None:
+        raise ValueError(f"--freeze needs a model with .layers; {type(unwrap(model)).__name__} has none")
+    if n > len(layers):
+        raise ValueError(f"--freeze {n}: the model has only {len(layers)} layers")
+    for layer in list(layers)[:n]:
+        layer.requires_grad_(False)
+    return n
 
 
 def train(**kwargs) -> dict:
