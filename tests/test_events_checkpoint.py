@@ -168,9 +168,9 @@ def test_trainer_writes_event_settings_into_checkpoints(tmp_path, frames_spy):
 
     # and prediction on a .dat with that checkpoint uses them without being told
     frames_spy.clear()
-    from spikeyolo.engine.predictor import predict
+    from spikeyolo.engine.predict_outputs import predict_to_folder
 
-    predict(result["best"], data.parent / "val" / "rec_td.dat", imgsz=64, save=False, progress=False,
+    predict_to_folder(result["best"], data.parent / "val" / "rec_td.dat", imgsz=64, save=False, progress=False,
             project=str(tmp_path / "runs"), name="pred")
     assert frames_spy and all(t1 - t0 == 150_000 and T == 2 and opts == {"norm": "log"}
                               for t0, t1, T, kind, opts in frames_spy)

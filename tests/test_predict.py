@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from spikeyolo.engine.predictor import Predictor, list_sources, predict_source
+from spikeyolo.engine.predict_outputs import predict_source
+from spikeyolo.engine.predictor import Predictor, list_sources
 
 
 class FixedDetector(nn.Module):
@@ -75,8 +76,8 @@ def test_video_frame_by_frame(tmp_path):
 def test_bad_sources(tmp_path):
     with pytest.raises(FileNotFoundError):
         list_sources(tmp_path / "missing.png")
-    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "notes.csv").write_text("x")
     with pytest.raises(ValueError):
-        list_sources(tmp_path / "notes.txt")
+        list_sources(tmp_path / "notes.csv")
     with pytest.raises(FileNotFoundError):
         list_sources(tmp_path)  # a folder without images

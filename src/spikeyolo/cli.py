@@ -211,12 +211,17 @@ def _names_of(weights) -> list:
 
 def add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="checkpoint .pt")
-    p.add_argument("--source", required=True, help="image, folder, video (.mp4 ...) or event recording (.dat)")
+    p.add_argument("--source", required=True,
+                   help="image, folder, video (.mp4 ...), event recording (.dat), glob pattern ('photos/*.jpg'), "
+                        ".txt list of files, webcam index (0) or stream URL (rtsp://, http://, file://)")
     p.add_argument("--imgsz", type=int, default=None, help="default: the size the checkpoint was trained at")
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--iou", type=float, default=0.7)
     p.add_argument("--max-det", type=int, default=300)
     p.add_argument("--device", default=None)
+    p.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class ids (e.g. 0 2)")
+    p.add_argument("--batch", type=_positive_int, default=1, help="images or video frames per forward pass")
+    p.add_argument("--vid-stride", type=_positive_int, default=1, help="keep every n-th video or stream frame")
     p.add_argument("--save", action=argparse.BooleanOptionalAction, default=True,
                    help="write annotated images/videos (default on; --no-save for labels and JSON only)")
     _no_flag(p, "save-txt", "no YOLO txt labels")
@@ -243,12 +248,12 @@ def _positive_int(text: str) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from .engine.predictor import predict
+    from .engine.predict_outputs import predict_to_folder
 
-    summaries, save_dir = predict(args.weights, args.source, args.imgsz, args.conf, args.iou, args.max_det,
-                                  args.device, save=args.save, save_txt=args.save_txt, project=args.project,
-                                  name=args.name, window_us=args.window_us, step_us=args.step_us,
-                                  carry_state=args.carry_state)
+    summaries, save_dir = predict_to_folder(
+        args.weights, args.source, args.imgsz, args.conf, args.iou, args.max_det, args.device, save=args.save,
+        save_txt=args.save_txt, project=args.project, name=args.name, classes=args.classes, batch=args.batch,
+        vid_stride=args.vid_stride, window_us=args.window_us, step_us=args.step_us, carry_state=args.carry_state)
     for s in summaries:
         what = f"{s['frames']} frames, " if "frames" in s else ""
         print(f"{s['source']}: {what}{s.get('detections', '?')} detections")

@@ -103,7 +103,8 @@ def run_demo(project: str | Path = "runs/demo", name: str = "trees", progress: b
     """Prepare the tiles, train, validate best.pt on the held-out region, draw predictions. Returns a summary."""
     from .checkpoint import load
     from .data.trees import prepare_tree_dataset
-    from .engine.predictor import Predictor, predict_source
+    from .engine.predict_outputs import predict_source
+    from .engine.predictor import Predictor
     from .engine.utils import select_device
     from .engine.validator import summary_table
 

@@ -1,19 +1,22 @@
-"""Prediction on images, folders and videos (``spikeyolo predict``).
+"""Prediction: the Python API (:func:`predict`, :class:`Result`) and ``spikeyolo predict``'s outputs.
 
-Each frame is letterboxed to ``imgsz``, run through the model (eval mode), suppressed (NMS), and its boxes are
-mapped back to the frame's pixels. Videos are read frame by frame with ``cv2.VideoCapture`` (never loaded
-whole) and written back annotated with ``cv2.VideoWriter``. Event recordings (``.dat``) are handed to
-``spikeyolo.events.stream.predict_recording``: sliding windows with the window, T and representation the model
-was trained with (``model.config["events"]``, else that function's defaults), written as ``<stem>_bbox.npy``.
+Each frame is letterboxed to ``imgsz``, run through the model (eval mode), suppressed (NMS, optionally only
+some ``classes``), and its boxes are mapped back to the frame's pixels. Sources (files, folders, globs,
+``.txt`` lists, webcams, stream URLs) are resolved by :mod:`spikeyolo.engine.sources`; videos and streams are
+read frame by frame (every ``vid_stride``-th), frames and images go through the model ``batch`` at a time.
+Event recordings (``.dat``) are handed to ``spikeyolo.events.stream.predict_recording``: sliding windows with
+the window, T and representation the model was trained with (``model.config["events"]``), written as
+``<stem>_bbox.npy``.
 
-Outputs under ``save_dir`` (when saving): the annotated image or video under its own name,
-``labels/<stem>.txt`` (videos: ``labels/<stem>_<frame>.txt``) with one ``cls cx cy w h conf`` row per box
-(normalized to the frame), and ``<stem>.json`` per source: its detections (per frame for a video).
+Outputs of :func:`predict_to_folder` under ``save_dir`` (when saving): the annotated image or video under its
+own name, ``labels/<stem>.txt`` (videos: ``labels/<stem>_<frame>.txt``) with one ``cls cx cy w h conf`` row
+per box (normalized to the frame), and ``<stem>.json`` per source: its detections (per frame for a video).
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -23,26 +26,13 @@ from torch import nn
 
 from ..boxes import clip_boxes, unletterbox
 from ..data.augment import letterbox
-from ..data.labels import IMG_EXTS
 from .nms import non_max_suppression
-
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm")
-EVENT_EXTS = (".dat",)
+from .sources import Source, open_capture, read_frames, read_image_file, resolve_sources
 
 
-def list_sources(source: str | Path) -> list[Path]:
-    """An image, video or recording file, or every such file in a folder (sorted)."""
-    p = Path(source)
-    if p.is_dir():
-        files = sorted(q for q in p.iterdir() if q.suffix.lower() in IMG_EXTS + VIDEO_EXTS + EVENT_EXTS)
-        if not files:
-            raise FileNotFoundError(f"no image, video or .dat file in folder {p}")
-        return files
-    if not p.is_file():
-        raise FileNotFoundError(f"source not found: {p}")
-    if p.suffix.lower() not in IMG_EXTS + VIDEO_EXTS + EVENT_EXTS:
-        raise ValueError(f"{p}: unsupported source type {p.suffix!r} (images {IMG_EXTS}, videos {VIDEO_EXTS}, .dat)")
-    return [p]
+def list_sources(source) -> list[Path]:
+    """The files (images, videos, recordings) a file, folder, glob or ``.txt`` list names."""
+    return [Path(s.path) for s in resolve_sources(source) if s.kind != "stream"]
 
 
 def yolo_lines(det: np.ndarray, shape: tuple[int, int]) -> list[str]:
@@ -64,6 +54,42 @@ def detections_json(det: np.ndarray, names) -> list[dict]:
     return out
 
 
+@dataclass
+class Result:
+    """Detections on one image or video frame, in its own pixels.
+
+    ``boxes [n, 4]`` xyxy float32, ``scores [n]`` float32, ``classes [n]`` int64, ``names`` the model's class
+    names (``labels`` gives each box's), ``path`` the source (file, URL or webcam index), ``frame`` the frame
+    index in a video or stream (``None`` for an image), ``shape`` (h, w), ``fps`` of the video after
+    ``vid_stride`` (``None`` for an image).
+    """
+
+    path: str
+    frame: int | None
+    shape: tuple[int, int]
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    names: list[str]
+    fps: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.names[c] if 0 <= c < len(self.names) else str(c) for c in self.classes.tolist()]
+
+    @property
+    def det(self) -> np.ndarray:
+        """``[n, 6]``: x1, y1, x2, y2, score, class (the NMS layout)."""
+        return np.concatenate((self.boxes, self.scores[:, None], self.classes[:, None].astype(np.float32)), 1)
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "frame": self.frame, "shape": list(self.shape),
+                "detections": detections_json(self.det, self.names)}
+
+
 class Predictor:
     """Detections of a model on BGR frames.
 
@@ -72,14 +98,19 @@ class Predictor:
         imgsz: square input size (a multiple of 32).
         conf, iou, max_det: NMS settings (0.25, 0.7, 300 by default for prediction).
         device: where the model runs.
+        classes: keep only these class ids (``None``: all).
     """
 
     def __init__(self, model: nn.Module, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
-                 max_det: int = 300, device="cpu"):
+                 max_det: int = 300, device="cpu", classes: Iterable[int] | None = None):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.imgsz, self.conf, self.iou, self.max_det = int(imgsz), conf, iou, max_det
         self.names = list(getattr(model, "names", None) or [str(i) for i in range(getattr(model, "nc", 80))])
+        self.classes = None if classes is None else [int(c) for c in classes]
+        bad = [c for c in self.classes or [] if not 0 <= c < len(self.names)]
+        if bad:
+            raise ValueError(f"classes {bad} out of range: the model detects {len(self.names)} classes")
 
     @torch.no_grad()
     def __call__(self, frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -93,7 +124,7 @@ class Predictor:
             metas.append(((gain, pad), f.shape[:2]))
         x = torch.stack(inputs).to(self.device).float() / 255.0
         out = self.model(x)
-        dets = non_max_suppression(out.float(), self.conf, self.iou, self.max_det)
+        dets = non_max_suppression(out.float(), self.conf, self.iou, self.max_det, classes=self.classes)
         results = []
         for d, (ratio_pad, shape) in zip(dets, metas):
             d = d.detach().float().cpu()
@@ -106,142 +137,94 @@ class Predictor:
 
         return draw_boxes(frame, det[:, :4], det[:, 5], det[:, 4], self.names)
 
-
-def predict_source(predictor: Predictor, source: str | Path, save_dir: Path | None = None, save: bool = True,
-                   save_txt: bool = True, save_json: bool = True, progress: bool = True, batch: int = 1,
-                   **event_kwargs) -> list[dict]:
-    """Run ``predictor`` over an image, a folder, a video or a ``.dat`` recording; returns one summary dict per
-    source file. ``event_kwargs`` (e.g. ``window_us``, ``step_us``, ``carry_state``) go to
-    :func:`spikeyolo.events.stream.predict_recording` for ``.dat`` sources and are ignored for the others."""
-    from tqdm import tqdm
-
-    files = list_sources(source)
-    if save_dir is not None:
-        save_dir.mkdir(parents=True, exist_ok=True)
-        if save_txt:
-            (save_dir / "labels").mkdir(exist_ok=True)
-    summaries = []
-    images = [f for f in files if f.suffix.lower() in IMG_EXTS]
-    for k in tqdm(range(0, len(images), batch), desc="images", unit="img", disable=not progress or not images):
-        chunk = images[k : k + batch]
-        frames = []
-        for f in chunk:
-            im = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if im is None:
-                raise OSError(f"cannot read image {f}")
-            frames.append(im)
-        for f, im, det in zip(chunk, frames, predictor(frames)):
-            summaries.append(_save_image(predictor, f, im, det, save_dir, save, save_txt, save_json))
-    for f in files:
-        if f.suffix.lower() in VIDEO_EXTS:
-            summaries.append(_predict_video(predictor, f, save_dir, save, save_txt, save_json, progress))
-        elif f.suffix.lower() in EVENT_EXTS:
-            summaries.append(_predict_events(predictor, f, save_dir, save, progress, **event_kwargs))
-    return summaries
+    def results(self, items: list[tuple[str, int | None, np.ndarray, float | None]]) -> list[Result]:
+        """``(path, frame, BGR image, fps)`` items -> one :class:`Result` each (one forward for all)."""
+        dets = self([im for _, _, im, _ in items])
+        return [Result(path, frame, tuple(im.shape[:2]), d[:, :4].astype(np.float32), d[:, 4].astype(np.float32),
+                       d[:, 5].astype(np.int64), self.names, fps) for (path, frame, im, fps), d in zip(items, dets)]
 
 
-def _save_image(predictor, f: Path, im, det, save_dir, save, save_txt, save_json) -> dict:
-    summary = {"source": str(f), "type": "image", "shape": list(im.shape[:2]), "detections": len(det)}
-    if save_dir is None:
-        return summary
-    if save:
-        out = save_dir / f.name
-        cv2.imwrite(str(out), predictor.draw(im, det))
-        summary["saved"] = str(out)
-    if save_txt:
-        (save_dir / "labels" / f"{f.stem}.txt").write_text("".join(r + "\n" for r in yolo_lines(det, im.shape[:2])))
-    if save_json:
-        js = {"source": str(f), "shape": list(im.shape[:2]), "detections": detections_json(det, predictor.names)}
-        (save_dir / f"{f.stem}.json").write_text(json.dumps(js))
-    return summary
+def _frames(sources: list[Source], vid_stride: int):
+    """``(source index, (path, frame, BGR image, fps))`` of every image and kept video/stream frame."""
+    for k, s in enumerate(sources):
+        if s.kind == "image":
+            yield k, (s.path, None, read_image_file(s.path), None)
+        elif s.kind in ("video", "stream"):
+            cap = open_capture(s)
+            fps = (cap.get(cv2.CAP_PROP_FPS) or 30.0) / vid_stride
+            try:
+                for n, frame in read_frames(cap, vid_stride):
+                    yield k, (s.path, n, frame, fps)
+            finally:
+                cap.release()
+        else:
+            raise ValueError(f"{s.path}: event recordings give detections per time window, not per image; use "
+                             "`spikeyolo predict --source` on it, or spikeyolo.events.stream.predict_recording")
 
 
-def _predict_video(predictor, f: Path, save_dir, save, save_txt, save_json, progress) -> dict:
-    from tqdm import tqdm
-
-    cap = cv2.VideoCapture(str(f))
-    if not cap.isOpened():
-        raise OSError(f"cannot open video {f}")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    writer, frames_json, n, n_det = None, [], 0, 0
-    out_path = save_dir / f"{f.stem}.mp4" if save_dir is not None else None
-    bar = tqdm(total=total, desc=f.name, unit="frame", disable=not progress)
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            det = predictor([frame])[0]
-            n_det += len(det)
-            if save_dir is not None:
-                if save:
-                    if writer is None:
-                        h, w = frame.shape[:2]
-                        writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                    writer.write(predictor.draw(frame, det))
-                if save_txt:
-                    rows = yolo_lines(det, frame.shape[:2])
-                    (save_dir / "labels" / f"{f.stem}_{n}.txt").write_text("".join(r + "\n" for r in rows))
-                if save_json:
-                    frames_json.append({"frame": n, "detections": detections_json(det, predictor.names)})
-            n += 1
-            bar.update(1)
-    finally:
-        bar.close()
-        cap.release()
-        if writer is not None:
-            writer.release()
-    if n == 0:
-        raise OSError(f"no frame could be read from video {f}")
-    summary = {"source": str(f), "type": "video", "frames": n, "fps": fps, "detections": n_det}
-    if save_dir is not None and save:
-        summary["saved"] = str(out_path)
-    if save_dir is not None and save_json:
-        (save_dir / f"{f.stem}.json").write_text(json.dumps({"source": str(f), "fps": fps, "frames": frames_json}))
-    return summary
+def iter_with_images(predictor: Predictor, sources: list[Source], batch: int = 1, vid_stride: int = 1
+                     ) -> Iterator[tuple[int, Result, np.ndarray]]:
+    """``(source index, Result, BGR image)`` of every image and kept frame, in order, ``batch`` a forward."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    buf: list = []
+    for k, item in _frames(sources, vid_stride):
+        buf.append((k, item))
+        if len(buf) == batch:
+            yield from _run(predictor, buf)
+            buf = []
+    if buf:
+        yield from _run(predictor, buf)
 
 
-def _predict_events(predictor, f: Path, save_dir, save, progress, **kwargs) -> dict:
-    """A ``.dat`` recording: sliding windows of events through the model (spikeyolo.events.stream)."""
-    try:
-        from ..events.stream import predict_recording
-    except ImportError as e:
-        raise NotImplementedError(
-            f"{f}: event recordings need spikeyolo.events.stream.predict_recording, which is not available ({e})"
-        ) from None
-    model = predictor.model
-    out = (save_dir or f.parent) / f"{f.stem}_bbox.npy"
-    video = save_dir / f"{f.stem}.mp4" if save_dir is not None and save else None
-    dets = predict_recording(model, f, out, imgsz=predictor.imgsz, conf=predictor.conf, iou=predictor.iou,
-                             max_det=predictor.max_det, video_path=video, names=predictor.names, progress=progress,
-                             **kwargs)
-    summary = {"source": str(f), "type": "events", "detections": int(len(dets)), "boxes": str(out)}
-    if video is not None:
-        summary["saved"] = str(video)
-    return summary
+def _run(predictor: Predictor, buf: list):
+    results = predictor.results([item for _, item in buf])
+    return ((k, r, item[2]) for (k, item), r in zip(buf, results))
+
+
+def iter_results(predictor: Predictor, sources: list[Source], batch: int = 1, vid_stride: int = 1
+                 ) -> Iterator[Result]:
+    """:class:`Result` of every image and every kept video/stream frame, in order, ``batch`` frames a forward."""
+    return (r for _, r, _ in iter_with_images(predictor, sources, batch, vid_stride))
+
+
+def load_predictor(weights, imgsz, conf, iou, max_det, device, classes) -> Predictor:
+    from ..checkpoint import load
+    from .utils import select_device
+    from .validator import checkpoint_imgsz
+
+    if isinstance(weights, nn.Module):
+        size = imgsz or (getattr(weights, "config", None) or {}).get("imgsz") or 640
+        return Predictor(weights, int(size), conf, iou, max_det, select_device(device), classes)
+    return Predictor(load(weights), int(imgsz or checkpoint_imgsz(weights)), conf, iou, max_det,
+                     select_device(device), classes)
 
 
 def predict(weights, source, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
-            device=None, save: bool = True, save_txt: bool = True, save_json: bool = True,
-            project: str = "runs/detect", name: str = "predict", progress: bool = True,
-            exist_ok: bool = False, window_us: int | None = None, step_us: int | None = None,
-            carry_state: bool = False) -> tuple[list[dict], Path]:
-    """Load a checkpoint and predict on ``source``; outputs go to a new ``project/name`` folder.
+            device=None, classes: Iterable[int] | None = None, batch: int = 1, vid_stride: int = 1,
+            stream: bool = False) -> list[Result] | Iterator[Result]:
+    """Detect objects; returns one :class:`Result` per image or video frame (nothing is written to disk).
 
-    ``window_us``, ``step_us``, ``carry_state`` apply to ``.dat`` sources only (ignored for images and videos);
-    ``None`` takes the window the checkpoint was trained with (else 250 ms) and a 50 ms step (the window with
-    ``carry_state``), see :func:`spikeyolo.events.stream.predict_recording`.
+    Args:
+        weights: a checkpoint path (``best.pt``) or a loaded model.
+        source: an image, video, folder, glob pattern, ``.txt`` list of files, webcam index, stream URL, a
+            BGR ``uint8`` numpy image, or a list of any of these (see :mod:`spikeyolo.engine.sources`).
+        imgsz: input size (default: the size the checkpoint was trained at).
+        conf, iou, max_det: NMS settings. classes: keep only these class ids.
+        batch: frames per forward pass. vid_stride: keep every n-th video/stream frame.
+        stream: return a generator (use it for webcams and long videos: memory stays bounded).
 
-    Returns ``(per-source summaries, save_dir)``.
+    Example::
+
+        for r in spikeyolo.predict("best.pt", "photos/*.jpg"):
+            for box, score, name in zip(r.boxes, r.scores, r.labels):
+                print(r.path, name, round(float(score), 2), box.round(1).tolist())
     """
-    from ..checkpoint import load
-    from .utils import increment_path, select_device
-    from .validator import checkpoint_imgsz
-
-    dev = select_device(device)
-    predictor = Predictor(load(weights), int(imgsz or checkpoint_imgsz(weights)), conf, iou, max_det, dev)
-    list_sources(source)  # fails on a bad source before a run folder is created
-    save_dir = increment_path(Path(project) / name, exist_ok)
-    event_kwargs = {"window_us": window_us, "step_us": step_us, "carry_state": carry_state}
-    return predict_source(predictor, source, save_dir, save, save_txt, save_json, progress, **event_kwargs), save_dir
+    predictor = load_predictor(weights, imgsz, conf, iou, max_det, device, classes)
+    items = source if isinstance(source, list) else [source]
+    if all(isinstance(s, np.ndarray) for s in items):
+        arrays = [(f"image{i}", None, im, None) for i, im in enumerate(items)]
+        gen = (r for k in range(0, len(arrays), batch) for r in predictor.results(arrays[k: k + batch]))
+    else:
+        gen = iter_results(predictor, resolve_sources(source), batch, vid_stride)
+    return gen if stream else list(gen)

@@ -1,0 +1,137 @@
+"""``spikeyolo predict``'s files: annotated images and videos, YOLO txt labels and JSON per source.
+
+Layout under ``save_dir``: the annotated image (its own name) or video (``<stem>.mp4``), ``labels/<stem>.txt``
+(videos and streams: ``labels/<stem>_<frame>.txt``) with one ``cls cx cy w h conf`` row per box (normalized to
+the frame), ``<stem>.json`` per source, and for event recordings ``<stem>_bbox.npy`` (and ``<stem>.mp4``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+
+from .predictor import Predictor, Result, detections_json, iter_with_images, load_predictor, yolo_lines
+from .sources import Source, resolve_sources
+from .utils import increment_path
+
+
+class _SourceWriter:
+    """Writes the outputs of one image, video or stream as its results arrive; ``summary()`` at the end."""
+
+    def __init__(self, predictor: Predictor, source: Source, save_dir: Path | None, save: bool, save_txt: bool,
+                 save_json: bool):
+        self.p, self.src, self.dir = predictor, source, save_dir
+        self.save = save and save_dir is not None
+        self.save_txt = save_txt and save_dir is not None
+        self.save_json = save_json and save_dir is not None
+        self.writer, self.frames, self.n, self.n_det, self.fps, self.shape = None, [], 0, 0, None, None
+
+    def add(self, r: Result, image) -> None:
+        det, stem = r.det, self.src.name
+        self.n, self.n_det, self.fps, self.shape = self.n + 1, self.n_det + len(r), r.fps, r.shape
+        if self.src.kind == "image":
+            if self.save:
+                cv2.imwrite(str(self.dir / Path(self.src.path).name), self.p.draw(image, det))
+            if self.save_txt:
+                (self.dir / "labels" / f"{stem}.txt").write_text("".join(f"{x}\n" for x in yolo_lines(det, r.shape)))
+            if self.save_json:
+                js = {"source": r.path, "shape": list(r.shape), "detections": detections_json(det, self.p.names)}
+                (self.dir / f"{stem}.json").write_text(json.dumps(js))
+            return
+        if self.save:
+            if self.writer is None:
+                h, w = r.shape
+                self.writer = cv2.VideoWriter(str(self.dir / f"{stem}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
+                                              r.fps or 30.0, (w, h))
+            self.writer.write(self.p.draw(image, det))
+        if self.save_txt:
+            rows = yolo_lines(det, r.shape)
+            (self.dir / "labels" / f"{stem}_{r.frame}.txt").write_text("".join(x + "\n" for x in rows))
+        if self.save_json:
+            self.frames.append({"frame": r.frame, "detections": detections_json(det, self.p.names)})
+
+    def summary(self) -> dict:
+        if self.writer is not None:
+            self.writer.release()
+        stem = self.src.name
+        if self.src.kind == "image":
+            out = {"source": self.src.path, "type": "image", "shape": list(self.shape), "detections": self.n_det}
+            if self.save:
+                out["saved"] = str(self.dir / Path(self.src.path).name)
+            return out
+        if self.n == 0:
+            raise OSError(f"no frame could be read from {self.src.kind} {self.src.path}")
+        out = {"source": self.src.path, "type": self.src.kind, "frames": self.n, "fps": self.fps,
+               "detections": self.n_det}
+        if self.save:
+            out["saved"] = str(self.dir / f"{stem}.mp4")
+        if self.save_json:
+            js = {"source": self.src.path, "fps": self.fps, "frames": self.frames}
+            (self.dir / f"{stem}.json").write_text(json.dumps(js))
+        return out
+
+
+def predict_source(predictor: Predictor, source, save_dir: Path | None = None, save: bool = True,
+                   save_txt: bool = True, save_json: bool = True, progress: bool = True, batch: int = 1,
+                   vid_stride: int = 1, **event_kwargs) -> list[dict]:
+    """Run ``predictor`` over every source ``source`` names (see :mod:`spikeyolo.engine.sources`) and write the
+    outputs; returns one summary dict per source, in order. ``event_kwargs`` (``window_us``, ``step_us``,
+    ``carry_state``) go to :func:`spikeyolo.events.stream.predict_recording` for ``.dat`` sources."""
+    from tqdm import tqdm
+
+    sources = resolve_sources(source)
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        if save_txt:
+            (save_dir / "labels").mkdir(exist_ok=True)
+    frame_sources = [s for s in sources if s.kind != "events"]
+    writers = [_SourceWriter(predictor, s, save_dir, save, save_txt, save_json) for s in frame_sources]
+    bar = tqdm(desc="predict", unit="frame", disable=not progress or not frame_sources)
+    try:
+        for k, r, image in iter_with_images(predictor, frame_sources, batch, vid_stride):
+            writers[k].add(r, image)
+            bar.update(1)
+    finally:
+        bar.close()
+    frame_summaries = iter([w.summary() for w in writers])
+    return [_predict_events(predictor, Path(s.path), save_dir, save, progress, **event_kwargs)
+            if s.kind == "events" else next(frame_summaries) for s in sources]
+
+
+def _predict_events(predictor, f: Path, save_dir, save, progress, **kwargs) -> dict:
+    """A ``.dat`` recording: sliding windows of events through the model (spikeyolo.events.stream)."""
+    from ..events.stream import predict_recording  # the events package loads only for event sources
+
+    out = (save_dir or f.parent) / f"{f.stem}_bbox.npy"
+    video = save_dir / f"{f.stem}.mp4" if save_dir is not None and save else None
+    dets = predict_recording(predictor.model, f, out, imgsz=predictor.imgsz, conf=predictor.conf,
+                             iou=predictor.iou, max_det=predictor.max_det, video_path=video, names=predictor.names,
+                             progress=progress, **kwargs)
+    summary = {"source": str(f), "type": "events", "detections": int(len(dets)), "boxes": str(out)}
+    if video is not None:
+        summary["saved"] = str(video)
+    return summary
+
+
+def predict_to_folder(weights, source, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7,
+                      max_det: int = 300, device=None, save: bool = True, save_txt: bool = True,
+                      save_json: bool = True, project: str = "runs/detect", name: str = "predict",
+                      progress: bool = True, exist_ok: bool = False, classes=None, batch: int = 1,
+                      vid_stride: int = 1, window_us: int | None = None, step_us: int | None = None,
+                      carry_state: bool = False) -> tuple[list[dict], Path]:
+    """Load a checkpoint, predict on ``source`` and write the outputs into a new ``project/name`` folder.
+
+    ``window_us``, ``step_us``, ``carry_state`` apply to ``.dat`` sources only (ignored for images and videos);
+    ``None`` takes the window the checkpoint was trained with (else 250 ms) and a 50 ms step (the window with
+    ``carry_state``), see :func:`spikeyolo.events.stream.predict_recording`.
+
+    Returns ``(per-source summaries, save_dir)``.
+    """
+    predictor = load_predictor(weights, imgsz, conf, iou, max_det, device, classes)
+    resolve_sources(source)  # fails on a bad source before a run folder is created
+    save_dir = increment_path(Path(project) / name, exist_ok)
+    event_kwargs = {"window_us": window_us, "step_us": step_us, "carry_state": carry_state}
+    return predict_source(predictor, source, save_dir, save, save_txt, save_json, progress, batch, vid_stride,
+                          **event_kwargs), save_dir
