@@ -12,9 +12,9 @@ from pathlib import Path
 
 import cv2
 
+from ..runs import increment_path
 from .predictor import Predictor, Result, detections_json, iter_with_images, load_predictor, yolo_lines
 from .sources import Source, resolve_sources
-from .utils import increment_path
 
 
 class _SourceWriter:
@@ -78,7 +78,7 @@ def predict_source(predictor: Predictor, source, save_dir: Path | None = None, s
                    vid_stride: int = 1, **event_kwargs) -> list[dict]:
     """Run ``predictor`` over every source ``source`` names (see :mod:`spikeyolo.engine.sources`) and write the
     outputs; returns one summary dict per source, in order. ``event_kwargs`` (``window_us``, ``step_us``,
-    ``carry_state``) go to :func:`spikeyolo.events.stream.predict_recording` for ``.dat`` sources."""
+    ``carry_state``) go to :func:`spikeyolo.engine.stream.predict_recording` for ``.dat`` sources."""
     from tqdm import tqdm
 
     sources = resolve_sources(source)
@@ -101,8 +101,8 @@ def predict_source(predictor: Predictor, source, save_dir: Path | None = None, s
 
 
 def _predict_events(predictor, f: Path, save_dir, save, progress, **kwargs) -> dict:
-    """A ``.dat`` recording: sliding windows of events through the model (spikeyolo.events.stream)."""
-    from ..events.stream import predict_recording  # the events package loads only for event sources
+    """A ``.dat`` recording: sliding windows of events through the model (spikeyolo.engine.stream)."""
+    from .stream import predict_recording  # loaded only for event sources
 
     out = (save_dir or f.parent) / f"{f.stem}_bbox.npy"
     video = save_dir / f"{f.stem}.mp4" if save_dir is not None and save else None
@@ -125,7 +125,7 @@ def predict_to_folder(weights, source, imgsz: int | None = None, conf: float = 0
 
     ``window_us``, ``step_us``, ``carry_state`` apply to ``.dat`` sources only (ignored for images and videos);
     ``None`` takes the window the checkpoint was trained with (else 250 ms) and a 50 ms step (the window with
-    ``carry_state``), see :func:`spikeyolo.events.stream.predict_recording`.
+    ``carry_state``), see :func:`spikeyolo.engine.stream.predict_recording`.
 
     Returns ``(per-source summaries, save_dir)``.
     """

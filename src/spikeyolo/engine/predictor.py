@@ -4,7 +4,7 @@ Each frame is letterboxed to ``imgsz``, run through the model (eval mode), suppr
 some ``classes``), and its boxes are mapped back to the frame's pixels. Sources (files, folders, globs,
 ``.txt`` lists, webcams, stream URLs) are resolved by :mod:`spikeyolo.engine.sources`; videos and streams are
 read frame by frame (every ``vid_stride``-th), frames and images go through the model ``batch`` at a time.
-Event recordings (``.dat``) are handed to ``spikeyolo.events.stream.predict_recording``: sliding windows with
+Event recordings (``.dat``) are handed to ``spikeyolo.engine.stream.predict_recording``: sliding windows with
 the window, T and representation the model was trained with (``model.config["events"]``), written as
 ``<stem>_bbox.npy``.
 
@@ -26,7 +26,7 @@ from torch import nn
 
 from ..boxes import clip_boxes, unletterbox
 from ..data.augment import letterbox
-from .nms import non_max_suppression
+from ..nms import non_max_suppression
 from .sources import Source, open_capture, read_frames, read_image_file, resolve_sources
 
 
@@ -159,7 +159,7 @@ def _frames(sources: list[Source], vid_stride: int):
                 cap.release()
         else:
             raise ValueError(f"{s.path}: event recordings give detections per time window, not per image; use "
-                             "`spikeyolo predict --source` on it, or spikeyolo.events.stream.predict_recording")
+                             "`spikeyolo predict --source` on it, or spikeyolo.engine.stream.predict_recording")
 
 
 def iter_with_images(predictor: Predictor, sources: list[Source], batch: int = 1, vid_stride: int = 1
@@ -190,7 +190,7 @@ def iter_results(predictor: Predictor, sources: list[Source], batch: int = 1, vi
 
 def load_predictor(weights, imgsz, conf, iou, max_det, device, classes) -> Predictor:
     from ..checkpoint import load
-    from .utils import select_device
+    from ..runs import select_device
     from .validator import checkpoint_imgsz
 
     if isinstance(weights, nn.Module):
