@@ -44,30 +44,50 @@ def test_prepared_dataset_tiles_stay_on_their_side(prepared):
     out, data_yaml = prepared
     meta = yaml.safe_load(data_yaml.read_text())
     assert meta["names"] == {0: "Tree"} and (out / "LICENSE.deepforest").is_file()
-    for split in ("train", "val"):
+    assert meta["test"] == "images/test"
+    for split in ("train", "val", "test"):
         files = sorted((out / "images" / split).glob("*.png"))
         assert files
         for f in files:
             stem, x0, y0 = f.stem.rsplit("_", 2)
             x0, y0 = int(x0), int(y0)
-            lo, _, hi, _ = meta["split"][stem][split]
+            lo, top, hi, bottom = meta["split"][stem][split]
             h, w = read_image(f).shape[:2]
             assert w <= 320 and h <= 320
-            assert lo <= x0 and x0 + w <= hi, (f, lo, hi)  # never crosses the split line
+            assert lo <= x0 and x0 + w <= hi and top <= y0 and y0 + h <= bottom, (f, split)  # never crosses a line
 
 
-def test_val_counts_each_tree_once_and_loads(prepared):
-    out, data_yaml = prepared
-    val = build_dataset(data_yaml, "val", imgsz=64)
-    # independent count: boxes with at least half their area right of the line, from the original VOC boxes
-    expected = 0
+def test_validation_and_test_regions_split_the_held_out_part():
+    for stem, parts in tree_split(0.3, test=True).items():
+        held = tree_split(0.3)[stem]["val"]
+        v, t = parts["val"], parts["test"]
+        assert parts["train"] == tree_split(0.3)[stem]["train"]  # training region unchanged
+        assert v[0] == t[0] == held[0] and v[2] == t[2] == held[2]
+        assert v[1] == held[1] and v[3] == t[1] and t[3] == held[3] and abs((v[3] - v[1]) - (t[3] - t[1])) <= 1
+
+
+def _boxes_mostly_inside(region) -> int:
+    """Independent count from the original VOC boxes: boxes with at least half their area in ``region``."""
+    n = 0
+    x0, y0, x1, y1 = region[1]
     for r in load_tree_records():
-        cut = tree_split(0.3)[Path(r.im_file).stem]["val"][0]
-        inside = np.clip(r.boxes[:, 2], cut, None) - np.clip(r.boxes[:, 0], cut, None)
-        expected += int((inside >= 0.5 * (r.boxes[:, 2] - r.boxes[:, 0])).sum())
-    # the partition cuts can split a tree once more; a tree cut exactly in half counts in both pieces
-    assert abs(val.stats["boxes"] - expected) <= 3 and val.stats["skipped"] == 0
-    assert val.stats["warnings"] == []
+        if Path(r.im_file).stem != region[0]:
+            continue
+        b = r.boxes
+        iw = np.clip(b[:, 2], x0, x1) - np.clip(b[:, 0], x0, x1)
+        ih = np.clip(b[:, 3], y0, y1) - np.clip(b[:, 1], y0, y1)
+        n += int((iw * ih >= 0.5 * (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sum())
+    return n
+
+
+def test_val_and_test_count_each_tree_once_and_load(prepared):
+    out, data_yaml = prepared
+    for split in ("val", "test"):
+        ds = build_dataset(data_yaml, split, imgsz=64)
+        expected = sum(_boxes_mostly_inside((stem, parts[split])) for stem, parts in tree_split(0.3, True).items())
+        # the partition cuts can split a tree once more; a tree cut exactly in half counts in both pieces
+        assert abs(ds.stats["boxes"] - expected) <= 3 and ds.stats["skipped"] == 0, split
+        assert ds.stats["warnings"] == [] and expected > 30
 
 
 def test_reuse_and_refuse_to_overwrite(prepared):

@@ -3,11 +3,14 @@
 
 All classes (``Tree``, ``Alive``, ``Dead``) merge into one class ``Tree``. The split is spatial: every photo is
 cut by one vertical line, the left part (``1 - val_fraction`` of the width) is for training, the right part
-for validation, so no validation pixel is ever seen in training. A box crossing the line is clipped to each
-side and kept on the side that holds at least ``min_visibility`` of its area (with the default 0.5 a box is
-kept on at least one side, on both only when it is split exactly in half). Each part is then cut into tiles.
+is held out, so no held-out pixel is ever seen in training. The held-out part is cut once more, horizontally:
+its top half is the validation region (it picks ``best.pt``), its bottom half the test region (used for
+nothing but the final report, so the reported number is not flattered by the choice of epoch). A box crossing
+a line is clipped to each side and kept on the side that holds at least ``min_visibility`` of its area (with
+the default 0.5 a box is kept on at least one side, on both only when it is split exactly in half). Each part
+is then cut into tiles.
 
-The event demo can reuse the same split through :func:`tree_split` (regions in full-image pixels).
+The event demo reuses the same split through :func:`tree_split` (regions in full-image pixels).
 """
 
 from __future__ import annotations
@@ -38,13 +41,20 @@ def load_tree_records() -> list[Record]:
     return records
 
 
-def tree_split(val_fraction: float = 0.3) -> dict[str, dict[str, tuple[int, int, int, int]]]:
-    """``{image stem: {"train": region, "val": region}}``, regions ``(x0, y0, x1, y1)`` of the full photo."""
+def tree_split(val_fraction: float = 0.3, test: bool = False) -> dict[str, dict[str, tuple[int, int, int, int]]]:
+    """``{image stem: {"train": region, "val": region}}``, regions ``(x0, y0, x1, y1)`` of the full photo;
+    ``test=True``: the held-out region's top half is ``val``, its bottom half ``test``."""
     out = {}
     for r in load_tree_records():
-        train, val = split_regions(r.shape[0], r.shape[1], val_fraction, axis="x")
-        out[Path(r.im_file).stem] = {"train": train, "val": val}
+        train, held = split_regions(r.shape[0], r.shape[1], val_fraction, axis="x")
+        out[Path(r.im_file).stem] = {"train": train, **(_val_test(held) if test else {"val": held})}
     return out
+
+
+def _val_test(held: tuple[int, int, int, int]) -> dict[str, tuple[int, int, int, int]]:
+    x0, y0, x1, y1 = held
+    mid = (y0 + y1) // 2
+    return {"val": (x0, y0, x1, mid), "test": (x0, mid, x1, y1)}
 
 
 def _tiles(record: Record, part, tile_size: int, overlap: float | None, min_visibility: float):
@@ -75,30 +85,35 @@ def prepare_tree_dataset(
     overlap: float = 0.2,
     val_fraction: float = 0.3,
     min_visibility: float = 0.5,
+    test: bool = True,
 ) -> Path:
     """Write the demo as a YOLO dataset and return the path of its ``data.yaml``.
 
-    Layout: ``images/{train,val}/<stem>_<x0>_<y0>.png``, ``labels/{train,val}/*.txt``, ``data.yaml`` (with the
-    split regions under ``split``). Training tiles (``tile_size`` squares) overlap by ``overlap``; the validation
-    part is split into disjoint near-equal pieces of at most ``tile_size``, so each tree is scored once.
+    Layout: ``images/{train,val,test}/<stem>_<x0>_<y0>.png``, ``labels/{train,val,test}/*.txt``, ``data.yaml``
+    (with the split regions under ``split``); ``test=False``: the whole held-out part is ``val`` (no test).
+    Training tiles (``tile_size`` squares) overlap by ``overlap``; the validation and test parts are split into
+    disjoint near-equal pieces of at most ``tile_size``, so each tree is scored once.
     Existing identical files are reused; any other file in the way (different content, or extra images or
     labels from other settings) raises FileExistsError, so nothing a user had is overwritten or mixed in.
     """
     out = Path(out_dir)
     files: dict[Path, np.ndarray | str] = {}
     regions = {}
+    split = tree_split(val_fraction, test)
     for r in load_tree_records():
         full = read_image(r.im_file)
-        train, val = split_regions(r.shape[0], r.shape[1], val_fraction, axis="x")
-        regions[Path(r.im_file).stem] = {"train": list(train), "val": list(val)}
-        for split, part, ov in (("train", train, overlap), ("val", val, None)):
+        parts = split[Path(r.im_file).stem]
+        regions[Path(r.im_file).stem] = {k: list(v) for k, v in parts.items()}
+        for split_name, part in parts.items():
+            ov = overlap if split_name == "train" else None
             for name, (x0, y0, x1, y1), boxes, cls in _tiles(r, part, tile_size, ov, min_visibility):
-                files[out / "images" / split / f"{name}.png"] = full[y0:y1, x0:x1]
-                files[out / "labels" / split / f"{name}.txt"] = _label_text(boxes, cls, y1 - y0, x1 - x0)
+                files[out / "images" / split_name / f"{name}.png"] = full[y0:y1, x0:x1]
+                files[out / "labels" / split_name / f"{name}.txt"] = _label_text(boxes, cls, y1 - y0, x1 - x0)
     meta = {
         "path": ".",
         "train": "images/train",
         "val": "images/val",
+        **({"test": "images/test"} if test else {}),
         "names": {0: NAMES[0]},
         "nc": 1,
         "source": "spikeyolo bundled DeepForest/NEON tree photos (MIT, see LICENSE.deepforest)",
@@ -107,6 +122,7 @@ def prepare_tree_dataset(
             "overlap": overlap,
             "val_fraction": val_fraction,
             "min_visibility": min_visibility,
+            "test": test,
         },
         "split": regions,
     }
@@ -134,7 +150,7 @@ def _same(path: Path, content) -> bool:
 def _check_free(out: Path, files: dict) -> None:
     """Raise FileExistsError when ``out`` holds anything other than exactly these files' content."""
     conflicts = [str(p) for p, c in files.items() if p.exists() and not (p.is_file() and _same(p, c))]
-    for sub in ("images/train", "images/val", "labels/train", "labels/val"):
+    for sub in (f"{kind}/{split}" for kind in ("images", "labels") for split in ("train", "val", "test")):
         d = out / sub
         if d.is_dir():
             ext = ".txt" if sub.startswith("labels") else ".png"
@@ -151,15 +167,12 @@ def tree_event_splits(val_fraction: float = 0.3) -> dict:
     right part split in a top half (``val``) and bottom half (``test``), so validation and test pixels are
     never seen in training. Returns ``{split: [(name, image crop, boxes_xyxy, cls)]}`` (boxes clipped to the
     crop, kept when at least half visible). All tree classes are already merged into ``Tree``."""
-    regions = tree_split(val_fraction)
+    regions = tree_split(val_fraction, test=True)
     out = {"train": [], "val": [], "test": []}
     for rec in load_tree_records():
         stem = Path(rec.im_file).stem
         img = read_image(rec.im_file)
-        tr, va = regions[stem]["train"], regions[stem]["val"]
-        mid = (va[1] + va[3]) // 2
-        parts = {"train": tr, "val": (va[0], va[1], va[2], mid), "test": (va[0], mid, va[2], va[3])}
-        for split, (x0, y0, x1, y1) in parts.items():
+        for split, (x0, y0, x1, y1) in regions[stem].items():
             b = rec.boxes.astype(np.float64)
             c = np.stack((b[:, 0].clip(x0, x1), b[:, 1].clip(y0, y1), b[:, 2].clip(x0, x1), b[:, 3].clip(y0, y1)), 1)
             area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
