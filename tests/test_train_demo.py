@@ -7,18 +7,28 @@ from spikeyolo.cli import main
 
 def test_demo_flow_tiny(tmp_path, capsys):
     argv = ["demo", "--project", str(tmp_path), "--epochs", "1", "--imgsz", "64", "--width", "0.0625", "--batch", "8",
-            "--quiet", "--json"]
+            "--quiet", "--json", "--scale", "0.3", "--no-hsv"]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["weights"].endswith("trees/weights/best.pt") and 0 <= out["map50"] <= 1 and 0 <= out["map"] <= 1
     assert out["images"] > 0 and out["instances"] > 0 and out["settings"]["imgsz"] == 64
-    held = tmp_path / "trees" / "heldout"
-    assert (held / "predictions.json").is_file() and (held / "PR_curve.png").is_file()
+    assert out["settings"]["hyp"] == {"scale": 0.3, "hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0}
+    # the reported numbers are the test region's; the validation region (which picked best.pt) is reported too
+    assert out["reported_on"] == "test" and out["map50"] == out["test"]["map50"]
+    assert out["val"]["images"] > 0 and out["val"]["dir"].endswith("trees/val")
+    assert json.loads((tmp_path / "trees" / "demo.json").read_text()) == out
+    held = tmp_path / "trees" / "test"
+    for f in ("predictions.json", "PR_curve.png", "confusion_matrix.png", "F1_curve.png", "energy_layers.csv",
+              "firing_rates.png", "energy_by_stage.png"):
+        assert (held / f).is_file(), f
+    assert (tmp_path / "trees" / "results.csv").is_file() and (tmp_path / "trees" / "labels.jpg").is_file()
     drawn = sorted((held / "predictions").glob("*.png"))
-    assert len(drawn) == out["images"]  # every held-out tile drawn
-    # the held-out tiles come from the right part of each photo, never from the training part
-    train = {p.name for p in (tmp_path / "trees_data" / "images" / "train").iterdir()}
-    assert not train & {p.name for p in drawn}
+    assert len(drawn) == out["images"]  # every test tile drawn
+    # the held-out tiles come from the right part of each photo, never from the training part; val and test
+    # tiles never overlap either
+    tiles = tmp_path / "trees_tiles" / "images"
+    train, val = ({p.name for p in (tiles / s).iterdir()} for s in ("train", "val"))
+    assert not train & {p.name for p in drawn} and not val & {p.name for p in drawn}
 
 
 def test_event_demo_flow_tiny(tmp_path, capsys, monkeypatch):

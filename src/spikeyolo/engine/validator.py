@@ -127,7 +127,8 @@ class Validator:
         plots: write ``PR_curve.png``, ``P_curve.png``, ``R_curve.png``, ``F1_curve.png`` (against the
             confidence threshold), ``confusion_matrix.png`` and ``confusion_matrix_normalized.png`` (rows
             predicted, columns true; detections with score >= 0.25 paired at IoU >= 0.45),
-            ``val_batch0_labels.jpg`` and ``val_batch0_pred.jpg``.
+            ``val_batch0_labels.jpg`` and ``val_batch0_pred.jpg``; with an energy monitor that has a report, also
+            ``firing_rates.png`` and ``energy_by_stage.png``.
         compute_loss: also report the validation loss (needs a head with ``decode``).
         half: run under float16 autocast (CUDA only; the weights stay float32).
         energy: optional monitor with ``start(model)`` / ``stop() -> dict``.
@@ -240,6 +241,11 @@ class Validator:
             report = self.energy.report()
             report.save_csv(self.save_dir / "energy_layers.csv")
             report.save_json(self.save_dir / "energy.json")
+            if self.plots:
+                from ..energy.plots import plot_energy_breakdown, plot_firing_rates  # matplotlib: optional
+
+                plot_firing_rates(report, self.save_dir / "firing_rates.png")
+                plot_energy_breakdown(report, self.save_dir / "energy_by_stage.png")
         result["fitness"] = fitness(result)
         self.predictions = preds
         if self.save_dir is not None:
