@@ -14,6 +14,9 @@ optimizer, schedule, EMA counter, epoch, best fitness, RNG states, configuration
 dataset the model's config also records the window and representation (``config["events"]``), so prediction
 on a ``.dat`` (``spikeyolo.engine.stream.predict_recording``) feeds the model the inputs it was trained on.
 ``resume`` continues a run from its ``last.pt`` at the next epoch and ends as if it had never stopped.
+Also written: ``labels.jpg`` and ``train_batch0..2.jpg`` (engine/train_plots.py), ``weights/epoch<N>.pt`` every
+``save_period`` epochs, TensorBoard scalars of every results.csv column when the package is installed
+(engine/tb_log.py). ``patience`` epochs without a better fitness end the run early (``result["early_stopped"]``).
 """
 
 from __future__ import annotations
