@@ -7,14 +7,13 @@
     results = spikeyolo.predict("best.pt", "photos/*.jpg")   # per image: boxes (xyxy px), scores, classes
 """
 
-__version__ = "0.1.0"
-
-from .checkpoint import load, save  # noqa: E402
-from .engine.predictor import Predictor, Result, predict  # noqa: E402
-from .fuse import fuse  # noqa: E402
-from .model import SpikeYOLO, build_model  # noqa: E402
-from .neuron import ILIF  # noqa: E402
-from .spike_driven import audit, to_spike_driven  # noqa: E402
+from .checkpoint import load, save
+from .engine.predictor import Predictor, Result, predict
+from .fuse import fuse
+from .model import SpikeYOLO, build_model
+from .neuron import ILIF
+from .spike_driven import audit, to_spike_driven
+from .version import __version__
 
 __all__ = ["ILIF", "Predictor", "Result", "SpikeYOLO", "audit", "build_model", "fuse", "load", "predict", "save",
            "to_spike_driven", "__version__"]

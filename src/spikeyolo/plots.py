@@ -14,11 +14,12 @@ import cv2
 import numpy as np
 
 
-def _plt():
-    import matplotlib
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
+    import matplotlib  # heavy: loaded only when a plot is drawn
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: loaded only when a plot is drawn
 
     return plt
 
@@ -122,7 +123,7 @@ def read_results_csv(path: str | Path) -> dict[str, list[float]]:
 
 def plot_results(csv_path: str | Path, out: str | Path | None = None) -> Path:
     """results.csv -> results.png: one panel per loss and metric column against the epoch."""
-    plt = _plt()
+    plt = pyplot()
     csv_path = Path(csv_path)
     out = Path(out) if out else csv_path.with_name("results.png")
     data = read_results_csv(csv_path)
@@ -148,7 +149,7 @@ def plot_pr_curve(
     recall: np.ndarray, precision: np.ndarray, ap50: np.ndarray, names, out: str | Path
 ) -> Path:
     """PR curves at IoU 0.5: ``recall [R]`` grid, ``precision [nc, R]``, ``ap50 [nc]``; mean in bold."""
-    plt = _plt()
+    plt = pyplot()
     precision = np.atleast_2d(np.asarray(precision, dtype=float))
     ap50 = np.asarray(ap50, dtype=float).reshape(-1)
     names = list(names.values()) if isinstance(names, dict) else list(names)
@@ -172,7 +173,7 @@ def plot_pr_curve(
 
 
 def _save(fig, out) -> Path:
-    plt = _plt()
+    plt = pyplot()
     out = Path(out)
     fig.tight_layout()
     fig.savefig(out, dpi=150)
@@ -187,7 +188,7 @@ def _name_list(names, n: int) -> list[str]:
 def plot_confusion_matrix(matrix: np.ndarray, names, out: str | Path, normalize: bool = False) -> Path:
     """The ``[nc + 1, nc + 1]`` confusion matrix (rows predicted, columns true, last = background) as a heat map;
     ``normalize`` divides each column by its sum. Cells are annotated when there are at most 30 classes."""
-    plt = _plt()
+    plt = pyplot()
     m = np.asarray(matrix, dtype=np.float64)
     nc = len(m) - 1
     if normalize:
@@ -215,7 +216,7 @@ def plot_metric_curve(grid: np.ndarray, values: np.ndarray, names, out: str | Pa
                       best: tuple[float, float] | None = None) -> Path:
     """One metric (P, R or F1) per class against the confidence threshold (thin lines, up to 20 classes) and the
     class mean (bold); ``best = (confidence, value)`` is marked and written in the legend."""
-    plt = _plt()
+    plt = pyplot()
     values = np.atleast_2d(np.asarray(values, dtype=float))
     fig, ax = plt.subplots(figsize=(6, 5))
     if len(values) <= 20:
@@ -239,7 +240,7 @@ def plot_metric_curve(grid: np.ndarray, values: np.ndarray, names, out: str | Pa
 def plot_labels(boxes_cxcywh: np.ndarray, cls: np.ndarray, names, out: str | Path) -> Path:
     """``labels.jpg``: instances per class, box centres (x, y) and box sizes (w, h) as 2-D histograms, and up to
     500 box outlines centred on one point. Boxes are ``[n, 4]`` (cx, cy, w, h) normalized to their image."""
-    plt = _plt()
+    plt = pyplot()
     b = np.asarray(boxes_cxcywh, dtype=np.float64).reshape(-1, 4)
     c = np.asarray(cls).reshape(-1).astype(int)
     nc = max(len(names) if names is not None else 0, int(c.max()) + 1 if len(c) else 1)

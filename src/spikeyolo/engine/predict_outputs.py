@@ -11,10 +11,12 @@ import json
 from pathlib import Path
 
 import cv2
+from tqdm import tqdm
 
 from ..runs import increment_path
 from .predictor import Predictor, Result, detections_json, iter_with_images, load_predictor, yolo_lines
 from .sources import Source, resolve_sources
+from .stream import predict_recording
 
 
 class _SourceWriter:
@@ -79,8 +81,6 @@ def predict_source(predictor: Predictor, source, save_dir: Path | None = None, s
     """Run ``predictor`` over every source ``source`` names (see :mod:`spikeyolo.engine.sources`) and write the
     outputs; returns one summary dict per source, in order. ``event_kwargs`` (``window_us``, ``step_us``,
     ``carry_state``) go to :func:`spikeyolo.engine.stream.predict_recording` for ``.dat`` sources."""
-    from tqdm import tqdm
-
     sources = resolve_sources(source)
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
@@ -102,8 +102,6 @@ def predict_source(predictor: Predictor, source, save_dir: Path | None = None, s
 
 def _predict_events(predictor, f: Path, save_dir, save, progress, **kwargs) -> dict:
     """A ``.dat`` recording: sliding windows of events through the model (spikeyolo.engine.stream)."""
-    from .stream import predict_recording  # loaded only for event sources
-
     out = (save_dir or f.parent) / f"{f.stem}_bbox.npy"
     video = save_dir / f"{f.stem}.mp4" if save_dir is not None and save else None
     dets = predict_recording(predictor.model, f, out, imgsz=predictor.imgsz, conf=predictor.conf,

@@ -25,8 +25,11 @@ import torch
 from torch import nn
 
 from ..boxes import clip_boxes, unletterbox
+from ..checkpoint import checkpoint_imgsz, load
 from ..data.augment import letterbox
 from ..nms import non_max_suppression
+from ..plots import draw_boxes
+from ..runs import select_device
 from .sources import Source, open_capture, read_frames, read_image_file, resolve_sources
 
 
@@ -133,8 +136,6 @@ class Predictor:
         return results
 
     def draw(self, frame: np.ndarray, det: np.ndarray) -> np.ndarray:
-        from ..plots import draw_boxes
-
         return draw_boxes(frame, det[:, :4], det[:, 5], det[:, 4], self.names)
 
     def results(self, items: list[tuple[str, int | None, np.ndarray, float | None]]) -> list[Result]:
@@ -189,10 +190,6 @@ def iter_results(predictor: Predictor, sources: list[Source], batch: int = 1, vi
 
 
 def load_predictor(weights, imgsz, conf, iou, max_det, device, classes) -> Predictor:
-    from ..checkpoint import load
-    from ..runs import select_device
-    from .validator import checkpoint_imgsz
-
     if isinstance(weights, nn.Module):
         size = imgsz or (getattr(weights, "config", None) or {}).get("imgsz") or 640
         return Predictor(weights, int(size), conf, iou, max_det, select_device(device), classes)
