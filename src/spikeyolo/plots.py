@@ -158,7 +158,7 @@ def plot_pr_curve(
         for i, p in enumerate(precision):
             ax.plot(recall, p, linewidth=1, label=f"{class_name(names, i)} {ap50[i]:.3f}")
     mean_label = f"all classes {np.nanmean(ap50):.3f} mAP@0.5"
-    ax.plot(recall, precision.mean(0), linewidth=3, color="blue", label=mean_label)
+    ax.plot(recall, np.nanmean(precision, 0), linewidth=3, color="blue", label=mean_label)
     ax.set_xlabel("Recall")
     ax.set_ylabel("Precision")
     ax.set_xlim(0, 1)

@@ -265,12 +265,14 @@ class Validator:
         grid, prec, ap = det.pr_curves()
         plot_pr_curve(grid, prec, ap, names, out / "PR_curve.png")
         conf_grid, p, r, f1 = det.confidence_curves()
-        present = det.images_per_class > 0
+        present = det.images_per_class > 0  # classes with ground truth (the others have no curve)
+        if not present.any():
+            present[:] = True
+        shown = [names[i] for i in np.flatnonzero(present)]
         best_f1 = (pr["conf"], pr["f1"])
         for values, label, file, best in ((p, "Precision", "P_curve.png", None), (r, "Recall", "R_curve.png", None),
                                           (f1, "F1", "F1_curve.png", best_f1)):
-            plot_metric_curve(conf_grid, values[present] if present.any() else values, names, out / file, label,
-                              best)
+            plot_metric_curve(conf_grid, values[present], shown, out / file, label, best)
         plot_confusion_matrix(det.matrix, names, out / "confusion_matrix.png")
         plot_confusion_matrix(det.matrix, names, out / "confusion_matrix_normalized.png", normalize=True)
 
