@@ -22,6 +22,7 @@ import torch
 from .errors import CheckpointError
 from .model import SpikeYOLO, build_config
 
+
 # the only globals the unpickler hands out (everything else becomes an inert record): tensor rebuilding, plain
 # containers and torch value types. Nothing else a file names is ever imported.
 def _rebuild_tensor_checked(storage, offset, size, stride, *rest):
