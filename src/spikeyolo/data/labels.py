@@ -244,6 +244,15 @@ def read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list[
     return records
 
 
+def coco_id_maps(image_dirs: list[str], ann_file: str) -> tuple[dict[str, int], list[int]]:
+    """The COCO JSON's own ids for what :func:`read_coco` made of it: ``{im_file: image id}`` (an image file as
+    ``read_coco`` names it, under any of ``image_dirs``) and ``category_ids[class index]``."""
+    data = json.loads(Path(ann_file).read_text(encoding="utf-8"))
+    cats = sorted(int(c["id"]) for c in data.get("categories", []))
+    images = {str(Path(d) / im["file_name"]): int(im["id"]) for im in data.get("images", []) for d in image_dirs}
+    return images, cats
+
+
 def parse_voc_xml(path: str) -> tuple[tuple[int, int] | None, list[dict]]:
     """Pascal VOC XML -> ((h, w) from ``<size>`` or None, objects as dicts with ``name``, ``box``, ``line``).
 

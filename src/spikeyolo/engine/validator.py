@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..boxes import clip_boxes, unletterbox, xywh2xyxy
+from ..data.labels import coco_id_maps
 from ..metrics.coco import coco_evaluate, write_coco_json
 from ..metrics.detection import DetectionMetrics
 from .ema import unwrap
@@ -120,7 +121,9 @@ class Validator:
         device: where the model runs.
         conf, iou, max_det: NMS settings (0.001, 0.7, 300 as the reference validation).
         save_dir: where predictions.json and plots go (None: nowhere).
-        save_json: write ``predictions.json`` (COCO results format, ``image_id`` = file stem).
+        save_json: write ``predictions.json`` (COCO results format). ``image_id`` and ``category_id`` are the
+            annotation file's own for a COCO-JSON split; otherwise the file stem (relative path when two
+            images share a stem) and the class index.
         plots: write ``PR_curve.png``, ``val_batch0_labels.jpg`` and ``val_batch0_pred.jpg``.
         compute_loss: also report the validation loss (needs a head with ``decode``).
         half: run under float16 autocast (CUDA only; the weights stay float32).
@@ -191,7 +194,7 @@ class Validator:
                 d = d.detach().float().cpu()
                 boxes = clip_boxes(unletterbox(d[:, :4], batch["ratio_pad"][k]), batch["ori_shape"][k])
                 gt_boxes, gt_cls = _image_ground_truth(dataset, index_of, batch, k, input_hw)
-                image_id = Path(batch["im_file"][k]).stem
+                image_id = batch["im_file"][k]  # unique (a stem is not: cam1/0001.jpg, cam2/0001.jpg)
                 det.update(torch.cat((boxes, d[:, 4:6]), 1), gt_boxes, gt_cls)
                 gts.append({"image_id": image_id, "shape": tuple(batch["ori_shape"][k]),
                             "boxes_xyxy": gt_boxes, "cls": gt_cls})
@@ -233,7 +236,8 @@ class Validator:
         self.predictions = preds
         if self.save_dir is not None:
             if self.save_json:
-                write_coco_json(preds, self.save_dir / "predictions.json")
+                class_ids, image_ids = _json_ids(dataset)
+                write_coco_json(preds, self.save_dir / "predictions.json", class_ids=class_ids, image_ids=image_ids)
             if self.plots:
                 from ..plots import plot_pr_curve
 
@@ -320,6 +324,15 @@ def checkpoint_imgsz(path, default: int = 640) -> int:
 
     ckpt = read_checkpoint(path)
     return int((ckpt.get("train_args") or {}).get("imgsz") or ckpt["config"].get("imgsz") or default)
+
+
+def _json_ids(dataset) -> tuple:
+    """(class_ids, image_ids) for predictions.json: a COCO-JSON split's own ids, else the defaults."""
+    source = getattr(dataset, "coco_source", None)
+    if source is None:
+        return None, None
+    images, cats = coco_id_maps(*source)
+    return cats, images
 
 
 def _prophesee(dataset, event_dets: dict, names) -> dict:

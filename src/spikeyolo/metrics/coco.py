@@ -68,19 +68,28 @@ def coco_results(preds, class_ids=None, image_ids=None, decimals: tuple[int, int
     return out
 
 
-def write_coco_json(preds, path: str | os.PathLike, class_ids=None, numeric_ids: bool = False) -> Path:
-    """Write predictions in the COCO results format (``image_id``, ``category_id``, ``bbox`` xywh pixels,
-    ``score``). ``image_id`` is the image file stem (a string) when the given id is a path or a string, so
-    that it matches a ground truth keyed the same way; with ``numeric_ids`` an all-digit stem is written as an
-    int (the official COCO annotation files use ints: ``000000000139.jpg`` -> 139). ``class_ids`` maps class
-    index -> category id (default: the index). Returns the path."""
-    def stem(i):
-        if not isinstance(i, str | os.PathLike):
-            return i
-        s = Path(i).stem
-        return int(s) if numeric_ids and s.isdigit() else s
+def json_image_ids(image_files, numeric_ids: bool = False) -> dict:
+    """``{image file: image_id}`` for a results file: the file stem when the stems are unique (an int for an
+    all-digit stem with ``numeric_ids``: ``000000000139.jpg`` -> 139, as the COCO files number images), else the
+    path relative to the images' common folder without its extension (``cam1/0001``, ``cam2/0001``)."""
+    files = list(dict.fromkeys(str(f) for f in image_files))
+    stems = [Path(f).stem for f in files]
+    if len(set(stems)) == len(stems):
+        return {f: int(s) if numeric_ids and s.isdigit() else s for f, s in zip(files, stems)}
+    root = os.path.commonpath([os.path.abspath(f) for f in files])
+    return {f: Path(os.path.relpath(os.path.abspath(f), root)).with_suffix("").as_posix() for f in files}
 
-    data = coco_results([(stem(i), b, s, c) for i, b, s, c in preds], class_ids=class_ids, decimals=(3, 5))
+
+def write_coco_json(preds, path: str | os.PathLike, class_ids=None, numeric_ids: bool = False,
+                    image_ids: dict | None = None) -> Path:
+    """Write predictions in the COCO results format (``image_id``, ``category_id``, ``bbox`` xywh pixels,
+    ``score``; boxes rounded to 3 decimals, scores to 5). ``image_ids`` maps each prediction's image id (its
+    image file) to the id written, e.g. a COCO JSON's own ids; by default :func:`json_image_ids` (file stems, or
+    relative paths when stems repeat). ``class_ids`` maps class index -> category id (default: the index).
+    Returns the path."""
+    if image_ids is None:
+        image_ids = json_image_ids([p[0] for p in preds], numeric_ids)
+    data = coco_results(preds, class_ids=class_ids, image_ids=image_ids, decimals=(3, 5))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
