@@ -32,10 +32,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from ..data.augment import keep_boxes, sample_rng
-from .io import DatReader, read_bbox
-from .representations import events_to_frames, representation_background, representation_channels
+from ..events.io import DatReader, read_bbox
+from ..events.representations import events_to_frames, representation_background, representation_channels
+from .augment import keep_boxes, sample_rng
 
 DEFAULT_WINDOW_US = 250_000
 DEFAULT_T = 4
@@ -212,8 +213,6 @@ class Gen1Dataset(torch.utils.data.Dataset):
             return
         self.cache_path.mkdir(parents=True, exist_ok=True)
         todo = [i for i in range(len(self)) if not self._cache_file(i).is_file()]
-        from tqdm import tqdm
-
         for i in tqdm(todo, desc=f"gen1 {self.split}: caching event frames", disable=not progress or not todo):
             f = self._cache_file(i)
             tmp = f.with_suffix(".tmp.npz")
@@ -272,7 +271,7 @@ class Gen1Dataset(torch.utils.data.Dataset):
 
     def prophesee_ground_truth(self, clip_to_sensor: bool = False) -> dict[str, np.ndarray]:
         """Ground truth per recording as :data:`BBOX_DTYPE` arrays for
-        :func:`spikeyolo.metrics.prophesee.evaluate_prophesee`: by default the raw ``_bbox.npy`` rows (classes
+        :func:`spikeyolo.events.prophesee.evaluate_prophesee`: by default the raw ``_bbox.npy`` rows (classes
         ``< nc``), every row the Prophesee toolbox scores, duplicates of a track and boxes crossing the border
         included. ``clip_to_sensor=True`` is RVT's variant: boxes clipped to the sensor, those left without
         area dropped. (The training labels of each sample also keep only the last row per track.)"""
