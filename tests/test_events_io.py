@@ -5,6 +5,7 @@ import struct
 import numpy as np
 import pytest
 
+from spikeyolo.events import io as dat_io
 from spikeyolo.events.io import (
     EVENT_DTYPE,
     DatFormatError,
@@ -88,7 +89,9 @@ def test_garbage_time_order_is_rejected(tmp_path):
         read_dat(f)
 
 
-def test_small_backward_steps_are_clamped_with_a_warning(tmp_path):
+@pytest.mark.parametrize("chunk", [7, 1 << 22])  # scanned in chunks of 7 events too: the clamp crosses chunks
+def test_small_backward_steps_are_clamped_with_a_warning(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(dat_io, "_SCAN_CHUNK", chunk)
     # issue 11.12: 3 of 400 events (0.75%, under the 1% limit) are earlier than the event before them
     t = np.arange(400) * 10
     t[[50, 51, 300]] = [485, 470, 2995]  # after 490, 485 -> clamped to 490; 2995 after 2990 is fine
@@ -120,7 +123,9 @@ def test_header_size_is_capped_and_malformed_values_name_the_line(tmp_path):
     assert (r.height, r.width) == (720, 1280)
 
 
-def test_uint32_wrap_around(tmp_path):
+@pytest.mark.parametrize("chunk", [2, 1 << 22])
+def test_uint32_wrap_around(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(dat_io, "_SCAN_CHUNK", chunk)
     big = 2**32 - 10
     f = _raw_file(tmp_path / "w_td.dat", [(big - 5, 1), (big, 2), (3, 3), (7, 4), (2**31, 5)])
     ev = read_dat(f)

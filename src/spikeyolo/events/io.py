@@ -160,16 +160,19 @@ class DatReader:
         limit = int(MAX_OUT_OF_ORDER * self.n)
         ts = self._raw["t"]
         for a in range(0, self.n, _SCAN_CHUNK):
-            raw = np.asarray(ts[a:a + _SCAN_CHUNK]).astype(np.int64)
-            d = np.diff(raw, prepend=raw[0] if prev_raw is None else prev_raw)
-            wrap_at = np.flatnonzero(d < -_HALF)
+            t = np.asarray(ts[a:a + _SCAN_CHUNK]).astype(np.int64)  # raw, then unwrapped in place
+            wrap_at = np.flatnonzero(np.diff(t, prepend=t[0] if prev_raw is None else prev_raw) < -_HALF)
             starts.extend(int(a + w) for w in wrap_at)
-            k = np.zeros(len(raw), np.int64)
-            k[wrap_at] = 1
-            t = raw + (np.cumsum(k) + wraps) * _WRAP
+            prev_raw = int(t[-1])
+            if wrap_at.size:
+                k = np.zeros(len(t), np.int64)
+                k[wrap_at] = 1
+                t += np.cumsum(k) * _WRAP
+            t += wraps * _WRAP
             wraps += len(wrap_at)
-            prev_raw = int(raw[-1])
-            rm = np.maximum.accumulate(t if run_max is None else np.maximum(t, run_max))
+            rm = np.maximum.accumulate(t)
+            if run_max is not None:
+                np.maximum(rm, run_max, out=rm)
             behind = np.flatnonzero(t < rm)
             if behind.size:
                 fix_idx.append(a + behind)
