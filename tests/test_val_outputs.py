@@ -78,8 +78,10 @@ def _per_image(root):
 
 
 def brute_pr(per_image, c, thr):
-    """P and R of class c counting detections with score >= thr, greedy by score at IoU 0.5."""
+    """P and R of class c counting detections with score >= thr, greedy by score at IoU 0.5 (P is 1 when the
+    class has detections but none reach thr, 0 when it has none at all)."""
     tp = n_det = n_gt = 0
+    any_det = any(d[2] == c for dets, _ in per_image.values() for d in dets)
     for dets, gts in per_image.values():
         mine = sorted((d for d in dets if d[2] == c and d[1] >= thr), key=lambda d: -d[1])
         free = [g for g in gts if g[1] == c]
@@ -90,7 +92,7 @@ def brute_pr(per_image, c, thr):
             if ious and max(ious) >= 0.5:
                 free.pop(int(np.argmax(ious)))
                 tp += 1
-    return (tp / n_det if n_det else 1.0), tp / n_gt
+    return (tp / n_det if n_det else float(any_det)), tp / n_gt
 
 
 def test_validator_per_class_outputs_match_brute_force(tmp_path):

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..boxes import xyxy2xywh
+from ..errors import SpikeYOLOError
 from . import augment as A
 from .cache import cached, files_hash
 from .config import DataConfigError, load_data_config
@@ -25,7 +26,7 @@ LOG = logging.getLogger("spikeyolo.data")
 MAX_LOGGED_WARNINGS = 10
 
 
-class DataError(ValueError):
+class DataError(SpikeYOLOError, ValueError):
     """A split with nothing usable left after reading (every image unreadable or skipped)."""
 
 
@@ -113,6 +114,8 @@ class DetectionDataset(torch.utils.data.Dataset):
         )
         self.stats.setdefault("skipped", 0)
         self.stats.setdefault("warnings", [])
+        # (image folders, annotation file) of a COCO-JSON split of whole images: predictions.json uses its ids
+        self.coco_source: tuple[list[str], str] | None = None
         self._ram: list[np.ndarray] | None = None
         if cache_ram:
             self._ram = [self.load(i) for i in range(len(self.samples))]
@@ -329,9 +332,11 @@ def build_dataset(
     if single_cls:
         records = [dataclasses.replace(r, cls=np.zeros_like(r.cls)) for r in records]
         names = single_class_names(names)
-    return DetectionDataset(
-        records, names, imgsz, augment, hyp, seed, tile_size, overlap, min_visibility, stats, cache_ram
-    )
+    ds = DetectionDataset(records, names, imgsz, augment, hyp, seed, tile_size, overlap, min_visibility, stats,
+                          cache_ram)
+    if cfg["type"] == "coco" and not tile_size:
+        ds.coco_source = (list(cfg[split]["images"]), cfg[split]["annotations"])
+    return ds
 
 
 def single_class_names(names: list[str]) -> list[str]:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from ..boxes import clip_boxes, unletterbox, xywh2xyxy
 from ..checkpoint import checkpoint_imgsz, load
 from ..data import build_dataloader, build_dataset, load_data_config
+from ..data.labels import coco_id_maps
 from ..energy import EnergyMeter
 from ..energy.plots import plot_energy_breakdown, plot_firing_rates
 from ..events.io import BBOX_DTYPE, xyxy_to_bbox
@@ -133,7 +134,9 @@ class Validator:
         device: where the model runs.
         conf, iou, max_det: NMS settings (0.001, 0.7, 300 as the reference validation).
         save_dir: where predictions.json and plots go (None: nowhere).
-        save_json: write ``predictions.json`` (COCO results format, ``image_id`` = file stem).
+        save_json: write ``predictions.json`` (COCO results format). ``image_id`` and ``category_id`` are the
+            annotation file's own for a COCO-JSON split; otherwise the file stem (relative path when two
+            images share a stem) and the class index.
         plots: write ``PR_curve.png``, ``P_curve.png``, ``R_curve.png``, ``F1_curve.png`` (against the
             confidence threshold), ``confusion_matrix.png`` and ``confusion_matrix_normalized.png`` (rows
             predicted, columns true; detections with score >= 0.25 paired at IoU >= 0.45),
@@ -204,7 +207,7 @@ class Validator:
                 d = d.detach().float().cpu()
                 boxes = clip_boxes(unletterbox(d[:, :4], batch["ratio_pad"][k]), batch["ori_shape"][k])
                 gt_boxes, gt_cls = _image_ground_truth(dataset, index_of, batch, k, input_hw)
-                image_id = Path(batch["im_file"][k]).stem
+                image_id = batch["im_file"][k]  # unique (a stem is not: cam1/0001.jpg, cam2/0001.jpg)
                 det.update(torch.cat((boxes, d[:, 4:6]), 1), gt_boxes, gt_cls)
                 gts.append({"image_id": image_id, "shape": tuple(batch["ori_shape"][k]),
                             "boxes_xyxy": gt_boxes, "cls": gt_cls})
@@ -254,7 +257,8 @@ class Validator:
         self.predictions = preds
         if self.save_dir is not None:
             if self.save_json:
-                write_coco_json(preds, self.save_dir / "predictions.json")
+                class_ids, image_ids = _json_ids(dataset)
+                write_coco_json(preds, self.save_dir / "predictions.json", class_ids=class_ids, image_ids=image_ids)
             if self.plots:
                 self._plot_metrics(det, pr, names)
         return result
@@ -340,6 +344,15 @@ def _class_rows(metrics: dict, names: list, f) -> list[str]:
 def metrics_json(metrics: dict, **extra) -> str:
     """A result as one line of strict JSON (for ``--json``)."""
     return plain_json({**metrics, **extra})
+
+
+def _json_ids(dataset) -> tuple:
+    """(class_ids, image_ids) for predictions.json: a COCO-JSON split's own ids, else the defaults."""
+    source = getattr(dataset, "coco_source", None)
+    if source is None:
+        return None, None
+    images, cats = coco_id_maps(*source)
+    return cats, images
 
 
 def _prophesee(dataset, event_dets: dict, names) -> dict:
