@@ -129,7 +129,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     _no_flag(p, "val", "no validation during training")
     _no_flag(p, "plots", "no plots")
     p.add_argument("--val-period", type=int, default=d.val_period, help="validate every N epochs (and the last)")
-    p.add_argument("--T", type=int, default=d.T, help="timesteps")
+    p.add_argument("--T", type=int, default=d.T, help="timesteps (default: the data YAML's T for event data, else 1)")
     p.add_argument("--D", type=int, default=d.D, help="largest integer spike (virtual timesteps at inference)")
     p.add_argument("--width", type=float, default=None, help="override the width multiplier (tiny models)")
     p.add_argument("--depth", type=float, default=None, help="override the depth multiplier")

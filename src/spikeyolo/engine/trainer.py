@@ -92,7 +92,7 @@ class TrainConfig:
     cls: float = 0.5
     dfl: float = 1.5
     hyp: dict = field(default_factory=dict)  # augmentation overrides: mosaic, translate, scale, hsv_*, fliplr
-    T: int = 1
+    T: int | None = None  # timesteps; None: the data's T for event data (its YAML, else 4), else 1
     D: int = 4
     width: float | None = None  # override the scale's width multiplier (tiny models)
     depth: float | None = None
@@ -188,14 +188,15 @@ class Trainer:
         cfg = self.cfg
         hyp = dict(cfg.hyp)
         local_batch = max(cfg.batch // info.world_size, 1)
+        event_args = {"T": cfg.T} if data_cfg["type"] == "gen1" and cfg.T is not None else {}
         train_set = build_dataset(data_cfg, "train", imgsz=cfg.imgsz, augment=True, hyp=hyp, seed=cfg.seed,
-                                  progress=cfg.progress)
+                                  progress=cfg.progress, **event_args)
         train_loader = build_dataloader(train_set, batch_size=local_batch, workers=cfg.workers, shuffle=True,
                                         seed=cfg.seed, rank=info.rank, world_size=info.world_size)
         val_loader = None
         if cfg.val and info.main and data_cfg.get("val"):
             val_set = build_dataset(data_cfg, "val", imgsz=cfg.imgsz, augment=False, seed=cfg.seed,
-                                    progress=cfg.progress)
+                                    progress=cfg.progress, **event_args)
             val_loader = build_dataloader(val_set, batch_size=max(local_batch * 2, 1), workers=cfg.workers,
                                           shuffle=False, seed=cfg.seed, rank=0, world_size=1)
         return train_set, train_loader, val_loader
@@ -229,9 +230,9 @@ class Trainer:
         data_cfg = load_data_config(cfg.data)
         names = list(data_cfg["names"])
         train_set, train_loader, val_loader = self._loaders(data_cfg, info)
-        # event datasets bring their own input channels and timesteps (frames arrive as [B, T, C, H, W])
-        model = self._build_model(names, int(getattr(train_set, "in_channels", 3)),
-                                  int(getattr(train_set, "T", cfg.T))).to(device).train()
+        # event datasets bring their input channels and timesteps (their EventInput, which took --T when given)
+        events = getattr(train_set, "events", None)
+        model = self._build_model(names, train_set.in_channels, events.T if events else cfg.T or 1).to(device).train()
         record_event_settings(model, train_set)
         self.model = model
 
