@@ -79,3 +79,25 @@ def test_train_augmentation_flags_reach_the_config(monkeypatch, tmp_path):
     assert main(["train", "--data", str(tmp_path / "d.yaml")]) == 0
     assert seen[0].hyp == {"scale": 0.3, "fliplr": 0.0}  # only what was given: datasets keep their defaults
     assert seen[1].hyp == {}
+
+
+def test_train_neuron_flags_build_the_official_gen1_neuron(monkeypatch, tmp_path):
+    import spikeyolo.cli as cli_mod
+    from spikeyolo.engine.trainer import Trainer
+    from spikeyolo.neuron import ILIF, NeuronConfig
+
+    seen = []
+
+    class FakeTrainer:
+        def __init__(self, cfg):
+            seen.append(cfg)
+
+        def train(self):
+            return {"stopped": False}
+
+    monkeypatch.setattr(cli_mod, "Trainer", FakeTrainer)
+    assert main(["train", "--data", str(tmp_path / "d.yaml"), "--decay", "0.5", "--input-gain", "0.5",
+                 "--model", "n", "--width", "0.0625"]) == 0
+    assert seen[0].neuron == NeuronConfig(decay=0.5, input_gain=0.5)
+    model = Trainer(seen[0])._build_model(["car", "pedestrian"])
+    assert {(m.decay, m.input_gain) for m in model.modules() if isinstance(m, ILIF)} == {(0.5, 0.5)}

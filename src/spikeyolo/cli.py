@@ -131,6 +131,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-period", type=int, default=d.val_period, help="validate every N epochs (and the last)")
     p.add_argument("--T", type=int, default=d.T, help="timesteps (default: the data YAML's T for event data, else 1)")
     p.add_argument("--D", type=int, default=d.D, help="largest integer spike (virtual timesteps at inference)")
+    p.add_argument("--decay", type=float, default=d.decay, help="I-LIF leak (the official Gen1 neuron: 0.5)")
+    p.add_argument("--input-gain", type=float, default=d.input_gain,
+                   help="I-LIF input gain (the official Gen1 neuron: 0.5)")
     p.add_argument("--width", type=float, default=None, help="override the width multiplier (tiny models)")
     p.add_argument("--depth", type=float, default=None, help="override the depth multiplier")
     p.add_argument("--project", default=d.project, help="runs go to PROJECT/NAME (NAME2, ... if it exists)")

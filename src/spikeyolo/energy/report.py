@@ -20,6 +20,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ..neuron import NeuronConfig
 from ..runs import plain_json
 from .monitor import FiringRateMonitor, NeuronStats
 from .ops import STAGES, ConvGeometry, unit_geometry
@@ -208,7 +209,7 @@ def estimate_energy(
     rates: Mapping[str, float | NeuronStats],
     *,
     T: int = 1,
-    D: int = 4,
+    D: int = NeuronConfig.D,
     e_mac: float = E_MAC_PJ,
     e_ac: float = E_AC_PJ,
     first_layer: str = "mac",
@@ -366,7 +367,7 @@ class EnergyMeter:
             self._geometry_cache[key] = unit_geometry(arch, hw, geometry)
         config = getattr(arch, "config", {}) or {}
         stats = mon.stats()
-        D = next(iter(stats.values())).D if stats else int(config.get("D", 4))
+        D = next(iter(stats.values())).D if stats else NeuronConfig.from_config(config).D
         T = mon.timesteps or int(config.get("T", 1))
         frames = mon.inputs.mean_frames
         report = estimate_energy(self._geometry_cache[key], stats, T=T, D=D,

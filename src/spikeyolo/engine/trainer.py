@@ -35,6 +35,7 @@ from ..checkpoint import atomic_torch_save, checkpoint_dict, load, read_checkpoi
 from ..data import build_dataloader, build_dataset, load_data_config
 from ..energy import EnergyMeter
 from ..model import build_model
+from ..neuron import NeuronConfig
 from ..plots import plot_results
 from ..runs import get_rng_state, increment_path, plain, seed_everything, select_device, set_rng_state
 from . import distributed as ddp
@@ -93,7 +94,10 @@ class TrainConfig:
     dfl: float = 1.5
     hyp: dict = field(default_factory=dict)  # augmentation overrides: mosaic, translate, scale, hsv_*, fliplr
     T: int | None = None  # timesteps; None: the data's T for event data (its YAML, else 4), else 1
-    D: int = 4
+    D: int = NeuronConfig.D  # I-LIF settings (see NeuronConfig; the official Gen1 neuron: decay 0.5, gain 0.5)
+    decay: float = NeuronConfig.decay
+    input_gain: float = NeuronConfig.input_gain
+    detach_reset: bool = NeuronConfig.detach_reset
     width: float | None = None  # override the scale's width multiplier (tiny models)
     depth: float | None = None
     val: bool = True
@@ -108,6 +112,10 @@ class TrainConfig:
     resume: str | None = None
     progress: bool = True
     verbose: bool = True
+
+    @property
+    def neuron(self) -> NeuronConfig:
+        return NeuronConfig(self.D, self.decay, self.input_gain, self.detach_reset)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -181,7 +189,7 @@ class Trainer:
                 raise ValueError(f"{src} has nc={model.nc} but the data has {len(names)} classes")
             model.config["names"] = list(names)
             return model
-        return build_model(src, nc=len(names), T=cfg.T if T is None else T, D=cfg.D, names=list(names),
+        return build_model(src, nc=len(names), T=cfg.T if T is None else T, neuron=cfg.neuron, names=list(names),
                            in_channels=in_channels, width=cfg.width, depth=cfg.depth, imgsz=cfg.imgsz)
 
     def _loaders(self, data_cfg: dict, info: ddp.DistInfo):

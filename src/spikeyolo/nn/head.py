@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ..boxes import dist2bbox, make_anchors
-from .blocks import NeuronFactory, SpikeConv
+from ..neuron import NeuronConfig
+from .blocks import SpikeConv
 from .units import ConvBias
 
 
@@ -36,19 +37,19 @@ class Detect(nn.Module):
     ``[B, 4 + nc, A]`` (xywh in input pixels, sigmoid class scores).
     """
 
-    def __init__(self, nc: int, ch: list[int], strides: list[int], reg_max: int = 16, *, neuron: NeuronFactory):
+    def __init__(self, nc: int, ch: list[int], strides: list[int], reg_max: int = 16, *, neuron: NeuronConfig):
         super().__init__()
         self.nc, self.reg_max, self.no = nc, reg_max, nc + 4 * reg_max
         self.strides = [int(s) for s in strides]
         c2, c3 = max(16, ch[0] // 4, 4 * reg_max), max(ch[0], min(nc, 100))
         self.box = nn.ModuleList(
             nn.Sequential(SpikeConv(c, c2, 3, neuron=neuron), SpikeConv(c2, c2, 3, neuron=neuron),
-                          ConvBias(c2, 4 * reg_max, 1, lif=neuron()))
+                          ConvBias(c2, 4 * reg_max, 1, lif=neuron.build()))
             for c in ch
         )
         self.cls = nn.ModuleList(
             nn.Sequential(SpikeConv(c, c3, 3, neuron=neuron), SpikeConv(c3, c3, 3, neuron=neuron),
-                          ConvBias(c3, nc, 1, lif=neuron()))
+                          ConvBias(c3, nc, 1, lif=neuron.build()))
             for c in ch
         )
         self.dfl = DFL(reg_max)
