@@ -189,7 +189,7 @@ class Trainer:
                 raise ValueError(f"{src} has nc={model.nc} but the data has {len(names)} classes")
             model.config["names"] = list(names)
             return model
-        return build_model(src, nc=len(names), T=cfg.T if T is None else T, neuron=cfg.neuron, names=list(names),
+        return build_model(src, nc=len(names), T=T or cfg.T or 1, neuron=cfg.neuron, names=list(names),
                            in_channels=in_channels, width=cfg.width, depth=cfg.depth, imgsz=cfg.imgsz)
 
     def _loaders(self, data_cfg: dict, info: ddp.DistInfo):
