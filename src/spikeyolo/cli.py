@@ -15,8 +15,9 @@ from .checkpoint import load, read_checkpoint
 from .demo import add_demo_options, run_demo_cli
 from .energy.run import run
 from .engine.predictor import predict
+from .engine.report import metrics_json, summary_table
 from .engine.trainer import TrainConfig, Trainer
-from .engine.validator import metrics_json, summary_table, validate
+from .engine.validator import validate
 from .export import export_onnx
 from .info import model_summary
 from .runs import plain

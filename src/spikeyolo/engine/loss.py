@@ -71,8 +71,6 @@ class DetectionLoss:
         self.assigner = TaskAlignedAssigner(topk=topk, num_classes=self.nc, alpha=alpha, beta=beta)
 
     def __call__(self, preds, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(preds, tuple) and len(preds) == 2 and isinstance(preds[1], list | tuple):
-            preds = preds[1]  # (decoded, maps) as some heads return
         if len(preds) != len(self.strides):
             raise ValueError(f"expected {len(self.strides)} feature maps, got {len(preds)}")
         device = preds[0].device

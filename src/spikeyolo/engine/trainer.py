@@ -42,8 +42,9 @@ from . import distributed as ddp
 from .ema import ModelEMA, unwrap
 from .loss import DetectionLoss
 from .optim import LRSchedule, accumulate_steps, apply_warmup, build_optimizer, scaled_weight_decay, warmup_iters
+from .report import fitness, summary_table
 from .stream import event_settings
-from .validator import Validator, fitness, summary_table, to_input
+from .validator import Validator, to_input
 
 RESULTS_COLUMNS = [
     "epoch",

@@ -35,21 +35,15 @@ from ..events.prophesee import evaluate_prophesee
 from ..metrics.coco import coco_evaluate, write_coco_json
 from ..metrics.detection import DetectionMetrics
 from ..nms import non_max_suppression
+from ..nn.head import returning_maps
 from ..plots import image_grid, plot_pr_curve
-from ..runs import increment_path, plain_json, select_device
+from ..runs import increment_path, select_device
 from .ema import unwrap
 from .loss import DetectionLoss
+from .report import fitness
 from .stream import event_settings
 
 COCO_MAX_DETS = 100  # the COCO protocol's maxDets (NMS may keep more; COCO scores the 100 best per image)
-
-
-def fitness(metrics: dict) -> float:
-    """The model-selection score: 0.1 * mAP50 + 0.9 * mAP50-95 (NaN counts as 0)."""
-    m50, m = metrics.get("map50", 0.0), metrics.get("map", 0.0)
-    m50 = 0.0 if m50 is None or not np.isfinite(m50) else m50
-    m = 0.0 if m is None or not np.isfinite(m) else m
-    return 0.1 * float(m50) + 0.9 * float(m)
 
 
 def to_input(img: torch.Tensor, device) -> torch.Tensor:
@@ -70,29 +64,6 @@ def _input_boxes(batch: dict, sel: torch.Tensor, input_hw) -> torch.Tensor:
     """The selected labels as xyxy network-input pixels."""
     h, w = input_hw
     return xywh2xyxy(batch["bboxes"][sel].float() * torch.tensor([w, h, w, h], dtype=torch.float32))
-
-
-def forward_with_maps(model: nn.Module, x: torch.Tensor):
-    """Eval-mode forward that also returns the head's raw maps (for the validation loss), if it exposes them.
-
-    The head's ``decode(maps)`` is wrapped for the duration of the call; models without one return ``None``.
-    """
-    head = getattr(unwrap(model), "head", None)
-    if head is None or not hasattr(head, "decode"):
-        return model(x), None
-    captured = {}
-    original = head.decode
-
-    def decode(maps):
-        captured["maps"] = maps
-        return original(maps)
-
-    head.decode = decode
-    try:
-        out = model(x)
-    finally:
-        del head.decode
-    return out, captured.get("maps")
 
 
 def _image_ground_truth(dataset, index_of: dict, batch: dict, k: int, input_hw) -> tuple:
@@ -180,8 +151,9 @@ class Validator:
             t0 = time.perf_counter()
             x = to_input(batch["img"], self.device)
             t1 = time.perf_counter()
-            with torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
-                out, maps = forward_with_maps(model, x)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.half), returning_maps(model) as has_maps:
+                out = model(x)
+            out, maps = out if has_maps else (out, None)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             t2 = time.perf_counter()
@@ -255,45 +227,6 @@ class Validator:
         keep = [d[d[:, 4] >= 0.25] for d in dets]
         image_grid(images, [d[:, :4].numpy() for d in keep], [d[:, 5].numpy() for d in keep],
                    [d[:, 4].numpy() for d in keep], names=names, path=self.save_dir / "val_batch0_pred.jpg")
-
-
-def summary_table(metrics: dict, names) -> str:
-    """A readable table: all classes, then per class (AP50, AP50-95)."""
-    def f(x, w=7):
-        return f"{x:{w}.3f}" if x is not None and np.isfinite(x) else f"{'-':>{w}}"
-
-    lines = [f"{'class':>16} {'images':>7} {'labels':>7} {'P':>7} {'R':>7} {'mAP50':>7} {'mAP50-95':>9}"]
-    lines.append(
-        f"{'all':>16} {metrics['images']:>7} {metrics['instances']:>7} {f(metrics['precision'])} "
-        f"{f(metrics['recall'])} {f(metrics['map50'])} {f(metrics['map'], 9)}"
-    )
-    names = list(names.values()) if isinstance(names, dict) else list(names)
-    if len(names) > 1:
-        for i, n in enumerate(names):
-            a50, a = metrics["ap50_per_class"][i], metrics["ap_per_class"][i]
-            if a50 is not None and np.isfinite(a50):
-                lines.append(f"{n:>16} {'':>7} {'':>7} {'':>7} {'':>7} {f(a50)} {f(a, 9)}")
-    if "protocol" in metrics:
-        lines[0] += f"   (protocol: {metrics['protocol']})"
-    if "prophesee" in metrics:
-        p = metrics["prophesee"]
-        lines.append(f"protocol prophesee (0.5 s skip, min diag 30 / side 10 px, +-50 ms): AP {f(p['AP'], 0)}, "
-                     f"AP50 {f(p['AP50'], 0)}, AP75 {f(p['AP75'], 0)} over {p['images']} timestamps")
-    if "snn/energy_mJ" in metrics:
-        lines.append(f"SNN: firing rate {metrics['snn/firing_rate']:.3f} (mean spike count per neuron and step), "
-                     f"{metrics['snn/synops'] / 1e9:.3f} G synaptic ops, {metrics['snn/energy_mJ']:.3f} mJ per image"
-                     + (f" (ANN twin {metrics['snn/ann_energy_mJ']:.3f} mJ)" if "snn/ann_energy_mJ" in metrics else ""))
-    sp = metrics["speed"]
-    lines.append(
-        f"speed: {sp['preprocess']:.1f} ms preprocess, {sp['inference']:.1f} ms inference, "
-        f"{sp['postprocess']:.1f} ms postprocess per image"
-    )
-    return "\n".join(lines)
-
-
-def metrics_json(metrics: dict, **extra) -> str:
-    """A result as one line of strict JSON (for ``--json``)."""
-    return plain_json({**metrics, **extra})
 
 
 def _prophesee(dataset, event_dets: dict, names) -> dict:
