@@ -37,9 +37,9 @@ from ..energy import EnergyMeter
 from ..model import build_model
 from ..neuron import NeuronConfig
 from ..plots import plot_results
-from ..runs import get_rng_state, increment_path, plain, seed_everything, select_device, set_rng_state
+from ..runs import get_rng_state, increment_path, plain, seed_everything, select_device, set_rng_state, unwrap
 from . import distributed as ddp
-from .ema import ModelEMA, unwrap
+from .ema import ModelEMA
 from .loss import DetectionLoss
 from .optim import LRSchedule, accumulate_steps, apply_warmup, build_optimizer, scaled_weight_decay, warmup_iters
 from .report import fitness, summary_table

@@ -37,8 +37,7 @@ from ..metrics.detection import DetectionMetrics
 from ..nms import non_max_suppression
 from ..nn.head import returning_maps
 from ..plots import image_grid, plot_pr_curve
-from ..runs import increment_path, select_device
-from .ema import unwrap
+from ..runs import increment_path, select_device, unwrap
 from .loss import DetectionLoss
 from .report import fitness
 from .stream import event_settings
