@@ -77,6 +77,19 @@ def _image_ground_truth(dataset, index_of: dict, batch: dict, k: int, input_hw) 
     return batch_ground_truth(batch, k, input_hw)
 
 
+def _score_image(batch: dict, k: int, d: torch.Tensor, gt: tuple, det: DetectionMetrics, gts: list, preds: list,
+                 event_dets: dict) -> None:
+    """Image ``k``'s detections ``d [n, 6]`` (input pixels) back in original pixels, scored and collected."""
+    boxes = clip_boxes(unletterbox(d[:, :4], batch["ratio_pad"][k]), batch["ori_shape"][k])
+    gt_boxes, gt_cls = gt
+    image_id = Path(batch["im_file"][k]).stem
+    det.update(torch.cat((boxes, d[:, 4:6]), 1), gt_boxes, gt_cls)
+    gts.append({"image_id": image_id, "shape": tuple(batch["ori_shape"][k]), "boxes_xyxy": gt_boxes, "cls": gt_cls})
+    preds.append((image_id, boxes, d[:, 4], d[:, 5]))
+    if "recording" in batch:  # event data: detections per recording, stamped with the label time
+        event_dets.setdefault(batch["recording"][k], []).append((int(batch["t"][k]), boxes, d[:, 4:6]))
+
+
 def _bgr_images(img: torch.Tensor) -> list[np.ndarray]:
     """Batch images as BGR uint8 arrays for drawing (RGB uint8 images; event frames shown as grey levels)."""
     if img.dtype == torch.uint8:
@@ -160,26 +173,16 @@ class Validator:
                 on_dev = {k: batch[k].to(self.device) for k in ("cls", "bboxes", "batch_idx")}
                 loss_sum += self.loss_fn([m.float() for m in maps], on_dev)[1].detach().float().cpu()
                 n_loss_batches += 1
-            dets = non_max_suppression(out.float(), self.conf, self.iou, self.max_det)
-            input_hw = tuple(x.shape[-2:])
-            batch_preds = []
+            dets = [d.detach().float().cpu() for d in non_max_suppression(out.float(), self.conf, self.iou,
+                                                                         self.max_det)]
             for k, d in enumerate(dets):
-                d = d.detach().float().cpu()
-                boxes = clip_boxes(unletterbox(d[:, :4], batch["ratio_pad"][k]), batch["ori_shape"][k])
-                gt_boxes, gt_cls = _image_ground_truth(dataset, index_of, batch, k, input_hw)
-                image_id = Path(batch["im_file"][k]).stem
-                det.update(torch.cat((boxes, d[:, 4:6]), 1), gt_boxes, gt_cls)
-                gts.append({"image_id": image_id, "shape": tuple(batch["ori_shape"][k]),
-                            "boxes_xyxy": gt_boxes, "cls": gt_cls})
-                preds.append((image_id, boxes, d[:, 4], d[:, 5]))
-                batch_preds.append(d)
-                if "recording" in batch:
-                    event_dets.setdefault(batch["recording"][k], []).append((int(batch["t"][k]), boxes, d[:, 4:6]))
+                gt = _image_ground_truth(dataset, index_of, batch, k, tuple(x.shape[-2:]))
+                _score_image(batch, k, d, gt, det, gts, preds, event_dets)
             t3 = time.perf_counter()
             t_pre, t_inf, t_post = t_pre + t1 - t0, t_inf + t2 - t1, t_post + t3 - t2
             n_images += len(dets)
             if self.plots and bi == 0 and self.save_dir is not None:
-                self._plot_batch(batch, batch_preds, names)
+                self._plot_batch(batch, dets, names)
         energy = self.energy.stop() if self.energy is not None else {}
         if was_training:
             model.train()
@@ -201,19 +204,23 @@ class Validator:
         if hasattr(dataset, "prophesee_ground_truth"):  # event recordings: the field's standard protocol too
             result["protocol"] = "per-sample"
             result["prophesee"] = _prophesee(dataset, event_dets, names)
-        if energy and self.save_dir is not None and hasattr(self.energy, "report"):
-            report = self.energy.report()
-            report.save_csv(self.save_dir / "energy_layers.csv")
-            report.save_json(self.save_dir / "energy.json")
         result["fitness"] = fitness(result)
         self.predictions = preds
         if self.save_dir is not None:
-            if self.save_json:
-                write_coco_json(preds, self.save_dir / "predictions.json")
-            if self.plots:
-                grid, prec, ap = det.pr_curves()
-                plot_pr_curve(grid, prec, ap, names, self.save_dir / "PR_curve.png")
+            self._save_outputs(bool(energy), preds, det, names)
         return result
+
+    def _save_outputs(self, energy: bool, preds: list, det: DetectionMetrics, names) -> None:
+        """Files beside the metrics: the energy report, COCO predictions JSON and the PR curve."""
+        if energy and hasattr(self.energy, "report"):
+            report = self.energy.report()
+            report.save_csv(self.save_dir / "energy_layers.csv")
+            report.save_json(self.save_dir / "energy.json")
+        if self.save_json:
+            write_coco_json(preds, self.save_dir / "predictions.json")
+        if self.plots:
+            grid, prec, ap = det.pr_curves()
+            plot_pr_curve(grid, prec, ap, names, self.save_dir / "PR_curve.png")
 
     def _plot_batch(self, batch: dict, dets: list[torch.Tensor], names) -> None:
         images = _bgr_images(batch["img"])
