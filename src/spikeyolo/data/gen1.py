@@ -177,21 +177,10 @@ class Gen1Dataset(torch.utils.data.Dataset):
                 self.cache_path = None
 
     # the event input settings, read from their owner
-    @property
-    def T(self) -> int:
-        return self.events.T
-
-    @property
-    def window_us(self) -> int:
-        return self.events.window_us
-
-    @property
-    def representation(self) -> str:
-        return self.events.representation
-
-    @property
-    def rep_opts(self) -> dict:
-        return self.events.opts
+    T = property(lambda self: self.events.T)
+    window_us = property(lambda self: self.events.window_us)
+    representation = property(lambda self: self.events.representation)
+    rep_opts = property(lambda self: self.events.opts)
 
     # ------------------------------------------------------------------ cache
     def _cache_key(self) -> str:
