@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import nn
 
@@ -43,13 +44,34 @@ class Input(nn.Module):
 
 
 class StaticStem(Stem):
-    """The stem, computed once when all T input steps are the same image (an expanded view)."""
+    """The stem, computed once when all T input steps are the same image (an expanded view).
+
+    In training, BatchNorm's running variance gets the unbiased factor ``N / (N - 1)`` of the ``N = T*B*H*W``
+    values the reference normalizes (it convolves the T copies), not that of the ``B*H*W`` computed here.
+    """
 
     def forward(self, x):
         if x.shape[0] > 1 and x.stride(0) == 0:  # the T copies are one tensor: no need to convolve T times
-            y = super().forward(x[:1])
+            bn = self.bn
+            if self.training and bn.track_running_stats and bn.momentum is not None:
+                y = self._bn_over_copies(self.conv(x[0]), x.shape[0])[None]
+            else:
+                y = super().forward(x[:1])
             return y.expand(x.shape[0], *y.shape[1:])
         return super().forward(x)
+
+    def _bn_over_copies(self, z: torch.Tensor, copies: int) -> torch.Tensor:
+        """Training-mode BN of ``z [B, C, H, W]`` with running statistics updated as if over ``copies`` of it."""
+        bn = self.bn
+        y = F.batch_norm(z, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)  # batch statistics only
+        with torch.no_grad():
+            var, mean = torch.var_mean(z, dim=(0, 2, 3), correction=0)
+            n = z.numel() // z.shape[1] * copies
+            m = bn.momentum
+            bn.running_mean.mul_(1 - m).add_(mean, alpha=m)
+            bn.running_var.mul_(1 - m).add_(var * (n / (n - 1)), alpha=m)
+            bn.num_batches_tracked.add_(1)
+        return y
 
 
 BLOCKS = {"SNNBlock1": SNNBlock1, "SNNBlock2": SNNBlock2}

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..events.io import BBOX_DTYPE, DatReader, read_bbox, xyxy_to_bbox
+from ..events.io import DatReader, read_bbox
 from ..events.representations import EventInput, events_to_frames
 from .augment import keep_boxes, sample_rng
 
@@ -72,6 +72,15 @@ def labels_at(boxes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, n
     ok = (x2 > x1) & (y2 > y1)
     xyxy = np.stack((x1, y1, x2, y2), 1)[ok].astype(np.float32)
     return b["class_id"][ok].astype(np.int64), xyxy.reshape(-1, 4), b["track_id"][ok]
+
+
+def _clip_rows(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """:data:`BBOX_DTYPE` rows clipped to ``width x height``; rows left without area dropped."""
+    x1, y1 = np.clip(boxes["x"], 0, width), np.clip(boxes["y"], 0, height)
+    x2, y2 = np.clip(boxes["x"] + boxes["w"], 0, width), np.clip(boxes["y"] + boxes["h"], 0, height)
+    out = boxes.copy()
+    out["x"], out["y"], out["w"], out["h"] = x1, y1, x2 - x1, y2 - y1
+    return out[(out["w"] > 0) & (out["h"] > 0)]
 
 
 def letterbox_frames(frames: np.ndarray, imgsz: int, pad_value: float = 0.0, zoom: float = 1.0, shift=(0, 0)):
@@ -258,14 +267,21 @@ class Gen1Dataset(torch.utils.data.Dataset):
         return {"im_file": self.im_file(i), "image_id": self.im_file(i), "shape": self.sensor[name],
                 "cls": cls.copy(), "boxes_xyxy": xyxy.copy(), "t": t, "recording": name}
 
-    def prophesee_ground_truth(self) -> dict[str, np.ndarray]:
-        """All sample labels of this split per recording as :data:`BBOX_DTYPE` arrays (sensor pixels, after
-        the last-per-track rule, clipping and zero-area removal), for
-        :func:`spikeyolo.events.prophesee.evaluate_prophesee`."""
-        out = {name: [] for name, _, _ in self.recordings}
-        for r, t, cls, xyxy, tid in self.samples:
-            out[self.recordings[r][0]].append(xyxy_to_bbox(t, xyxy, cls, 1.0, tid))
-        return {k: (np.concatenate(v) if v else np.zeros(0, BBOX_DTYPE)) for k, v in out.items()}
+    def prophesee_ground_truth(self, clip_to_sensor: bool = False) -> dict[str, np.ndarray]:
+        """Ground truth per recording as :data:`BBOX_DTYPE` arrays for
+        :func:`spikeyolo.events.prophesee.evaluate_prophesee`: by default the raw ``_bbox.npy`` rows (classes
+        ``< nc``), every row the Prophesee toolbox scores, duplicates of a track and boxes crossing the border
+        included. ``clip_to_sensor=True`` is RVT's variant: boxes clipped to the sensor, those left without
+        area dropped. (The training labels of each sample also keep only the last row per track.)"""
+        out = {}
+        for name, _dat, bbox in self.recordings:
+            boxes = read_bbox(bbox)
+            boxes = boxes[boxes["class_id"] < self.nc]
+            boxes = boxes[np.argsort(boxes["t"], kind="stable")]
+            if clip_to_sensor:
+                boxes = _clip_rows(boxes, *self.sensor[name])
+            out[name] = boxes
+        return out
 
     def __getitem__(self, index) -> dict:
         if isinstance(index, tuple):

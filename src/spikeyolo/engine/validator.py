@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ..boxes import clip_boxes, unletterbox, xywh2xyxy
 from ..checkpoint import checkpoint_imgsz, load
 from ..data import build_dataloader, build_dataset, load_data_config
+from ..data.labels import coco_id_maps
 from ..energy import EnergyMeter
 from ..events.io import BBOX_DTYPE, xyxy_to_bbox
 from ..events.prophesee import evaluate_prophesee
@@ -82,7 +83,7 @@ def _score_image(batch: dict, k: int, d: torch.Tensor, gt: tuple, det: Detection
     """Image ``k``'s detections ``d [n, 6]`` (input pixels) back in original pixels, scored and collected."""
     boxes = clip_boxes(unletterbox(d[:, :4], batch["ratio_pad"][k]), batch["ori_shape"][k])
     gt_boxes, gt_cls = gt
-    image_id = Path(batch["im_file"][k]).stem
+    image_id = batch["im_file"][k]  # unique (a stem is not: cam1/0001.jpg, cam2/0001.jpg)
     det.update(torch.cat((boxes, d[:, 4:6]), 1), gt_boxes, gt_cls)
     gts.append({"image_id": image_id, "shape": tuple(batch["ori_shape"][k]), "boxes_xyxy": gt_boxes, "cls": gt_cls})
     preds.append((image_id, boxes, d[:, 4], d[:, 5]))
@@ -112,7 +113,9 @@ class Validator:
         device: where the model runs.
         conf, iou, max_det: NMS settings (0.001, 0.7, 300 as the reference validation).
         save_dir: where predictions.json and plots go (None: nowhere).
-        save_json: write ``predictions.json`` (COCO results format, ``image_id`` = file stem).
+        save_json: write ``predictions.json`` (COCO results format). ``image_id`` and ``category_id`` are the
+            annotation file's own for a COCO-JSON split; otherwise the file stem (relative path when two
+            images share a stem) and the class index.
         plots: write ``PR_curve.png``, ``val_batch0_labels.jpg`` and ``val_batch0_pred.jpg``.
         compute_loss: also report the validation loss (needs a head with ``decode``).
         half: run under float16 autocast (CUDA only; the weights stay float32).
@@ -207,17 +210,18 @@ class Validator:
         result["fitness"] = fitness(result)
         self.predictions = preds
         if self.save_dir is not None:
-            self._save_outputs(bool(energy), preds, det, names)
+            self._save_outputs(bool(energy), preds, det, names, dataset)
         return result
 
-    def _save_outputs(self, energy: bool, preds: list, det: DetectionMetrics, names) -> None:
+    def _save_outputs(self, energy: bool, preds: list, det: DetectionMetrics, names, dataset) -> None:
         """Files beside the metrics: the energy report, COCO predictions JSON and the PR curve."""
         if energy and hasattr(self.energy, "report"):
             report = self.energy.report()
             report.save_csv(self.save_dir / "energy_layers.csv")
             report.save_json(self.save_dir / "energy.json")
         if self.save_json:
-            write_coco_json(preds, self.save_dir / "predictions.json")
+            class_ids, image_ids = _json_ids(dataset)
+            write_coco_json(preds, self.save_dir / "predictions.json", class_ids=class_ids, image_ids=image_ids)
         if self.plots:
             grid, prec, ap = det.pr_curves()
             plot_pr_curve(grid, prec, ap, names, self.save_dir / "PR_curve.png")
@@ -233,6 +237,15 @@ class Validator:
         keep = [d[d[:, 4] >= 0.25] for d in dets]
         image_grid(images, [d[:, :4].numpy() for d in keep], [d[:, 5].numpy() for d in keep],
                    [d[:, 4].numpy() for d in keep], names=names, path=self.save_dir / "val_batch0_pred.jpg")
+
+
+def _json_ids(dataset) -> tuple:
+    """(class_ids, image_ids) for predictions.json: a COCO-JSON split's own ids, else the defaults."""
+    source = getattr(dataset, "coco_source", None)
+    if source is None:
+        return None, None
+    images, cats = coco_id_maps(*source)
+    return cats, images
 
 
 def _prophesee(dataset, event_dets: dict, names) -> dict:
