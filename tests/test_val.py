@@ -12,7 +12,8 @@ from torch import nn
 
 from _train_data import NAMES, make_dataset, read_labels
 from spikeyolo.data import build_dataloader, build_dataset
-from spikeyolo.engine.validator import Validator, fitness
+from spikeyolo.engine.report import fitness
+from spikeyolo.engine.validator import Validator
 
 IMGSZ = 64
 ANCHORS = 12

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from _train_data import NAMES, read_labels
-from spikeyolo.engine.validator import summary_table
+from spikeyolo.engine.report import summary_table
 from spikeyolo.metrics.detection import confusion_matrix, normalize_columns
 from test_val import run_validator
 

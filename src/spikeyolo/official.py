@@ -21,6 +21,7 @@ import torch
 
 from .errors import CheckpointError
 from .model import SpikeYOLO, build_config
+from .neuron import NeuronConfig
 
 
 # the only globals the unpickler hands out (everything else becomes an inert record): tensor rebuilding, plain
@@ -239,7 +240,7 @@ def infer_official(path: str | Path, **kwargs) -> SpikeYOLO:
     if scale is None:
         raise CheckpointError(f"{path}: stem width {stem.shape[0]} matches no scale {STEM_WIDTH_TO_SCALE}")
     given = {k: kwargs.pop(k) for k in ("T", "D") if k in kwargs}
-    settings = {"T": 1, "D": 4, **given}
+    settings = {"T": 1, "D": NeuronConfig.D, **given}
     if not given:
         warnings.warn(f"{path}: official checkpoints do not record T, D or the neuron settings; assuming the COCO "
                       "release's T=1, D=4, decay 0.25, gain 1. For the Gen1 release use import_official(path, 's', "
@@ -248,11 +249,12 @@ def infer_official(path: str | Path, **kwargs) -> SpikeYOLO:
 
 
 def import_official(
-    path: str | Path, scale: str, nc: int = 80, T: int = 1, D: int = 4, names: list[str] | None = None,
+    path: str | Path, scale: str, nc: int = 80, T: int = 1, D: int | None = None, names: list[str] | None = None,
     state: dict | None = None, **kwargs
 ) -> SpikeYOLO:
-    """Build our model from an official checkpoint. ``kwargs`` go to :func:`spikeyolo.build_model`
-    (e.g. ``decay=0.5, input_gain=0.5`` for the Gen1 release). Shapes must match exactly."""
+    """Build our model from an official checkpoint. ``kwargs`` go to :func:`spikeyolo.model.build_config`
+    (``neuron=NeuronConfig(decay=0.5, input_gain=0.5)`` or ``decay=0.5, input_gain=0.5`` for the Gen1
+    release). Shapes must match exactly."""
     official = state if state is not None else read_official_state_dict(path)
     model = SpikeYOLO(build_config(scale, nc, T, D, names=names, **kwargs))
     ours = model.state_dict()

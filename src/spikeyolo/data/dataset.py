@@ -84,6 +84,7 @@ class DetectionDataset(torch.utils.data.Dataset):
     """
 
     keyed = True  # build_dataloader sends (index, epoch, mosaic) keys
+    in_channels = 3  # BGR images
 
     def __init__(
         self,

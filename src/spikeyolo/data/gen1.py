@@ -35,12 +35,9 @@ import torch
 from tqdm import tqdm
 
 from ..events.io import DatReader, read_bbox
-from ..events.representations import events_to_frames, representation_background, representation_channels
+from ..events.representations import EventInput, events_to_frames
 from .augment import keep_boxes, sample_rng
 
-DEFAULT_WINDOW_US = 250_000
-DEFAULT_T = 4
-DEFAULT_REPRESENTATION = "spikeyolo"
 GEN1_HYP = {"fliplr": 0.5, "scale": 0.0, "translate": 0.0}  # training augmentation (see Gen1Dataset)
 CACHE_VERSION = 1
 
@@ -139,19 +136,14 @@ class Gen1Dataset(torch.utils.data.Dataset):
         self.cfg = cfg
         self.split = split
         self.imgsz = int(imgsz)
-        self.T = int(T if T is not None else cfg.get("T", DEFAULT_T))
-        self.window_us = int(window_us if window_us is not None else cfg.get("window_us", DEFAULT_WINDOW_US))
-        self.representation = str(representation or cfg.get("representation", DEFAULT_REPRESENTATION))
-        self.rep_opts = dict(representation_opts if representation_opts is not None
-                             else cfg.get("representation_opts") or {})
-        self.in_channels = representation_channels(self.representation, **self.rep_opts)
-        self.pad_value = representation_background(self.representation)
+        self.events = EventInput.from_data_config(cfg, window_us=window_us, T=T, representation=representation,
+                                                  options=representation_opts)
+        self.in_channels = self.events.channels
+        self.pad_value = self.events.background
         self.names = list(cfg.get("names") or ["car", "pedestrian"])
         self.nc = len(self.names)
         self.augment, self.seed, self.epoch = bool(augment), int(seed), 0
         self.hyp = {k: float((hyp or {}).get(k, v)) for k, v in GEN1_HYP.items()}
-        if self.T < 1 or self.window_us < self.T:
-            raise ValueError(f"need T >= 1 and window_us >= T, got T={self.T}, window_us={self.window_us}")
 
         folders = cfg.get(split) or [str(Path(cfg["path"]) / split)]
         folders = [folders] if isinstance(folders, str | os.PathLike) else list(folders)
@@ -192,6 +184,12 @@ class Gen1Dataset(torch.utils.data.Dataset):
                 warnings.warn(f"gen1 cache {self.cache_path} not usable ({e}); frames computed on the fly",
                               stacklevel=2)
                 self.cache_path = None
+
+    # the event input settings, read from their owner
+    T = property(lambda self: self.events.T)
+    window_us = property(lambda self: self.events.window_us)
+    representation = property(lambda self: self.events.representation)
+    rep_opts = property(lambda self: self.events.opts)
 
     # ------------------------------------------------------------------ cache
     def _cache_key(self) -> str:

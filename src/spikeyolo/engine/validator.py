@@ -40,21 +40,14 @@ from ..events.prophesee import evaluate_prophesee
 from ..metrics.coco import coco_evaluate, write_coco_json
 from ..metrics.detection import DetectionMetrics
 from ..nms import non_max_suppression
+from ..nn.head import returning_maps
 from ..plots import image_grid, plot_confusion_matrix, plot_metric_curve, plot_pr_curve
-from ..runs import increment_path, plain_json, select_device
-from .ema import unwrap
+from ..runs import increment_path, select_device, unwrap
 from .loss import DetectionLoss
+from .report import fitness
 from .stream import event_settings
 
 COCO_MAX_DETS = 100  # the COCO protocol's maxDets (NMS may keep more; COCO scores the 100 best per image)
-
-
-def fitness(metrics: dict) -> float:
-    """The model-selection score: 0.1 * mAP50 + 0.9 * mAP50-95 (NaN counts as 0)."""
-    m50, m = metrics.get("map50", 0.0), metrics.get("map", 0.0)
-    m50 = 0.0 if m50 is None or not np.isfinite(m50) else m50
-    m = 0.0 if m is None or not np.isfinite(m) else m
-    return 0.1 * float(m50) + 0.9 * float(m)
 
 
 def to_input(img: torch.Tensor, device) -> torch.Tensor:
@@ -77,29 +70,6 @@ def _input_boxes(batch: dict, sel: torch.Tensor, input_hw) -> torch.Tensor:
     return xywh2xyxy(batch["bboxes"][sel].float() * torch.tensor([w, h, w, h], dtype=torch.float32))
 
 
-def forward_with_maps(model: nn.Module, x: torch.Tensor):
-    """Eval-mode forward that also returns the head's raw maps (for the validation loss), if it exposes them.
-
-    The head's ``decode(maps)`` is wrapped for the duration of the call; models without one return ``None``.
-    """
-    head = getattr(unwrap(model), "head", None)
-    if head is None or not hasattr(head, "decode"):
-        return model(x), None
-    captured = {}
-    original = head.decode
-
-    def decode(maps):
-        captured["maps"] = maps
-        return original(maps)
-
-    head.decode = decode
-    try:
-        out = model(x)
-    finally:
-        del head.decode
-    return out, captured.get("maps")
-
-
 def _image_ground_truth(dataset, index_of: dict, batch: dict, k: int, input_hw) -> tuple:
     """Ground truth of image ``k`` of the batch: the dataset's own (exact, original pixels) when it has
     ``ground_truth(i)``, else the batch labels mapped back through ``ratio_pad``."""
@@ -110,6 +80,19 @@ def _image_ground_truth(dataset, index_of: dict, batch: dict, k: int, input_hw) 
         cls = torch.as_tensor(np.asarray(gt["cls"], dtype=np.float32)).reshape(-1)
         return boxes, cls
     return batch_ground_truth(batch, k, input_hw)
+
+
+def _score_image(batch: dict, k: int, d: torch.Tensor, gt: tuple, det: DetectionMetrics, gts: list, preds: list,
+                 event_dets: dict) -> None:
+    """Image ``k``'s detections ``d [n, 6]`` (input pixels) back in original pixels, scored and collected."""
+    boxes = clip_boxes(unletterbox(d[:, :4], batch["ratio_pad"][k]), batch["ori_shape"][k])
+    gt_boxes, gt_cls = gt
+    image_id = batch["im_file"][k]  # unique (a stem is not: cam1/0001.jpg, cam2/0001.jpg)
+    det.update(torch.cat((boxes, d[:, 4:6]), 1), gt_boxes, gt_cls)
+    gts.append({"image_id": image_id, "shape": tuple(batch["ori_shape"][k]), "boxes_xyxy": gt_boxes, "cls": gt_cls})
+    preds.append((image_id, boxes, d[:, 4], d[:, 5]))
+    if "recording" in batch:  # event data: detections per recording, stamped with the label time
+        event_dets.setdefault(batch["recording"][k], []).append((int(batch["t"][k]), boxes, d[:, 4:6]))
 
 
 def _bgr_images(img: torch.Tensor) -> list[np.ndarray]:
@@ -191,8 +174,9 @@ class Validator:
             t0 = time.perf_counter()
             x = to_input(batch["img"], self.device)
             t1 = time.perf_counter()
-            with torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
-                out, maps = forward_with_maps(model, x)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.half), returning_maps(model) as has_maps:
+                out = model(x)
+            out, maps = out if has_maps else (out, None)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             t2 = time.perf_counter()
@@ -200,26 +184,16 @@ class Validator:
                 on_dev = {k: batch[k].to(self.device) for k in ("cls", "bboxes", "batch_idx")}
                 loss_sum += self.loss_fn([m.float() for m in maps], on_dev)[1].detach().float().cpu()
                 n_loss_batches += 1
-            dets = non_max_suppression(out.float(), self.conf, self.iou, self.max_det)
-            input_hw = tuple(x.shape[-2:])
-            batch_preds = []
+            dets = [d.detach().float().cpu() for d in non_max_suppression(out.float(), self.conf, self.iou,
+                                                                         self.max_det)]
             for k, d in enumerate(dets):
-                d = d.detach().float().cpu()
-                boxes = clip_boxes(unletterbox(d[:, :4], batch["ratio_pad"][k]), batch["ori_shape"][k])
-                gt_boxes, gt_cls = _image_ground_truth(dataset, index_of, batch, k, input_hw)
-                image_id = batch["im_file"][k]  # unique (a stem is not: cam1/0001.jpg, cam2/0001.jpg)
-                det.update(torch.cat((boxes, d[:, 4:6]), 1), gt_boxes, gt_cls)
-                gts.append({"image_id": image_id, "shape": tuple(batch["ori_shape"][k]),
-                            "boxes_xyxy": gt_boxes, "cls": gt_cls})
-                preds.append((image_id, boxes, d[:, 4], d[:, 5]))
-                batch_preds.append(d)
-                if "recording" in batch:
-                    event_dets.setdefault(batch["recording"][k], []).append((int(batch["t"][k]), boxes, d[:, 4:6]))
+                gt = _image_ground_truth(dataset, index_of, batch, k, tuple(x.shape[-2:]))
+                _score_image(batch, k, d, gt, det, gts, preds, event_dets)
             t3 = time.perf_counter()
             t_pre, t_inf, t_post = t_pre + t1 - t0, t_inf + t2 - t1, t_post + t3 - t2
             n_images += len(dets)
             if self.plots and bi == 0 and self.save_dir is not None:
-                self._plot_batch(batch, batch_preds, names)
+                self._plot_batch(batch, dets, names)
         energy = self.energy.stop() if self.energy is not None else {}
         if was_training:
             model.train()
@@ -246,22 +220,26 @@ class Validator:
         if hasattr(dataset, "prophesee_ground_truth"):  # event recordings: the field's standard protocol too
             result["protocol"] = "per-sample"
             result["prophesee"] = _prophesee(dataset, event_dets, names)
-        if energy and self.save_dir is not None and hasattr(self.energy, "report"):
+        result["fitness"] = fitness(result)
+        self.predictions = preds
+        if self.save_dir is not None:
+            self._save_outputs(bool(energy), preds, det, pr, names, dataset)
+        return result
+
+    def _save_outputs(self, energy: bool, preds: list, det: DetectionMetrics, pr: dict, names, dataset) -> None:
+        """Files beside the metrics: the energy report (and its plots), COCO predictions JSON, the metric plots."""
+        if energy and hasattr(self.energy, "report"):
             report = self.energy.report()
             report.save_csv(self.save_dir / "energy_layers.csv")
             report.save_json(self.save_dir / "energy.json")
             if self.plots:
                 plot_firing_rates(report, self.save_dir / "firing_rates.png")
                 plot_energy_breakdown(report, self.save_dir / "energy_by_stage.png")
-        result["fitness"] = fitness(result)
-        self.predictions = preds
-        if self.save_dir is not None:
-            if self.save_json:
-                class_ids, image_ids = _json_ids(dataset)
-                write_coco_json(preds, self.save_dir / "predictions.json", class_ids=class_ids, image_ids=image_ids)
-            if self.plots:
-                self._plot_metrics(det, pr, names)
-        return result
+        if self.save_json:
+            class_ids, image_ids = _json_ids(dataset)
+            write_coco_json(preds, self.save_dir / "predictions.json", class_ids=class_ids, image_ids=image_ids)
+        if self.plots:
+            self._plot_metrics(det, pr, names)
 
     def _plot_metrics(self, det: DetectionMetrics, pr: dict, names) -> None:
         """PR curve, P/R/F1 against confidence, confusion matrix (counts and normalized)."""
@@ -291,59 +269,6 @@ class Validator:
         keep = [d[d[:, 4] >= 0.25] for d in dets]
         image_grid(images, [d[:, :4].numpy() for d in keep], [d[:, 5].numpy() for d in keep],
                    [d[:, 4].numpy() for d in keep], names=names, path=self.save_dir / "val_batch0_pred.jpg")
-
-
-def summary_table(metrics: dict, names) -> str:
-    """A readable table: all classes, then per class (AP50, AP50-95)."""
-    def f(x, w=7):
-        return f"{x:{w}.3f}" if x is not None and np.isfinite(x) else f"{'-':>{w}}"
-
-    lines = [f"{'class':>16} {'images':>7} {'labels':>7} {'P':>7} {'R':>7} {'mAP50':>7} {'mAP50-95':>9}"]
-    lines.append(
-        f"{'all':>16} {metrics['images']:>7} {metrics['instances']:>7} {f(metrics['precision'])} "
-        f"{f(metrics['recall'])} {f(metrics['map50'])} {f(metrics['map'], 9)}"
-    )
-    names = list(names.values()) if isinstance(names, dict) else list(names)
-    if len(names) > 1:
-        lines += _class_rows(metrics, names, f)
-    if "protocol" in metrics:
-        lines[0] += f"   (protocol: {metrics['protocol']})"
-    if "prophesee" in metrics:
-        p = metrics["prophesee"]
-        lines.append(f"protocol prophesee (0.5 s skip, min diag 30 / side 10 px, +-50 ms): AP {f(p['AP'], 0)}, "
-                     f"AP50 {f(p['AP50'], 0)}, AP75 {f(p['AP75'], 0)} over {p['images']} timestamps")
-    if "snn/energy_mJ" in metrics:
-        lines.append(f"SNN: firing rate {metrics['snn/firing_rate']:.3f} (mean spike count per neuron and step), "
-                     f"{metrics['snn/synops'] / 1e9:.3f} G synaptic ops, {metrics['snn/energy_mJ']:.3f} mJ per image"
-                     + (f" (ANN twin {metrics['snn/ann_energy_mJ']:.3f} mJ)" if "snn/ann_energy_mJ" in metrics else ""))
-    sp = metrics["speed"]
-    lines.append(
-        f"speed: {sp['preprocess']:.1f} ms preprocess, {sp['inference']:.1f} ms inference, "
-        f"{sp['postprocess']:.1f} ms postprocess per image"
-    )
-    return "\n".join(lines)
-
-
-def _class_rows(metrics: dict, names: list, f) -> list[str]:
-    """One table row per class with ground truth (or a finite AP): images, instances, P, R, mAP50, mAP50-95."""
-    n = len(names)
-    ims = metrics.get("images_per_class") or [None] * n
-    inst = metrics.get("instances_per_class") or [None] * n
-    p, r = metrics.get("p_per_class") or [None] * n, metrics.get("r_per_class") or [None] * n
-    rows = []
-    for i, name in enumerate(names):
-        a50, a = metrics["ap50_per_class"][i], metrics["ap_per_class"][i]
-        if not inst[i] and (a50 is None or not np.isfinite(a50)):
-            continue
-        ni = "" if ims[i] is None else ims[i]
-        nb = "" if inst[i] is None else inst[i]
-        rows.append(f"{str(name)[:16]:>16} {ni:>7} {nb:>7} {f(p[i])} {f(r[i])} {f(a50)} {f(a, 9)}")
-    return rows
-
-
-def metrics_json(metrics: dict, **extra) -> str:
-    """A result as one line of strict JSON (for ``--json``)."""
-    return plain_json({**metrics, **extra})
 
 
 def _json_ids(dataset) -> tuple:
