@@ -6,6 +6,9 @@ Nothing in it needs unpickling of arbitrary objects, so a downloaded file cannot
 
 from __future__ import annotations
 
+import copy
+import errno
+import io
 import os
 from pathlib import Path
 
@@ -13,9 +16,15 @@ import torch
 from torch import nn
 
 from . import __version__
+from .errors import InputError, UserError
 from .model import SpikeYOLO
 
 FORMAT = "spikeyolo"
+RUNTIME_SETTINGS = ("T", "D")  # settings a saved model can run with other values of (no weight depends on them)
+
+
+class CheckpointError(UserError, ValueError):
+    """A file that is not a usable spikeyolo checkpoint; the message names it."""
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
@@ -23,11 +32,23 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    buf = io.BytesIO()  # serialized first, written by plain file I/O: a full disk raises ENOSPC naming the file
+    torch.save(obj, buf)
     try:
-        torch.save(obj, tmp)
+        _write_bytes(tmp, buf.getbuffer())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_bytes(path: Path, data) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
 
 
 def checkpoint_dict(model: SpikeYOLO, **extra) -> dict:
@@ -50,16 +71,16 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """The raw checkpoint dict, validated; loads with ``weights_only=True``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(errno.ENOENT, "checkpoint not found", str(path))
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickled objects, a torn file, not a torch file at all
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not a spikeyolo checkpoint (it cannot be read as tensors and plain data: {e}). "
             "Official BICLab checkpoints are recognised by spikeyolo.load and spikeyolo.official.import_official."
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "config" not in ckpt:
-        raise ValueError(f"{path} is not a spikeyolo checkpoint (no 'format: spikeyolo' entry)")
+        raise CheckpointError(f"{path} is not a spikeyolo checkpoint (no 'format: spikeyolo' entry)")
     return ckpt
 
 
@@ -69,20 +90,40 @@ def model_from_checkpoint(ckpt: dict, key: str = "state_dict") -> SpikeYOLO:
     return model
 
 
-def load(path: str | Path, map_location="cpu", **official_kwargs) -> SpikeYOLO:
+def load(path: str | Path, map_location="cpu", **settings) -> SpikeYOLO:
     """Load a train-form model in eval mode: a file saved by :func:`save` (or a run's ``last.pt``/``best.pt``),
-    or an official BICLab SpikeYOLO checkpoint, imported without unpickling its objects (see ``official.py``;
-    ``official_kwargs`` such as ``T``, ``D``, ``decay`` apply to those)."""
+    or an official BICLab SpikeYOLO checkpoint, imported without unpickling its objects (see ``official.py``).
+
+    ``settings``: ``T`` and ``D`` run a saved model with other timesteps / largest spike (its weights do not
+    depend on them; ``model.config`` records the values used). Official checkpoints also take the neuron
+    settings ``decay``, ``input_gain`` and ``scale``, ``nc`` (see ``official.infer_official``); those raise
+    :class:`~spikeyolo.errors.InputError` for a spikeyolo checkpoint, whose file records them."""
     try:
         ckpt = read_checkpoint(path, map_location)
-    except ValueError as not_ours:
+    except CheckpointError as not_ours:
         from .official import infer_official
 
         try:
-            return infer_official(path, **official_kwargs)
+            return infer_official(path, **settings)
         except ValueError:
             raise not_ours from None
-    return model_from_checkpoint(ckpt).eval()
+    return model_from_checkpoint(with_runtime_settings(ckpt, path, settings)).eval()
+
+
+def with_runtime_settings(ckpt: dict, path, settings: dict) -> dict:
+    """The checkpoint with ``T`` / ``D`` replaced in a copy of its config; other settings are refused."""
+    other = sorted(set(settings) - set(RUNTIME_SETTINGS))
+    if other:
+        raise InputError(f"{path}: {other} cannot be changed for a spikeyolo checkpoint (it records them); "
+                         f"only {list(RUNTIME_SETTINGS)} can")
+    for k, v in settings.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise InputError(f"{path}: {k} must be a positive integer, got {v!r}")
+    if not settings:
+        return ckpt
+    config = copy.deepcopy(ckpt["config"])
+    config.update(settings)
+    return {**ckpt, "config": config}
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -21,6 +21,8 @@ import shutil
 import time
 from pathlib import Path
 
+from .argtypes import image_size, nonneg_int, positive_float, positive_int
+
 # Settings chosen by experiment on a 2-core CPU (see the module docstring); every one can be overridden.
 DEMO_DEFAULTS = dict(
     model="n",
@@ -48,16 +50,16 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--project", default="runs/demo", help="runs go to PROJECT/NAME; the tiles to PROJECT/trees_data")
     p.add_argument("--name", default=None, help="default trees (--events: trees_events)")
-    setting("--epochs", "epochs", type=int)
-    setting("--imgsz", "imgsz", type=int)
-    setting("--batch", "batch", type=int)
-    setting("--width", "width", type=float)
+    setting("--epochs", "epochs", type=positive_int)
+    setting("--imgsz", "imgsz", type=image_size)
+    setting("--batch", "batch", type=positive_int)
+    setting("--width", "width", type=positive_float)
     setting("--model", "model")
     setting("--optimizer", "optimizer", choices=["SGD", "AdamW"])
-    setting("--lr0", "lr0", type=float)
-    setting("--close-mosaic", "close_mosaic", type=int)
-    setting("--workers", "workers", type=int)
-    setting("--seed", "seed", type=int)
+    setting("--lr0", "lr0", type=positive_float)
+    setting("--close-mosaic", "close_mosaic", type=nonneg_int)
+    setting("--workers", "workers", type=nonneg_int)
+    setting("--seed", "seed", type=nonneg_int)
     p.add_argument("--device", default="cpu")
     p.add_argument("--events", action="store_true",
                    help="the event-camera variant: train on event recordings simulated from the same photos")

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..boxes import xyxy2xywh
+from ..errors import UserError
 from . import augment as A
 from .cache import cached, files_hash
 from .config import DataConfigError, load_data_config
@@ -23,7 +24,7 @@ LOG = logging.getLogger("spikeyolo.data")
 MAX_LOGGED_WARNINGS = 10
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A split with nothing usable left after reading (every image unreadable or skipped)."""
 
 

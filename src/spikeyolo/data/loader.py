@@ -6,12 +6,19 @@ workers hold their own copy of the dataset, so setting an attribute in the main 
 
 from __future__ import annotations
 
+import os
 import random
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+
+def default_workers() -> int:
+    """Data-loading worker processes by default: 8, or the number of CPUs when there are fewer (more workers than
+    cores only slow loading down, and torch warns about it)."""
+    return min(8, os.cpu_count() or 1)
 
 
 class _ShuffleSampler(Sampler):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ import yaml
 from torch import nn
 
 from ..checkpoint import atomic_torch_save, checkpoint_dict, read_checkpoint
+from ..data.loader import default_workers
+from ..errors import InputError, UserError
 from . import distributed as ddp
 from .ema import ModelEMA, unwrap
 from .optim import LRSchedule, accumulate_steps, apply_warmup, build_optimizer, scaled_weight_decay, warmup_iters
@@ -62,7 +65,7 @@ class TrainConfig:
     imgsz: int = 640
     batch: int = 16  # total over all processes
     device: str | None = None  # cpu, 0, 0,1, cuda:1; None = CUDA if available
-    workers: int = 8
+    workers: int = field(default_factory=default_workers)  # 8, or the number of CPUs if fewer
     optimizer: str = "SGD"  # SGD (Nesterov) or AdamW
     lr0: float = 0.01
     lrf: float = 0.01  # final lr = lr0 * lrf (the paper: 0.004)
@@ -85,8 +88,8 @@ class TrainConfig:
     cls: float = 0.5
     dfl: float = 1.5
     hyp: dict = field(default_factory=dict)  # augmentation overrides: mosaic, translate, scale, hsv_*, fliplr
-    T: int = 1
-    D: int = 4
+    T: int | None = None  # None: 1, or the checkpoint's / event dataset's own; recorded as used
+    D: int | None = None  # None: 4, or the checkpoint's own; recorded as used
     width: float | None = None  # override the scale's width multiplier (tiny models)
     depth: float | None = None
     val: bool = True
@@ -122,6 +125,45 @@ def resolve_resume(path: str | Path) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"resume checkpoint not found: {p}")
     return p
+
+
+RESUME_MAY_CHANGE = ("data", "device")  # a moved dataset, another machine; everything else is the run's own
+
+
+def _absolute(value: str | None) -> str | None:
+    """An existing file path as an absolute path (so a run resumes from any working directory); else as given."""
+    if value and Path(value).expanduser().exists():
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
+def remove_stale_temporaries(weights: Path) -> None:
+    """Delete ``.last.pt.tmp<pid>`` files a killed run left behind (atomic writes rename them when done)."""
+    for tmp in weights.glob(".*.pt.tmp*"):
+        tmp.unlink(missing_ok=True)
+
+
+def remove_if_unused(save_dir: Path) -> None:
+    """Remove a run folder that a failed start left without any checkpoint; only files the trainer writes at
+    start (args.yaml, results.csv, an empty weights/) are deleted, never anything else."""
+    if not save_dir.is_dir() or (save_dir / "weights" / "last.pt").exists():
+        return
+    for name in ("args.yaml", "results.csv"):
+        (save_dir / name).unlink(missing_ok=True)
+    for folder in (save_dir / "weights", save_dir):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def write_csv_atomic(path: Path, rows: list[list]) -> None:
+    """Write a whole CSV through a temporary file and a rename: a kill never leaves it half written."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _lr_columns(optimizer) -> list[float]:
@@ -176,21 +218,36 @@ class Trainer:
 
     # -- set-up ----------------------------------------------------------------------------------------------
     def _build_model(self, names: list[str], in_channels: int = 3, T: int | None = None) -> nn.Module:
+        """The model to train; ``T``: the timesteps an event dataset brings (``None`` for images). Every
+        setting given is applied or refused: a flag is never recorded without being used."""
         from ..checkpoint import load
         from ..model import build_model
 
         cfg = self.cfg
+        if T is not None and cfg.T is not None and cfg.T != T:
+            raise InputError(f"--T {cfg.T}: the event data makes {T} time bins per window (its data YAML sets T); "
+                             "leave --T out or change the data's T")
+        T = T if T is not None else cfg.T
         if self.given_model is not None:
             return self.given_model
         src = str(cfg.model)
         if src.endswith(".pt"):
-            model = load(src).train()
+            fixed = [f"--{k} {getattr(cfg, k)}" for k in ("width", "depth") if getattr(cfg, k) is not None]
+            if fixed:
+                raise InputError(f"{' and '.join(fixed)}: a checkpoint's layer sizes are fixed ({src}); "
+                                 "leave the flag out, or start from a scale or model YAML")
+            model = load(src, **{k: v for k, v in (("T", T), ("D", cfg.D)) if v is not None}).train()
             if model.nc != len(names):
-                raise ValueError(f"{src} has nc={model.nc} but the data has {len(names)} classes")
+                raise InputError(f"{src} has nc={model.nc} but the data has {len(names)} classes")
+            if list(model.names) != list(names):
+                say = self.log if ddp.env_info().main else (lambda *a: None)
+                say(f"warning: {src} was trained with class names {list(model.names)}; the data names "
+                    f"{list(names)} are used from here on (same class ids)")
             model.config["names"] = list(names)
             return model
-        return build_model(src, nc=len(names), T=cfg.T if T is None else T, D=cfg.D, names=list(names),
-                           in_channels=in_channels, width=cfg.width, depth=cfg.depth, imgsz=cfg.imgsz)
+        return build_model(src, nc=len(names), T=1 if T is None else T, D=4 if cfg.D is None else cfg.D,
+                           names=list(names), in_channels=in_channels, width=cfg.width, depth=cfg.depth,
+                           imgsz=cfg.imgsz)
 
     def _loaders(self, data_cfg: dict, info: ddp.DistInfo):
         from ..data import build_dataloader, build_dataset
@@ -214,8 +271,13 @@ class Trainer:
     def train(self) -> dict:
         device = select_device(self.cfg.device)
         info = ddp.setup(device)
+        resuming = bool(self.cfg.resume)
         try:
             return self._train(ddp.process_device(device, info), info)
+        except BaseException:
+            if info.main and self.save_dir is not None and not resuming:
+                remove_if_unused(self.save_dir)  # a run that failed before its first checkpoint leaves no folder
+            raise
         finally:
             ddp.cleanup()
 
@@ -226,13 +288,19 @@ class Trainer:
         t_start = time.time()
         resume_ckpt = None
         if self.cfg.resume:
-            last = resolve_resume(self.cfg.resume)
+            last = resolve_resume(self.cfg.resume).resolve()
             resume_ckpt = read_checkpoint(last)
             saved = dict(resume_ckpt["train_args"])
-            saved.update(resume=str(last), device=self.cfg.device if self.cfg.device is not None else saved["device"])
+            given = {k: _absolute(getattr(self.cfg, k)) for k in RESUME_MAY_CHANGE if getattr(self.cfg, k) is not None}
+            saved.update(resume=str(last), **given)
             self.cfg = TrainConfig.from_dict(saved)
             save_dir = last.parent.parent
+            done = int(resume_ckpt["train_state"]["epoch"]) + 1
+            if done >= self.cfg.epochs:
+                raise UserError(f"{save_dir} already finished its {self.cfg.epochs} epochs; nothing to resume "
+                                f"(to train on, start a new run from its weights: --model {last})")
         else:
+            self.cfg.data, self.cfg.model = _absolute(self.cfg.data), _absolute(str(self.cfg.model))
             save_dir = increment_path(Path(self.cfg.project) / self.cfg.name, self.cfg.exist_ok) if info.main else None
         self.save_dir = Path(ddp.broadcast(str(save_dir) if save_dir else None, info))
         cfg = self.cfg
@@ -243,8 +311,10 @@ class Trainer:
         names = list(data_cfg["names"])
         train_set, train_loader, val_loader = self._loaders(data_cfg, info)
         # event datasets bring their own input channels and timesteps (frames arrive as [B, T, C, H, W])
+        event_T = getattr(train_set, "T", None)
         model = self._build_model(names, int(getattr(train_set, "in_channels", 3)),
-                                  int(getattr(train_set, "T", cfg.T))).to(device).train()
+                                  None if event_T is None else int(event_T)).to(device).train()
+        cfg.T, cfg.D = int(unwrap(model).config["T"]), int(unwrap(model).config["D"])  # record what is used
         record_event_settings(model, train_set)
         self.model = model
 
@@ -270,8 +340,6 @@ class Trainer:
                 ema.load_state_dict(st["ema"])
             start_epoch, best_fitness = int(st["epoch"]) + 1, float(st["best_fitness"])
             best_metrics = st.get("best_metrics")
-            if start_epoch >= cfg.epochs:
-                say(f"{self.save_dir} already finished its {cfg.epochs} epochs; nothing to resume")
 
         net = model
         if info.enabled:
@@ -289,13 +357,13 @@ class Trainer:
         weights = self.save_dir / "weights"
         if info.main:
             weights.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(weights)
             (self.save_dir / "args.yaml").write_text(yaml.safe_dump(plain(dataclasses.asdict(cfg)), sort_keys=False))
             rows = []
             if resume_ckpt is not None and csv_path.exists():  # keep the epochs the checkpoint has seen
                 with open(csv_path, newline="") as f:
                     rows = [r for r in list(csv.reader(f))[1:] if r and int(r[0]) <= start_epoch]
-            with open(csv_path, "w", newline="") as f:
-                csv.writer(f).writerows([RESULTS_COLUMNS, *rows])
+            write_csv_atomic(csv_path, [RESULTS_COLUMNS, *rows])
             say(f"training {type(unwrap(model)).__name__} ({sum(p.numel() for p in model.parameters()):,} params) "
                 f"on {device} x{info.world_size}, {len(train_set)} train images, {nb} batches/epoch, "
                 f"accumulate {accumulate}, weight decay {wd:.3g}, results in {self.save_dir}")
@@ -381,9 +449,9 @@ class Trainer:
                 }
                 common = {"train_args": plain(dataclasses.asdict(cfg)), "epoch": epoch,
                           "metrics": plain(metrics), "fitness": fit}
-                atomic_torch_save(checkpoint_dict(ema.ema, train_state=state, **common), weights / "last.pt")
-                if improved:
+                if improved:  # best before last: a kill in between never leaves last.pt ahead of a missing best
                     atomic_torch_save(checkpoint_dict(ema.ema, **common), weights / "best.pt")
+                atomic_torch_save(checkpoint_dict(ema.ema, train_state=state, **common), weights / "last.pt")
                 if cfg.verbose:
                     msg = f"epoch {epoch + 1}/{cfg.epochs} done in {time.time() - t_epoch:.1f}s"
                     if metrics:
@@ -395,7 +463,9 @@ class Trainer:
             ddp.barrier(info)
             self.on_epoch_end(epoch, metrics)
 
-        result = {"save_dir": str(self.save_dir), "last": str(weights / "last.pt"), "best": str(weights / "best.pt"),
+        best_pt, last_pt = weights / "best.pt", weights / "last.pt"
+        result = {"save_dir": str(self.save_dir), "last": str(last_pt) if last_pt.exists() else None,
+                  "best": str(best_pt) if best_pt.exists() else None,
                   "epochs": cfg.epochs, "epochs_done": epoch + 1 if stopped is None else epoch,
                   "time_s": time.time() - t_start, "best_fitness": best_fitness, "best_metrics": best_metrics,
                   "last_metrics": plain(last_metrics) if last_metrics else None, "stopped": stopped}
@@ -434,9 +504,10 @@ class Trainer:
                     obj.set_epoch(epoch)
         if self.cfg.close_mosaic and epoch >= self.cfg.epochs - self.cfg.close_mosaic:
             if hasattr(dataset, "close_mosaic") and not self._mosaic_closed:
+                mosaic_ran = epoch > 0 and bool(getattr(dataset, "mosaic", False))  # else there is nothing to say
                 dataset.close_mosaic()
                 self._mosaic_closed = True
-                if self.cfg.verbose and ddp.env_info().main:
+                if self.cfg.verbose and ddp.env_info().main and mosaic_ran:
                     self.log(f"mosaic off for the last {self.cfg.epochs - epoch} epochs")
 
     def _step(self, model: nn.Module, optimizer, scaler, ema: ModelEMA | None) -> None:

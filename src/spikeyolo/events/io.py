@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
+
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<u2"), ("y", "<u2"), ("p", "u1")])
 """Decoded events: ``t`` int64 microseconds (after wrap-around), ``x``, ``y`` uint16, ``p`` uint8 (0 OFF, 1 ON)."""
 
@@ -43,7 +45,7 @@ _HALF = 1 << 31
 _SCAN_CHUNK = 1 << 22  # events per chunk when scanning timestamps (32 MiB of records)
 
 
-class DatFormatError(ValueError):
+class DatFormatError(UserError, ValueError):
     """A ``.dat`` file that does not follow the format (the message names the file)."""
 
 
