@@ -155,6 +155,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=nonneg_int, default=d.seed, help="random seed")
     _no_flag(p, "deterministic", "allow non-deterministic (faster) kernels")
     _no_flag(p, "amp", "no mixed precision on CUDA")
+    p.add_argument("--allow-no-boxes", action="store_true",
+                   help="train even if the training split has no box at all (else an error)")
     _no_flag(p, "val", "no validation during training")
     _no_flag(p, "plots", "no plots")
     p.add_argument("--val-period", type=positive_int, default=d.val_period,

@@ -304,6 +304,7 @@ def build_dataset(
     if kwargs:
         raise TypeError(f"unexpected arguments for a {cfg['type']} dataset: {sorted(kwargs)}")
     records, stats = read_split(cfg, split, use_cache=cache)
+    stats["boxes"] = int(sum(len(r.cls) for r in records))
     _log(where, split, records, stats)
     if not records:
         raise DataError(
@@ -324,3 +325,6 @@ def _log(where: str, split: str, records: list, stats: dict) -> None:
         LOG.warning("... and %d more warnings (dataset.stats['warnings'])", len(warns) - MAX_LOGGED_WARNINGS)
     if warns or stats["skipped"]:
         LOG.warning("%s [%s]: %d images usable, %d skipped", where, split, len(records), stats["skipped"])
+    if records and not stats["boxes"]:
+        LOG.warning("%s [%s]: no box in any of the %d images (label files missing or empty? YOLO labels are "
+                    "looked for in a 'labels' folder beside 'images')", where, split, len(records))

@@ -92,6 +92,7 @@ class TrainConfig:
     D: int | None = None  # None: 4, or the checkpoint's own; recorded as used
     width: float | None = None  # override the scale's width multiplier (tiny models)
     depth: float | None = None
+    allow_no_boxes: bool = False  # train even when the training split has no box at all (background only)
     val: bool = True
     val_period: int = 1  # validate every this many epochs (and after the last)
     conf: float = 0.001
@@ -221,6 +222,7 @@ class Trainer:
         """The model to train; ``T``: the timesteps an event dataset brings (``None`` for images). Every
         setting given is applied or refused: a flag is never recorded without being used."""
         from ..checkpoint import load
+        from ..data.config import check_class_names
         from ..model import build_model
 
         cfg = self.cfg
@@ -237,12 +239,7 @@ class Trainer:
                 raise InputError(f"{' and '.join(fixed)}: a checkpoint's layer sizes are fixed ({src}); "
                                  "leave the flag out, or start from a scale or model YAML")
             model = load(src, **{k: v for k, v in (("T", T), ("D", cfg.D)) if v is not None}).train()
-            if model.nc != len(names):
-                raise InputError(f"{src} has nc={model.nc} but the data has {len(names)} classes")
-            if list(model.names) != list(names):
-                say = self.log if ddp.env_info().main else (lambda *a: None)
-                say(f"warning: {src} was trained with class names {list(model.names)}; the data names "
-                    f"{list(names)} are used from here on (same class ids)")
+            check_class_names(model.names, names, src, cfg.data)
             model.config["names"] = list(names)
             return model
         return build_model(src, nc=len(names), T=1 if T is None else T, D=4 if cfg.D is None else cfg.D,
@@ -257,6 +254,10 @@ class Trainer:
         local_batch = max(cfg.batch // info.world_size, 1)
         train_set = build_dataset(data_cfg, "train", imgsz=cfg.imgsz, augment=True, hyp=hyp, seed=cfg.seed,
                                   progress=cfg.progress)
+        if getattr(train_set, "stats", {}).get("boxes", 1) == 0 and not cfg.allow_no_boxes:
+            raise UserError(f"{data_cfg.get('yaml_file') or 'the data'}: the train split has no box in any of its "
+                            f"{len(train_set)} images (label files missing or empty?); pass --allow-no-boxes to "
+                            "train on background only")
         train_loader = build_dataloader(train_set, batch_size=local_batch, workers=cfg.workers, shuffle=True,
                                         seed=cfg.seed, rank=info.rank, world_size=info.world_size)
         val_loader = None

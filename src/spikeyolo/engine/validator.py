@@ -364,6 +364,7 @@ def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=No
     """
     from ..checkpoint import load
     from ..data import build_dataloader, build_dataset, load_data_config
+    from ..data.config import check_class_names
     from .utils import increment_path, select_device
 
     dev = select_device(device)
@@ -374,8 +375,7 @@ def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=No
         energy = EnergyMeter()  # firing rates, synaptic operations and energy at the end of every val
     imgsz = int(imgsz or checkpoint_imgsz(weights))
     data_cfg = load_data_config(data)
-    if len(data_cfg["names"]) != model.nc:
-        raise ValueError(f"{weights} detects {model.nc} classes but {data} lists {len(data_cfg['names'])}")
+    check_class_names(model.names, data_cfg["names"], weights, data)
     dataset = build_dataset(data_cfg, split, imgsz=imgsz, augment=False, progress=progress)
     _warn_event_mismatch(model, dataset, weights, data)
     loader = build_dataloader(dataset, batch_size=batch, workers=workers, shuffle=False)
