@@ -307,13 +307,19 @@ def run_predict(args: argparse.Namespace) -> int:
                                   args.device, save=args.save, save_txt=args.save_txt, project=args.project,
                                   name=args.name, window_us=args.window_us, step_us=args.step_us,
                                   carry_state=args.carry_state)
-    for s in summaries:
+    done = [s for s in summaries if "skipped" not in s]
+    skipped = [s for s in summaries if "skipped" in s]
+    for s in done:
         what = f"{s['frames']} frames, " if "frames" in s else ""
         print(f"{s['source']}: {what}{s.get('detections', '?')} detections")
-    print(f"{len(summaries)} source(s); results in {save_dir}")
+    if skipped:
+        print(f"skipped {len(skipped)} file(s):")
+        for s in skipped:
+            print(f"  {s['source']}: {s['skipped']}")
+    print(f"{len(done)} source(s); results in {save_dir}")
     if args.json:
-        print_json({"save_dir": str(save_dir), "sources": summaries})
-    return 0
+        print_json({"save_dir": str(save_dir), "sources": done, "skipped": skipped})
+    return 0 if done else 1
 
 
 def add_demo_args(p: argparse.ArgumentParser) -> None:

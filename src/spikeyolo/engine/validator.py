@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..boxes import clip_boxes, unletterbox, xywh2xyxy
+from ..errors import InputError
 from ..metrics.coco import coco_evaluate, write_coco_json
 from ..metrics.detection import DetectionMetrics
 from ..nms import non_max_suppression
@@ -47,6 +48,13 @@ def to_input(img: torch.Tensor, device) -> torch.Tensor:
     """A batch of images as the network takes them: uint8 -> float in [0, 1]; event frames (float) unchanged."""
     x = img.to(device, non_blocking=True)
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
+def require_finite(x: torch.Tensor, what: str) -> None:
+    """Refuse NaN or infinite network input: the execution forms disagree on it (NaN in the train and fused
+    forms, finite values in the spike-driven one), so no form's answer would be right."""
+    if not bool(torch.isfinite(x).all()):
+        raise InputError(f"{what} contain NaN or infinite values; the model needs finite input")
 
 
 def batch_ground_truth(batch: dict, k: int, input_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,6 +182,8 @@ class Validator:
         for bi, batch in enumerate(bar):
             t0 = time.perf_counter()
             x = to_input(batch["img"], self.device)
+            require_finite(x, f"the images of validation batch {bi + 1} ({', '.join(map(str, batch['im_file'][:3]))}"
+                              f"{', ...' if len(batch['im_file']) > 3 else ''})")
             t1 = time.perf_counter()
             with torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
                 out, maps = forward_with_maps(model, x)
