@@ -247,3 +247,13 @@ def test_a_failed_start_leaves_no_run_folder(data, tmp_path, monkeypatch):
     argv = ["train", "--data", str(data), *TINY, "--epochs", "1", "--project", str(tmp_path), "--name", "f"]
     assert main(argv) == 1
     assert not (tmp_path / "f").exists()
+
+
+def test_demo_prepare_only_writes_a_ready_dataset(tmp_path, capsys):
+    from spikeyolo.data import load_data_config
+
+    assert main(["demo", "--prepare-only", "--project", str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    cfg = load_data_config(out["data"])
+    assert cfg["names"] == ["Tree"] and cfg["train"] and cfg["val"]
+    assert not (tmp_path / "trees").exists()  # no training run

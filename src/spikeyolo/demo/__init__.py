@@ -64,6 +64,8 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", action="store_true",
                    help="the event-camera variant: train on event recordings simulated from the same photos")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="only write the dataset (tiles or recordings and data.yaml) and print where; no training")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
@@ -190,12 +192,27 @@ def run_event_demo(project: str | Path = "runs/demo", name: str = "trees_events"
     return _summary(result, metrics, val_dir, t, events=True, prophesee=metrics.get("prophesee"))
 
 
+def _prepare_only(project: Path, events: bool, progress: bool, as_json: bool) -> int:
+    """``spikeyolo demo --prepare-only``: the bundled data as a ready dataset, to try the other commands on."""
+    from .trees import prepare_tree_dataset
+
+    data = prepare_event_data(project / "trees_events_data", progress) if events else \
+        prepare_tree_dataset(project / "trees_data")
+    print(f"dataset ready: {data}\ntry: spikeyolo train --data {data} --model n --width 0.125 --imgsz 256 "
+          f"--epochs 5 --batch 4 --workers 0")
+    if as_json:
+        print(json.dumps({"data": str(data)}), flush=True)
+    return 0
+
+
 def run_demo_cli(args: argparse.Namespace) -> int:
     from ..runs import plain
 
     keys = ("epochs", "imgsz", "batch", "width", "model", "optimizer", "lr0", "close_mosaic", "device", "workers",
             "seed")
     given = {k: getattr(args, k) for k in keys}  # None: the demo's own default (run_*demo merge them)
+    if args.prepare_only:
+        return _prepare_only(Path(args.project), args.events, not args.quiet, args.json)
     if args.events:
         summary = run_event_demo(args.project, args.name or "trees_events", progress=not args.quiet, **given)
     else:
