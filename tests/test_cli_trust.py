@@ -257,3 +257,17 @@ def test_demo_prepare_only_writes_a_ready_dataset(tmp_path, capsys):
     cfg = load_data_config(out["data"])
     assert cfg["names"] == ["Tree"] and cfg["train"] and cfg["val"]
     assert not (tmp_path / "trees").exists()  # no training run
+
+
+@pytest.mark.parametrize("epochs,close,hyp,said", [(2, 1, {}, True), (2, 1, {"mosaic": 0.0}, False),
+                                                   (2, 2, {}, False)])
+def test_mosaic_message_only_when_mosaic_ran(data, tmp_path, epochs, close, hyp, said):
+    from spikeyolo.engine.trainer import TrainConfig, Trainer
+
+    t = Trainer(TrainConfig(data=str(data), model="n", width=0.0625, imgsz=64, batch=2, workers=0, device="cpu",
+                            epochs=epochs, close_mosaic=close, hyp=hyp, val=False, plots=False, progress=False,
+                            project=str(tmp_path)))
+    lines = []
+    t.log = lambda *a, **k: lines.append(" ".join(map(str, a)))
+    t.train()
+    assert any("mosaic off for the last 1 epochs" in x for x in lines) == said
