@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import __version__
 from .errors import InputError, UserError
 from .model import SpikeYOLO
+from .official import infer_official
+from .version import __version__
 
 FORMAT = "spikeyolo"
 RUNTIME_SETTINGS = ("T", "D")  # settings a saved model can run with other values of (no weight depends on them)
@@ -101,8 +102,6 @@ def load(path: str | Path, map_location="cpu", **settings) -> SpikeYOLO:
     try:
         ckpt = read_checkpoint(path, map_location)
     except CheckpointError as not_ours:
-        from .official import infer_official
-
         try:
             return infer_official(path, **settings)
         except ValueError:
@@ -128,3 +127,9 @@ def with_runtime_settings(ckpt: dict, path, settings: dict) -> dict:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def checkpoint_imgsz(path, default: int = 640) -> int:
+    """The image size a checkpoint was trained at (its ``train_args``), else ``default``."""
+    ckpt = read_checkpoint(path)
+    return int((ckpt.get("train_args") or {}).get("imgsz") or ckpt["config"].get("imgsz") or default)

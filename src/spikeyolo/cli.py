@@ -23,8 +23,18 @@ from .argtypes import (
     positive_int,
     probability,
 )
+from .checkpoint import load, read_checkpoint
 from .data.loader import default_workers
+from .demo import add_demo_options, run_demo_cli
+from .energy.run import run
+from .engine.predictor import predict
+from .engine.trainer import RESUME_MAY_CHANGE, TrainConfig, Trainer
+from .engine.validator import metrics_json, summary_table, validate
 from .errors import InputError, UserError
+from .export import export_onnx
+from .info import model_summary
+from .runs import plain
+from .version import __version__
 
 VERBOSE_ENV = "SPIKEYOLO_VERBOSE"  # set to 1 to see the traceback of a user error (as --verbose does)
 
@@ -53,8 +63,6 @@ def add_info_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from .info import model_summary
-
     summary = model_summary(args.model, nc=args.nc, imgsz=args.imgsz)
     print(summary.table())
     if args.json:
@@ -85,8 +93,6 @@ def add_energy_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_energy(args: argparse.Namespace) -> int:
-    from .energy.run import run
-
     report, out = run(args.weights, args.data, imgsz=args.imgsz, batch=args.batch, max_batches=args.max_batches,
                       workers=args.workers, device=args.device, out=args.out, plots=not args.no_plots,
                       e_mac=args.e_mac, e_ac=args.e_ac, first_layer=args.first_layer, geometry=args.geometry,
@@ -94,8 +100,6 @@ def run_energy(args: argparse.Namespace) -> int:
     print(report.table())
     print(f"results saved to {out}")
     if args.json:
-        from .runs import plain
-
         print_json(plain({**report.to_dict(), "out": str(out)}))
     return 0
 
@@ -110,9 +114,6 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .checkpoint import load
-    from .export import export_onnx
-
     out = Path(args.output) if args.output else Path(args.weights).with_suffix(".onnx")
     result = export_onnx(load(args.weights), out, args.imgsz, args.opset)
     check = "" if result["max_abs_diff"] is None else f", onnxruntime max |diff| {result['max_abs_diff']:.2e}"
@@ -126,8 +127,6 @@ def _no_flag(p: argparse.ArgumentParser, name: str, help_text: str) -> None:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from .engine.trainer import TrainConfig
-
     d = TrainConfig()
     p.add_argument("--data", help="data YAML (ultralytics convention; type: coco/voc/gen1 also)")
     p.add_argument("--model", default=d.model, help="scale n/s/m/l, a model YAML, or a checkpoint .pt to start from")
@@ -196,9 +195,6 @@ def _flags_given(args: argparse.Namespace, add_args) -> list[str]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .engine.trainer import RESUME_MAY_CHANGE, TrainConfig, Trainer
-    from .runs import plain
-
     if not args.data and not args.resume:
         print("error: --data is required (or --resume)", file=sys.stderr)
         return 2
@@ -245,8 +241,6 @@ def add_val_args(p: argparse.ArgumentParser) -> None:
 
 def recorded_data(weights: str) -> str:
     """The data YAML a checkpoint was trained on (its ``train_args``), when that file still exists."""
-    from .checkpoint import read_checkpoint
-
     data = (read_checkpoint(weights).get("train_args") or {}).get("data")
     if not data:
         raise InputError(f"--data is required: {weights} records no training data")
@@ -256,8 +250,6 @@ def recorded_data(weights: str) -> str:
 
 
 def run_val(args: argparse.Namespace) -> int:
-    from .engine.validator import metrics_json, summary_table, validate
-
     if args.data is None:
         args.data = recorded_data(args.weights)
         print(f"data: {args.data} (recorded in {args.weights}; --data to use another)")
@@ -272,8 +264,6 @@ def run_val(args: argparse.Namespace) -> int:
 
 
 def _names_of(weights) -> list:
-    from .checkpoint import read_checkpoint
-
     return list(read_checkpoint(weights)["config"]["names"])
 
 
@@ -301,8 +291,6 @@ def add_predict_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from .engine.predictor import predict
-
     summaries, save_dir = predict(args.weights, args.source, args.imgsz, args.conf, args.iou, args.max_det,
                                   args.device, save=args.save, save_txt=args.save_txt, project=args.project,
                                   name=args.name, window_us=args.window_us, step_us=args.step_us,
@@ -323,14 +311,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def add_demo_args(p: argparse.ArgumentParser) -> None:
-    from .demo import add_demo_options
-
     add_demo_options(p)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo_cli
-
     return run_demo_cli(args)
 
 
@@ -347,8 +331,6 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spikeyolo", description=__doc__.splitlines()[0])
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"spikeyolo {__version__}")
     parser.add_argument("--verbose", action="store_true",
                         help=f"show the full traceback of an error (or set {VERBOSE_ENV}=1)")

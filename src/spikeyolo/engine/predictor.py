@@ -23,12 +23,17 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..boxes import clip_boxes, unletterbox
+from ..checkpoint import checkpoint_imgsz, load
 from ..data.augment import letterbox
 from ..data.labels import IMG_EXTS
 from ..errors import InputError, UserError
 from ..nms import non_max_suppression
+from ..plots import draw_boxes
+from ..runs import increment_path, select_device
+from .stream import predict_recording
 from .validator import require_finite
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm")
@@ -108,8 +113,6 @@ class Predictor:
         return results
 
     def draw(self, frame: np.ndarray, det: np.ndarray) -> np.ndarray:
-        from ..plots import draw_boxes
-
         return draw_boxes(frame, det[:, :4], det[:, 5], det[:, 4], self.names)
 
 
@@ -148,8 +151,6 @@ def predict_source(predictor: Predictor, source: str | Path, save_dir: Path | No
     A file that cannot be read, or does not suit the model (an image for an event model or the reverse), is
     skipped with a warning: its summary is ``{"source", "skipped": reason}``; one bad file never stops a folder.
     """
-    from tqdm import tqdm
-
     files = list_sources(source)
     stems = output_stems(files)
     event_model = is_event_model(predictor.model)
@@ -212,8 +213,6 @@ def _save_image(predictor, f: Path, stem: str, im, det, save_dir, save, save_txt
 
 
 def _predict_video(predictor, f: Path, stem: str, save_dir, save, save_txt, save_json, progress) -> dict:
-    from tqdm import tqdm
-
     cap = cv2.VideoCapture(str(f))
     if not cap.isOpened():
         raise OSError(f"cannot open video {f}")
@@ -259,12 +258,6 @@ def _predict_video(predictor, f: Path, stem: str, save_dir, save, save_txt, save
 
 def _predict_events(predictor, f: Path, stem: str, save_dir, save, progress, **kwargs) -> dict:
     """A ``.dat`` recording: sliding windows of events through the model (spikeyolo.engine.stream)."""
-    try:
-        from .stream import predict_recording
-    except ImportError as e:
-        raise NotImplementedError(
-            f"{f}: event recordings need spikeyolo.engine.stream.predict_recording, which is not available ({e})"
-        ) from None
     model = predictor.model
     out = (save_dir or f.parent) / f"{stem}_bbox.npy"
     video = save_dir / f"{stem}.mp4" if save_dir is not None and save else None
@@ -290,10 +283,6 @@ def predict(weights, source, imgsz: int | None = None, conf: float = 0.25, iou: 
 
     Returns ``(per-source summaries, save_dir)``.
     """
-    from ..checkpoint import load
-    from ..runs import increment_path, select_device
-    from .validator import checkpoint_imgsz
-
     dev = select_device(device)
     predictor = Predictor(load(weights), int(imgsz or checkpoint_imgsz(weights)), conf, iou, max_det, dev)
     files = list_sources(source)  # fails on a bad source before a run folder is created

@@ -30,14 +30,22 @@ import numpy as np
 import torch
 import yaml
 from torch import nn
+from tqdm import tqdm
 
-from ..checkpoint import atomic_torch_save, checkpoint_dict, read_checkpoint
+from ..checkpoint import atomic_torch_save, checkpoint_dict, load, read_checkpoint
+from ..data import build_dataloader, build_dataset, load_data_config
+from ..data.config import check_class_names
 from ..data.loader import default_workers
+from ..energy import EnergyMeter
 from ..errors import InputError, UserError
+from ..model import build_model
+from ..plots import plot_results
 from ..runs import get_rng_state, increment_path, plain, seed_everything, select_device, set_rng_state
 from . import distributed as ddp
 from .ema import ModelEMA, unwrap
+from .loss import DetectionLoss
 from .optim import LRSchedule, accumulate_steps, apply_warmup, build_optimizer, scaled_weight_decay, warmup_iters
+from .stream import event_settings
 from .validator import Validator, fitness, summary_table, to_input
 
 RESULTS_COLUMNS = [
@@ -171,16 +179,6 @@ def _lr_columns(optimizer) -> list[float]:
     return [g["lr"] for g in optimizer.param_groups]
 
 
-def event_settings(dataset) -> dict | None:
-    """The event input settings of an event dataset (one with ``window_us``, e.g. ``Gen1Dataset``) as plain
-    data: ``{"window_us", "representation", "representation_opts"}``; ``None`` for image datasets."""
-    window_us = getattr(dataset, "window_us", None)
-    if window_us is None:
-        return None
-    return plain({"window_us": int(window_us), "representation": str(dataset.representation),
-                  "representation_opts": dict(dataset.rep_opts)})
-
-
 def record_event_settings(model: nn.Module, dataset) -> None:
     """Write the dataset's event settings into ``model.config["events"]`` (saved with every checkpoint, used by
     ``spikeyolo.engine.stream.predict_recording``), or drop a stale entry when training on images."""
@@ -208,8 +206,6 @@ class Trainer:
     def __init__(self, config: TrainConfig | dict, energy=None, model: nn.Module | None = None):
         self.cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         if energy is None:
-            from ..energy import EnergyMeter
-
             energy = EnergyMeter(synops=False)  # fills results.csv's snn/* columns at every validation
         self.energy = energy
         self.given_model = model
@@ -221,10 +217,6 @@ class Trainer:
     def _build_model(self, names: list[str], in_channels: int = 3, T: int | None = None) -> nn.Module:
         """The model to train; ``T``: the timesteps an event dataset brings (``None`` for images). Every
         setting given is applied or refused: a flag is never recorded without being used."""
-        from ..checkpoint import load
-        from ..data.config import check_class_names
-        from ..model import build_model
-
         cfg = self.cfg
         if T is not None and cfg.T is not None and cfg.T != T:
             raise InputError(f"--T {cfg.T}: the event data makes {T} time bins per window (its data YAML sets T); "
@@ -247,8 +239,6 @@ class Trainer:
                            imgsz=cfg.imgsz)
 
     def _loaders(self, data_cfg: dict, info: ddp.DistInfo):
-        from ..data import build_dataloader, build_dataset
-
         cfg = self.cfg
         hyp = dict(cfg.hyp)
         local_batch = max(cfg.batch // info.world_size, 1)
@@ -283,9 +273,6 @@ class Trainer:
             ddp.cleanup()
 
     def _train(self, device: torch.device, info: ddp.DistInfo) -> dict:
-        from ..data import load_data_config
-        from .loss import DetectionLoss
-
         t_start = time.time()
         resume_ckpt = None
         if self.cfg.resume:
@@ -386,8 +373,6 @@ class Trainer:
             bar = range(nb)
             it = iter(train_loader)
             if info.main and cfg.progress:
-                from tqdm import tqdm
-
                 bar = tqdm(bar, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=cfg.verbose)
             try:
                 for i in bar:
@@ -478,8 +463,6 @@ class Trainer:
                          "Try a lower --lr0, a longer warm-up, or check the data.")
             if cfg.plots and csv_path.exists():
                 try:
-                    from ..plots import plot_results
-
                     plot_results(csv_path)
                 except Exception as e:  # plotting must never lose a finished run
                     self.log(f"warning: results.png not written: {e}")
