@@ -140,8 +140,9 @@ RESUME_MAY_CHANGE = ("data", "device")  # a moved dataset, another machine; ever
 
 
 def _absolute(value: str | None) -> str | None:
-    """An existing file path as an absolute path (so a run resumes from any working directory); else as given."""
-    if value and Path(value).expanduser().exists():
+    """An existing file's path made absolute (so a run resumes from any working directory); else as given
+    (a scale name such as ``n`` stays a name)."""
+    if value and Path(value).expanduser().is_file():
         return str(Path(value).expanduser().resolve())
     return value
 
@@ -288,7 +289,8 @@ class Trainer:
                 raise UserError(f"{save_dir} already finished its {self.cfg.epochs} epochs; nothing to resume "
                                 f"(to train on, start a new run from its weights: --model {last})")
         else:
-            self.cfg.data, self.cfg.model = _absolute(self.cfg.data), _absolute(str(self.cfg.model))
+            self.cfg = dataclasses.replace(self.cfg, data=_absolute(self.cfg.data),
+                                           model=_absolute(str(self.cfg.model)))
             save_dir = increment_path(Path(self.cfg.project) / self.cfg.name, self.cfg.exist_ok) if info.main else None
         self.save_dir = Path(ddp.broadcast(str(save_dir) if save_dir else None, info))
         cfg = self.cfg
