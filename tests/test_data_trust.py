@@ -14,7 +14,7 @@ import pytest
 import spikeyolo
 from spikeyolo.data import DataConfigError, build_dataset
 from spikeyolo.data.labels import LabelFileError, Report, parse_yolo_txt, read_voc
-from spikeyolo.errors import UserError
+from spikeyolo.errors import SpikeYOLOError
 
 
 def write_img(path, h=40, w=80):
@@ -27,7 +27,7 @@ def write_img(path, h=40, w=80):
 def test_yolo_non_finite_values_are_bad_lines(line):
     rep = Report()
     assert parse_yolo_txt(f"1 0.5 0.5 0.1 0.1\n{line}\n", 2, "lab/x.txt", rep) is None  # the image is skipped
-    assert rep.warnings == [f"lab/x.txt:2: NaN or infinite value in {line!r}"]
+    assert rep.warnings == [f"lab/x.txt:2: not a finite number in {line!r}"]
 
 
 def coco_set(tmp_path, categories, annotations, images=None, names=None):
@@ -59,7 +59,7 @@ def test_coco_missing_keys_are_named(tmp_path, images, cats, anns, words):
     y = coco_set(tmp_path, cats, anns, images=images, names="[a]")
     with pytest.raises(LabelFileError, match=words.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")) as e:
         build_dataset(y, "val", cache=False)
-    assert str(tmp_path / "ann.json") in str(e.value) and isinstance(e.value, UserError)
+    assert str(tmp_path / "ann.json") in str(e.value) and isinstance(e.value, SpikeYOLOError)
 
 
 def test_coco_category_without_a_name_is_named(tmp_path):
@@ -108,7 +108,7 @@ def test_training_on_no_boxes_is_an_error_unless_allowed(tmp_path):
     y = yolo_without_labels(tmp_path)
     cfg = dict(data=str(y), model="n", width=0.0625, imgsz=64, batch=2, epochs=1, workers=0, device="cpu",
                project=str(tmp_path / "runs"), progress=False, verbose=False, plots=False, val=False)
-    with pytest.raises(UserError, match="--allow-no-boxes"):
+    with pytest.raises(SpikeYOLOError, match="--allow-no-boxes"):
         Trainer(TrainConfig(**cfg)).train()
     assert not (tmp_path / "runs" / "train").exists()
     assert Trainer(TrainConfig(**cfg, allow_no_boxes=True)).train()["epochs_done"] == 1

@@ -15,17 +15,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import InputError, UserError
+from .errors import CheckpointError, InputError
 from .model import SpikeYOLO
 from .official import infer_official
 from .version import __version__
 
 FORMAT = "spikeyolo"
 RUNTIME_SETTINGS = ("T", "D")  # settings a saved model can run with other values of (no weight depends on them)
-
-
-class CheckpointError(UserError, ValueError):
-    """A file that is not a usable spikeyolo checkpoint; the message names it."""
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
@@ -104,9 +100,15 @@ def load(path: str | Path, map_location="cpu", **settings) -> SpikeYOLO:
     except CheckpointError as not_ours:
         try:
             return infer_official(path, **settings)
-        except ValueError:
+        except CheckpointError:
             raise not_ours from None
-    return model_from_checkpoint(with_runtime_settings(ckpt, path, settings)).eval()
+    try:
+        return model_from_checkpoint(with_runtime_settings(ckpt, path, settings)).eval()
+    except InputError:
+        raise
+    except Exception as e:  # a readable file whose config or weights do not build the model it describes
+        raise CheckpointError(f"{path}: a spikeyolo checkpoint whose model cannot be rebuilt "
+                              f"({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def with_runtime_settings(ckpt: dict, path, settings: dict) -> dict:

@@ -28,9 +28,10 @@ from .data.loader import default_workers
 from .demo import add_demo_options, run_demo_cli
 from .energy.run import run
 from .engine.predictor import predict
+from .engine.report import metrics_json, summary_table
 from .engine.trainer import RESUME_MAY_CHANGE, TrainConfig, Trainer
-from .engine.validator import metrics_json, summary_table, validate
-from .errors import InputError, UserError
+from .engine.validator import validate
+from .errors import InputError, SpikeYOLOError
 from .export import export_onnx
 from .info import model_summary
 from .runs import plain
@@ -161,9 +162,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-period", type=positive_int, default=d.val_period,
                    help="validate every N epochs (and the last)")
     p.add_argument("--T", type=positive_int, default=None,
-                   help="timesteps (default 1; a checkpoint's or an event dataset's own)")
+                   help="timesteps (default: a checkpoint's own, the data YAML's T for event data, else 1)")
     p.add_argument("--D", type=positive_int, default=None,
                    help="largest integer spike, virtual timesteps at inference (default 4; a checkpoint's own)")
+    p.add_argument("--decay", type=below_one, default=None,
+                   help="I-LIF leak (default 0.25; the official Gen1 neuron: 0.5; not with a checkpoint)")
+    p.add_argument("--input-gain", type=positive_float, default=None,
+                   help="I-LIF input gain (default 1.0; the official Gen1 neuron: 0.5; not with a checkpoint)")
     p.add_argument("--width", type=positive_float, default=None,
                    help="override the width multiplier (tiny models; not with a checkpoint)")
     p.add_argument("--depth", type=positive_float, default=None,
@@ -346,7 +351,7 @@ def user_message(e: BaseException) -> str | None:
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         where = f" on the disk holding {e.filename}" if e.filename else " on the device"
         return f"no space left{where}; free some space and run again"
-    if isinstance(e, UserError | OSError):
+    if isinstance(e, SpikeYOLOError | OSError):
         return str(e) or type(e).__name__
     return None
 

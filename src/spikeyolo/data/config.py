@@ -36,13 +36,13 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import UserError
+from ..errors import SpikeYOLOError
 
 TYPES = ("yolo", "coco", "voc", "gen1")
 SPLITS = ("train", "val", "test")
 
 
-class DataConfigError(UserError, ValueError):
+class DataConfigError(SpikeYOLOError, ValueError):
     """A data YAML that cannot be used; the message names the file and the key."""
 
 

@@ -34,14 +34,14 @@ import numpy as np
 import torch
 
 from ..boxes import xywh2xyxy
-from ..errors import UserError
+from ..errors import FileFormatError
 
 IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 TOL = 1e-3  # normalized tolerance before a coordinate counts as outside [0, 1]
 PX_TOL = 1.0  # pixel tolerance for COCO / VOC boxes
 
 
-class LabelFileError(UserError, ValueError):
+class LabelFileError(FileFormatError):
     """An annotation file that cannot be used as a whole; the message names the file and the entry."""
 
 
@@ -144,10 +144,11 @@ def parse_yolo_txt(text: str, nc: int, file: str, report: Report) -> tuple[np.nd
             report.warn(file, f"not a number in {line.strip()!r}", ln)
             bad = True
             continue
-        if not all(math.isfinite(v) for v in (c, cx, cy, w, h)):
-            report.warn(file, f"NaN or infinite value in {line.strip()!r}", ln)
+        if not all(map(math.isfinite, (c, cx, cy, w, h))):
+            report.warn(file, f"not a finite number in {line.strip()!r}", ln)
             bad = True
-        elif c != int(c) or not 0 <= c < nc:
+            continue
+        if c != int(c) or not 0 <= c < nc:
             report.warn(file, f"class id {parts[0]} outside 0..{nc - 1}", ln)
             bad = True
         elif w <= 0 or h <= 0:
@@ -215,19 +216,22 @@ def read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list[
     """COCO JSON: ``bbox`` = x, y, w, h pixels; category ids mapped to 0..nc-1 in sorted id order.
 
     ``iscrowd`` annotations are left out (counted in ``report.crowd``). Images are looked up by ``file_name``
-    in each of ``image_dirs`` in turn.
+    in each of ``image_dirs`` in turn. A file that is not JSON of that structure raises
+    :class:`~spikeyolo.errors.FileFormatError` naming it.
     """
     try:
-        data = json.loads(Path(ann_file).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise LabelFileError(f"{ann_file}: cannot read the COCO JSON ({e})") from None
+        return _read_coco(image_dirs, ann_file, report, names)
+    except LabelFileError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError, RecursionError) as e:
+        raise FileFormatError(f"{ann_file}: not a COCO annotation file ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list[str] | None) -> list[Record]:
+    data = json.loads(Path(ann_file).read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise LabelFileError(f"{ann_file}: expected a JSON object with 'images' and 'annotations'")
-    cats = data.get("categories", [])
-    for i, c in enumerate(cats):
-        _require(c, ("id", "name"), ann_file, f"categories[{i}]")
-    cats = sorted(cats, key=lambda c: _int(c["id"], ann_file, "categories[].id"))
-    cat_map = coco_category_map(cats, names, ann_file)
+    cat_map = coco_category_map(_categories(data, ann_file), names, ann_file)
     by_image: dict[int, list] = {}
     for i, a in enumerate(data.get("annotations", [])):
         _require(a, ("image_id",), ann_file, f"annotations[{i}] (id {a.get('id') if isinstance(a, dict) else '?'})")
@@ -294,6 +298,14 @@ def _category(annotation: dict):
         return None
 
 
+def _categories(data: dict, ann_file) -> list[dict]:
+    """The JSON's categories, each checked to have an ``id`` and a ``name``, sorted by id."""
+    cats = data.get("categories", [])
+    for i, c in enumerate(cats):
+        _require(c, ("id", "name"), ann_file, f"categories[{i}]")
+    return sorted(cats, key=lambda c: _int(c["id"], ann_file, "categories[].id"))
+
+
 def coco_category_map(cats: list[dict], names: list[str] | None, ann_file) -> dict[int, int]:
     """Category id -> class index. With the data YAML's ``names``, categories are matched by name (the YAML's
     order is the class order); the JSON's names must be exactly those names. Without, sorted id order."""
@@ -305,6 +317,18 @@ def coco_category_map(cats: list[dict], names: list[str] | None, ann_file) -> di
                              "give the same names (any order) or leave 'names' out to take them from the JSON")
     index = {n: i for i, n in enumerate(names)}
     return {int(c["id"]): index[str(c["name"])] for c in cats}
+
+
+def coco_id_maps(image_dirs: list[str], ann_file: str, names: list[str] | None = None
+                 ) -> tuple[dict[str, int], list[int]]:
+    """The COCO JSON's own ids for what :func:`read_coco` made of it: ``{im_file: image id}`` (an image file as
+    ``read_coco`` names it, under any of ``image_dirs``) and ``category_ids[class index]`` (the classes in the
+    order of ``names`` when given, as :func:`read_coco` numbers them)."""
+    data = json.loads(Path(ann_file).read_text(encoding="utf-8"))
+    cat_map = coco_category_map(_categories(data, ann_file), names, ann_file)
+    cats = [cid for cid, _ in sorted(cat_map.items(), key=lambda kv: kv[1])]
+    images = {str(Path(d) / im["file_name"]): int(im["id"]) for im in data.get("images", []) for d in image_dirs}
+    return images, cats
 
 
 def parse_voc_xml(path: str) -> tuple[tuple[int, int] | None, list[dict]]:
@@ -361,7 +385,7 @@ def read_voc(
         if xf.is_file():
             try:
                 xml_shape, objects = parse_voc_xml(str(xf))
-            except (xml.parsers.expat.ExpatError, OSError, ValueError) as e:
+            except (xml.parsers.expat.ExpatError, OSError, ValueError, ArithmeticError) as e:
                 report.skip(xf, f"cannot parse XML ({e})")
                 continue
             if xml_shape is not None and xml_shape != shape:

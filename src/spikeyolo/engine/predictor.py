@@ -29,7 +29,7 @@ from ..boxes import clip_boxes, unletterbox
 from ..checkpoint import checkpoint_imgsz, load
 from ..data.augment import letterbox
 from ..data.labels import IMG_EXTS
-from ..errors import InputError, UserError
+from ..errors import InputError, SpikeYOLOError
 from ..nms import non_max_suppression
 from ..plots import draw_boxes
 from ..runs import increment_path, select_device
@@ -191,7 +191,7 @@ def predict_source(predictor: Predictor, source: str | Path, save_dir: Path | No
                                                 progress))
             elif f.suffix.lower() in EVENT_EXTS:
                 summaries.append(_predict_events(predictor, f, stems[f], save_dir, save, progress, **event_kwargs))
-        except (OSError, UserError) as e:
+        except (OSError, SpikeYOLOError) as e:
             skip(f, str(e))
     return summaries + skipped
 
