@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from spikeyolo.cli import main
 
 
+@pytest.mark.slow  # a whole demo run end to end (79 s in `pytest --durations` on the shared 2-core machine)
 def test_demo_flow_tiny(tmp_path, capsys):
     argv = ["demo", "--project", str(tmp_path), "--epochs", "1", "--imgsz", "64", "--width", "0.0625", "--batch", "8",
             "--quiet", "--json", "--scale", "0.3", "--no-hsv"]
@@ -26,11 +29,12 @@ def test_demo_flow_tiny(tmp_path, capsys):
     assert len(drawn) == out["images"]  # every test tile drawn
     # the held-out tiles come from the right part of each photo, never from the training part; val and test
     # tiles never overlap either
-    tiles = tmp_path / "trees_tiles" / "images"
+    tiles = tmp_path / "trees_data" / "images"
     train, val = ({p.name for p in (tiles / s).iterdir()} for s in ("train", "val"))
     assert not train & {p.name for p in drawn} and not val & {p.name for p in drawn}
 
 
+@pytest.mark.slow  # simulates recordings, then a whole event demo run (43 s there)
 def test_event_demo_flow_tiny(tmp_path, capsys, monkeypatch):
     """`spikeyolo demo --events` at toy size: simulated recordings (short ones here), train, held-out val under
     both protocols, and the simulated data reused until its settings change."""

@@ -3,16 +3,21 @@
 Layout under ``save_dir``: the annotated image (its own name) or video (``<stem>.mp4``), ``labels/<stem>.txt``
 (videos and streams: ``labels/<stem>_<frame>.txt``) with one ``cls cx cy w h conf`` row per box (normalized to
 the frame), ``<stem>.json`` per source, and for event recordings ``<stem>_bbox.npy`` (and ``<stem>.mp4``).
+Two sources with the same stem (``x.jpg``, ``x.png``) write under ``<stem>_<ext>`` (``x_jpg``, ``x_png``).
+A file that cannot be read, or does not suit the model (an image for an event model or the reverse), is
+skipped with a warning (its summary is ``{"source", "skipped": reason}``); one bad file never stops a folder.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import cv2
 from tqdm import tqdm
 
+from ..errors import InputError, SpikeYOLOError
 from ..runs import increment_path
 from .predictor import Predictor, Result, detections_json, iter_with_images, load_predictor, yolo_lines
 from .sources import Source, resolve_sources
@@ -22,16 +27,16 @@ from .stream import predict_recording
 class _SourceWriter:
     """Writes the outputs of one image, video or stream as its results arrive; ``summary()`` at the end."""
 
-    def __init__(self, predictor: Predictor, source: Source, save_dir: Path | None, save: bool, save_txt: bool,
-                 save_json: bool):
-        self.p, self.src, self.dir = predictor, source, save_dir
+    def __init__(self, predictor: Predictor, source: Source, stem: str, save_dir: Path | None, save: bool,
+                 save_txt: bool, save_json: bool):
+        self.p, self.src, self.dir, self.stem = predictor, source, save_dir, stem
         self.save = save and save_dir is not None
         self.save_txt = save_txt and save_dir is not None
         self.save_json = save_json and save_dir is not None
         self.writer, self.frames, self.n, self.n_det, self.fps, self.shape = None, [], 0, 0, None, None
 
     def add(self, r: Result, image) -> None:
-        det, stem = r.det, self.src.name
+        det, stem = r.det, self.stem
         self.n, self.n_det, self.fps, self.shape = self.n + 1, self.n_det + len(r), r.fps, r.shape
         if self.src.kind == "image":
             if self.save:
@@ -57,7 +62,7 @@ class _SourceWriter:
     def summary(self) -> dict:
         if self.writer is not None:
             self.writer.release()
-        stem = self.src.name
+        stem = self.stem
         if self.src.kind == "image":
             out = {"source": self.src.path, "type": "image", "shape": list(self.shape), "detections": self.n_det}
             if self.save:
@@ -75,35 +80,90 @@ class _SourceWriter:
         return out
 
 
+def is_event_model(model) -> bool:
+    """A model trained on event frames (its config records the event input, or it has other than 3 channels)."""
+    config = getattr(model, "config", None) or {}
+    return bool(config.get("events")) or int(config.get("in_channels", 3)) != 3
+
+
+def source_mismatch(source: Source, event_model: bool) -> str | None:
+    """Why ``source`` cannot go through the model (an event recording to an image model or the reverse)."""
+    is_dat = source.kind == "events"
+    if event_model and not is_dat:
+        return "the model was trained on event recordings; give it .dat files"
+    if is_dat and not event_model:
+        return "an event recording, but the model was trained on images"
+    return None
+
+
+def output_stems(sources: list[Source]) -> list[str]:
+    """The name each source's outputs are written under: its stem, or ``<stem>_<ext>`` where two sources share a
+    stem (``x.jpg`` and ``x.png``), so no output overwrites another."""
+    names = [s.name for s in sources]
+    return [n if names.count(n) == 1 else f"{n}_{Path(s.path).suffix.lstrip('.').lower()}"
+            for n, s in zip(names, sources)]
+
+
 def predict_source(predictor: Predictor, source, save_dir: Path | None = None, save: bool = True,
                    save_txt: bool = True, save_json: bool = True, progress: bool = True, batch: int = 1,
                    vid_stride: int = 1, **event_kwargs) -> list[dict]:
     """Run ``predictor`` over every source ``source`` names (see :mod:`spikeyolo.engine.sources`) and write the
-    outputs; returns one summary dict per source, in order. ``event_kwargs`` (``window_us``, ``step_us``,
-    ``carry_state``) go to :func:`spikeyolo.engine.stream.predict_recording` for ``.dat`` sources."""
+    outputs; returns one summary dict per source (skipped ones last). ``event_kwargs`` (``window_us``,
+    ``step_us``, ``carry_state``) go to :func:`spikeyolo.engine.stream.predict_recording` for ``.dat`` sources."""
     sources = resolve_sources(source)
+    stems = output_stems(sources)
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
         if save_txt:
             (save_dir / "labels").mkdir(exist_ok=True)
-    frame_sources = [s for s in sources if s.kind != "events"]
-    writers = [_SourceWriter(predictor, s, save_dir, save, save_txt, save_json) for s in frame_sources]
-    bar = tqdm(desc="predict", unit="frame", disable=not progress or not frame_sources)
+    skipped: list[dict] = []
+
+    def skip(s: Source, reason: str) -> None:
+        warnings.warn(f"{s.path}: {reason}; skipped", stacklevel=3)
+        skipped.append({"source": s.path, "skipped": reason})
+
+    event_model = is_event_model(predictor.model)
+    usable = []
+    for s, stem in zip(sources, stems):
+        reason = source_mismatch(s, event_model)
+        if reason:
+            skip(s, reason)
+        else:
+            usable.append((s, stem))
+    frames = [(s, stem) for s, stem in usable if s.kind != "events"]
+    writers = [_SourceWriter(predictor, s, stem, save_dir, save, save_txt, save_json) for s, stem in frames]
+    failed: set[int] = set()
+
+    def unreadable(k: int, reason: str) -> None:
+        failed.add(k)
+        skip(frames[k][0], reason)
+
+    bar = tqdm(desc="predict", unit="frame", disable=not progress or not frames)
     try:
-        for k, r, image in iter_with_images(predictor, frame_sources, batch, vid_stride):
+        for k, r, image in iter_with_images(predictor, [s for s, _ in frames], batch, vid_stride, unreadable):
             writers[k].add(r, image)
             bar.update(1)
     finally:
         bar.close()
-    frame_summaries = iter([w.summary() for w in writers])
-    return [_predict_events(predictor, Path(s.path), save_dir, save, progress, **event_kwargs)
-            if s.kind == "events" else next(frame_summaries) for s in sources]
+    summaries, k = [], 0
+    for s, stem in usable:
+        try:
+            if s.kind == "events":
+                summaries.append(_predict_events(predictor, Path(s.path), stem, save_dir, save, progress,
+                                                 **event_kwargs))
+            else:
+                k += 1
+                if k - 1 not in failed:
+                    summaries.append(writers[k - 1].summary())
+        except (OSError, SpikeYOLOError) as e:
+            skip(s, str(e))
+    return summaries + skipped
 
 
-def _predict_events(predictor, f: Path, save_dir, save, progress, **kwargs) -> dict:
+def _predict_events(predictor, f: Path, stem: str, save_dir, save, progress, **kwargs) -> dict:
     """A ``.dat`` recording: sliding windows of events through the model (spikeyolo.engine.stream)."""
-    out = (save_dir or f.parent) / f"{f.stem}_bbox.npy"
-    video = save_dir / f"{f.stem}.mp4" if save_dir is not None and save else None
+    out = (save_dir or f.parent) / f"{stem}_bbox.npy"
+    video = save_dir / f"{stem}.mp4" if save_dir is not None and save else None
     dets = predict_recording(predictor.model, f, out, imgsz=predictor.imgsz, conf=predictor.conf,
                              iou=predictor.iou, max_det=predictor.max_det, video_path=video, names=predictor.names,
                              progress=progress, **kwargs)
@@ -128,7 +188,11 @@ def predict_to_folder(weights, source, imgsz: int | None = None, conf: float = 0
     Returns ``(per-source summaries, save_dir)``.
     """
     predictor = load_predictor(weights, imgsz, conf, iou, max_det, device, classes)
-    resolve_sources(source)  # fails on a bad source before a run folder is created
+    sources = resolve_sources(source)  # fails on a bad source before a run folder is created
+    event_model = is_event_model(predictor.model)
+    reasons = [source_mismatch(s, event_model) for s in sources]
+    if all(reasons):  # nothing this model can read: one line, and no run folder
+        raise InputError(f"{sources[0].path if len(sources) == 1 else source}: {reasons[0]}")
     save_dir = increment_path(Path(project) / name, exist_ok)
     event_kwargs = {"window_us": window_us, "step_us": step_us, "carry_state": carry_state}
     return predict_source(predictor, source, save_dir, save, save_txt, save_json, progress, batch, vid_stride,

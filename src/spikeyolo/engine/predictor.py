@@ -31,6 +31,7 @@ from ..nms import non_max_suppression
 from ..plots import draw_boxes
 from ..runs import select_device
 from .sources import Source, open_capture, read_frames, read_image_file, resolve_sources
+from .validator import require_finite
 
 
 def list_sources(source) -> list[Path]:
@@ -126,6 +127,7 @@ class Predictor:
             inputs.append(torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))))
             metas.append(((gain, pad), f.shape[:2]))
         x = torch.stack(inputs).to(self.device).float() / 255.0
+        require_finite(x, "the frames given to the predictor")
         out = self.model(x)
         dets = non_max_suppression(out.float(), self.conf, self.iou, self.max_det, classes=self.classes)
         results = []
@@ -145,13 +147,24 @@ class Predictor:
                        d[:, 5].astype(np.int64), self.names, fps) for (path, frame, im, fps), d in zip(items, dets)]
 
 
-def _frames(sources: list[Source], vid_stride: int):
-    """``(source index, (path, frame, BGR image, fps))`` of every image and kept video/stream frame."""
+def _frames(sources: list[Source], vid_stride: int, skip=None):
+    """``(source index, (path, frame, BGR image, fps))`` of every image and kept video/stream frame.
+
+    ``skip(index, reason)``: called for a source that cannot be read (then the others go on); None: raise."""
     for k, s in enumerate(sources):
+        try:
+            if s.kind == "image":
+                image = read_image_file(s.path)
+            elif s.kind in ("video", "stream"):
+                cap = open_capture(s)
+        except OSError as e:
+            if skip is None:
+                raise
+            skip(k, str(e))
+            continue
         if s.kind == "image":
-            yield k, (s.path, None, read_image_file(s.path), None)
+            yield k, (s.path, None, image, None)
         elif s.kind in ("video", "stream"):
-            cap = open_capture(s)
             fps = (cap.get(cv2.CAP_PROP_FPS) or 30.0) / vid_stride
             try:
                 for n, frame in read_frames(cap, vid_stride):
@@ -163,13 +176,14 @@ def _frames(sources: list[Source], vid_stride: int):
                              "`spikeyolo predict --source` on it, or spikeyolo.engine.stream.predict_recording")
 
 
-def iter_with_images(predictor: Predictor, sources: list[Source], batch: int = 1, vid_stride: int = 1
-                     ) -> Iterator[tuple[int, Result, np.ndarray]]:
-    """``(source index, Result, BGR image)`` of every image and kept frame, in order, ``batch`` a forward."""
+def iter_with_images(predictor: Predictor, sources: list[Source], batch: int = 1, vid_stride: int = 1,
+                     skip=None) -> Iterator[tuple[int, Result, np.ndarray]]:
+    """``(source index, Result, BGR image)`` of every image and kept frame, in order, ``batch`` a forward
+    (``skip``: see :func:`_frames`)."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     buf: list = []
-    for k, item in _frames(sources, vid_stride):
+    for k, item in _frames(sources, vid_stride, skip):
         buf.append((k, item))
         if len(buf) == batch:
             yield from _run(predictor, buf)
