@@ -10,7 +10,8 @@ import torch
 
 import spikeyolo
 from spikeyolo.cli import main
-from spikeyolo.engine.predictor import Predictor, predict_source
+from spikeyolo.engine.predict_outputs import predict_source
+from spikeyolo.engine.predictor import Predictor
 from spikeyolo.engine.validator import Validator
 from spikeyolo.errors import InputError
 from test_predict import FixedDetector
