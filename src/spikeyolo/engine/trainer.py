@@ -331,7 +331,7 @@ class Trainer:
                 self.best_fitness, self.best_metrics = fit, {**plain(metrics), "epoch": epoch + 1}
             self.last_metrics = metrics or self.last_metrics
             self._write_row(self.csv_path, epoch, mean_loss, metrics, _lr_columns(self.optimizer))
-            self._save(epoch, metrics, fit, improved)
+            self._save_checkpoints(epoch, metrics, fit, improved)
             self._log_epoch(epoch, metrics)
         else:
             self._gather_rng(self.info)
@@ -432,7 +432,7 @@ class Trainer:
         self.validator.plots = cfg.plots and final
         return self.validator(self.ema.ema)
 
-    def _save(self, epoch: int, metrics: dict, fit: float, improved: bool) -> None:
+    def _save_checkpoints(self, epoch: int, metrics: dict, fit: float, improved: bool) -> None:
         state = {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
