@@ -1,0 +1,92 @@
+"""Train form -> deploy form: the fastest form for inference, in fp32, bf16 (torch) or int8 (ONNX Runtime).
+
+Each unit converts itself (:meth:`spikeyolo.nn.units.SpikeUnit.deploy`); this module walks the model, picks
+the precision of each unit and, for ``backend="onnxruntime"``, hands the result to :mod:`spikeyolo.ort`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .fuse import replace_modules
+from .nn.units import ConvBias, SpikeUnit
+
+PRECISIONS = ("fp32", "bf16", "int8")
+BACKENDS = ("torch", "onnxruntime")
+SUPPORTED = {("fp32", "torch"), ("bf16", "torch"), ("fp32", "onnxruntime"), ("int8", "onnxruntime")}
+
+
+def check_precision(precision: str, backend: str | None) -> str:
+    """The backend to use for ``precision`` (``None``: torch, or onnxruntime for int8); one clear error when the
+    pair is not supported, naming the pairs that are."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if backend is None:
+        backend = "onnxruntime" if precision == "int8" else "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if (precision, backend) not in SUPPORTED:
+        works = ", ".join(f"{p}+{b}" for p, b in sorted(SUPPORTED))
+        raise ValueError(f"precision {precision} is not available with backend {backend}; supported: {works}")
+    return backend
+
+
+def cpu_has(flag: str) -> bool:
+    """Whether /proc/cpuinfo lists an instruction-set flag (False where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(flag in line.split() for line in f if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+def check_device_support(precision: str, device: torch.device) -> None:
+    """One clear line when the device cannot run ``precision`` at speed (it still runs, or says what does)."""
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise RuntimeError(f"bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; use fp32")
+
+
+def deploy_torch(model: nn.Module, precision: str = "fp32", channels_last: bool | None = None) -> nn.Module:
+    """A deploy-form copy of a train-form model (eval mode, torch backend); the original is untouched.
+
+    BatchNorm is folded everywhere; each unit keeps its factorized chain unless the fused conv needs fewer MACs.
+    ``bf16``: every conv fed by spikes runs in bfloat16 (the spikes 0..D are exact in it); the stem (real-valued
+    image), the head's last 1x1 convs (box-bin and class logits), every I-LIF and the box decoding stay float32.
+    ``channels_last`` (default: on for bf16) stores conv inputs NHWC.
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"deploy_torch: precision must be fp32 or bf16, got {precision!r}")
+    if channels_last is None:
+        channels_last = precision == "bf16"
+    dep = copy.deepcopy(model).eval()
+    low = torch.bfloat16 if precision == "bf16" else None
+
+    def convert(unit: SpikeUnit) -> nn.Module:
+        keep_fp32 = unit.lif is None or isinstance(unit, ConvBias)  # real-valued input / final logits
+        return unit.deploy(None if keep_fp32 else low, channels_last)
+
+    if replace_modules(dep, SpikeUnit, convert) == 0:
+        raise ValueError("deploy: the model has no train-form units (already fused, deployed or spike-driven?)")
+    dep.form, dep.precision = "deploy", precision
+    return dep
+
+
+def deploy(model: nn.Module, precision: str = "fp32", backend: str | None = None, **kwargs) -> nn.Module:
+    """The deploy form of a train-form SpikeYOLO: same eval output ``[B, 4 + nc, anchors]``, faster.
+
+    Args:
+        precision: ``fp32``, ``bf16`` (torch) or ``int8`` (onnxruntime: int8 weights per output channel, spike
+            inputs as uint8 with scale 1 and zero point 0, int32 accumulation; stem and final head convs fp32).
+        backend: ``torch`` or ``onnxruntime``; ``None`` picks torch, or onnxruntime for int8.
+        kwargs: ``channels_last`` (torch backend), ``imgsz`` (onnxruntime: the export size, default the
+            checkpoint's training size).
+    """
+    backend = check_precision(precision, backend)
+    if backend == "torch":
+        return deploy_torch(model, precision, **kwargs)
+    from .ort import OrtModel  # optional dependency: onnx / onnxruntime
+
+    return OrtModel.from_model(model, precision, **kwargs)
