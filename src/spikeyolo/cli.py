@@ -76,7 +76,11 @@ def run_energy(args: argparse.Namespace) -> int:
 def add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="checkpoint .pt")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
-    p.add_argument("--imgsz", type=int, default=640, help="square input size (a multiple of 32)")
+    p.add_argument("--imgsz", type=int, default=None,
+                   help="square input size, a multiple of 32 (default: the size the checkpoint was trained at)")
+    p.add_argument("--precision", choices=["fp32", "int8"], default=None,
+                   help="export the deploy form (fast, for `val`/`predict --weights file.onnx`) in this precision; "
+                        "default: the fused form (one conv per neuron, for hardware mapping)")
     p.add_argument("--output", default=None, help="output file (default: the weights path with the new suffix)")
     p.add_argument("--opset", type=int, default=17)
 
@@ -85,13 +89,30 @@ def run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .checkpoint import load
-    from .export import export_onnx
+    from .engine.validator import checkpoint_imgsz
 
     out = Path(args.output) if args.output else Path(args.weights).with_suffix(".onnx")
-    result = export_onnx(load(args.weights), out, args.imgsz, args.opset)
+    imgsz = args.imgsz or checkpoint_imgsz(args.weights)
+    if args.precision is None:
+        from .export import export_onnx
+
+        result, what = export_onnx(load(args.weights), out, imgsz, args.opset), "the fused form"
+    else:
+        from .ort import export_deploy_onnx
+
+        result = export_deploy_onnx(load(args.weights), out, args.precision, imgsz, args.opset)
+        what = f"the deploy form ({args.precision}, {result['int8_convs']} int8 convs)"
     check = "" if result["max_abs_diff"] is None else f", onnxruntime max |diff| {result['max_abs_diff']:.2e}"
-    print(f"exported the fused form to {out}{check}")
+    print(f"exported {what} at {imgsz}x{imgsz} to {out}{check}")
     return 0
+
+
+def _add_precision_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default=None,
+                   help="run the deploy form in this precision (bf16: torch; int8: onnxruntime); "
+                        "default: the train form (with energy metrics)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
+                   help="deploy-form runtime (default: torch, onnxruntime for int8 and .onnx weights)")
 
 
 # --- train / val / predict / demo (engine) ------------------------------------------------------------------
@@ -164,8 +185,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_val_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="checkpoint .pt (best.pt / last.pt of a run, or saved model)")
+    p.add_argument("--weights", required=True,
+                   help="checkpoint .pt (best.pt / last.pt of a run, or saved model), or a deploy export .onnx")
     p.add_argument("--data", required=True, help="data YAML")
+    _add_precision_args(p)
     p.add_argument("--split", default="val", help="val (default) or test")
     p.add_argument("--imgsz", type=int, default=None, help="default: the size the checkpoint was trained at")
     p.add_argument("--batch", type=int, default=16)
@@ -186,23 +209,43 @@ def run_val(args: argparse.Namespace) -> int:
 
     metrics, save_dir = validate(args.weights, args.data, args.imgsz, args.batch, args.device, args.workers,
                                  args.conf, args.iou, args.max_det, args.save_json, args.project, args.name,
-                                 args.plots, split=args.split)
+                                 args.plots, split=args.split, precision=args.precision, backend=args.backend)
     print(summary_table(metrics, _names_of(args.weights)))
     print(f"results in {save_dir}")
     if args.json:
-        print(metrics_json(metrics, save_dir=str(save_dir), weights=str(args.weights)), flush=True)
+        print(metrics_json(metrics, save_dir=str(save_dir), weights=str(args.weights),
+                           form=_form_of(args)), flush=True)
     return 0
 
 
 def _names_of(weights) -> list:
     from .checkpoint import read_checkpoint
 
+    if str(weights).endswith(".onnx"):
+        from .ort import read_metadata
+
+        return list(read_metadata(weights)["names"])
     return list(read_checkpoint(weights)["config"]["names"])
 
 
+def _form_of(args: argparse.Namespace) -> dict:
+    """Which form, precision and backend ran (for ``--json``)."""
+    from .deploy import check_precision
+
+    if str(args.weights).endswith(".onnx"):
+        from .ort import read_metadata
+
+        return {"name": "deploy", "precision": read_metadata(args.weights)["precision"], "backend": "onnxruntime"}
+    if args.precision is None and args.backend is None:
+        return {"name": "train", "precision": "fp32", "backend": "torch"}
+    precision = args.precision or "fp32"
+    return {"name": "deploy", "precision": precision, "backend": check_precision(precision, args.backend)}
+
+
 def add_predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="checkpoint .pt")
+    p.add_argument("--weights", required=True, help="checkpoint .pt, or a deploy export .onnx")
     p.add_argument("--source", required=True, help="image, folder, video (.mp4 ...) or event recording (.dat)")
+    _add_precision_args(p)
     p.add_argument("--imgsz", type=int, default=None, help="default: the size the checkpoint was trained at")
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--iou", type=float, default=0.7)
@@ -239,7 +282,7 @@ def run_predict(args: argparse.Namespace) -> int:
     summaries, save_dir = predict(args.weights, args.source, args.imgsz, args.conf, args.iou, args.max_det,
                                   args.device, save=args.save, save_txt=args.save_txt, project=args.project,
                                   name=args.name, window_us=args.window_us, step_us=args.step_us,
-                                  carry_state=args.carry_state)
+                                  carry_state=args.carry_state, precision=args.precision, backend=args.backend)
     for s in summaries:
         what = f"{s['frames']} frames, " if "frames" in s else ""
         print(f"{s['source']}: {what}{s.get('detections', '?')} detections")
@@ -267,7 +310,7 @@ COMMANDS = {
     "val": (add_val_args, run_val, "COCO mAP, precision and recall of a checkpoint on a data split"),
     "predict": (add_predict_args, run_predict, "detect on images, folders, videos or event recordings"),
     "demo": (add_demo_args, run_demo, "train and evaluate on the bundled tree photos (CPU, ~10 min)"),
-    "export": (add_export_args, run_export, "export the fused form to ONNX"),
+    "export": (add_export_args, run_export, "export the fused or deploy (fp32/int8) form to ONNX"),
     "energy": (add_energy_args, run_energy, "per-layer firing rate, operations and energy over a val split"),
 }
 

@@ -7,10 +7,13 @@ the precision of each unit and, for ``backend="onnxruntime"``, hands the result 
 from __future__ import annotations
 
 import copy
+import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from .checkpoint import load
 from .fuse import replace_modules
 from .nn.units import ConvBias, SpikeUnit
 
@@ -43,10 +46,19 @@ def cpu_has(flag: str) -> bool:
         return False
 
 
-def check_device_support(precision: str, device: torch.device) -> None:
-    """One clear line when the device cannot run ``precision`` at speed (it still runs, or says what does)."""
+# instruction-set flags that run each precision at speed on x86 (names as in /proc/cpuinfo)
+CPU_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "int8": ("avx512_vnni", "avx_vnni", "amx_int8")}
+
+
+def check_device_support(precision: str, device: torch.device | str = "cpu") -> None:
+    """Refuse what the device cannot run; warn (one line) when it runs without the instructions that make it fast."""
+    device = torch.device(device)
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise RuntimeError(f"bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; use fp32")
+    flags = CPU_FLAGS.get(precision)
+    if device.type == "cpu" and flags and not any(cpu_has(f) for f in flags):
+        warnings.warn(f"{precision}: this CPU lists none of {', '.join(flags)}; it runs, but likely slower "
+                      f"than fp32", stacklevel=3)
 
 
 def deploy_torch(model: nn.Module, precision: str = "fp32", channels_last: bool | None = None) -> nn.Module:
@@ -90,3 +102,35 @@ def deploy(model: nn.Module, precision: str = "fp32", backend: str | None = None
     from .ort import OrtModel  # optional dependency: onnx / onnxruntime
 
     return OrtModel.from_model(model, precision, **kwargs)
+
+
+def load_for_inference(weights: str | Path, precision: str | None = None, backend: str | None = None,
+                       imgsz: int | None = None, device: torch.device | str = "cpu") -> nn.Module:
+    """The model ``val`` / ``predict`` run: a ``.onnx`` deploy export in ONNX Runtime, or a checkpoint in the
+    train form (no precision or backend given) or in the deploy form (at ``imgsz`` for onnxruntime)."""
+    device = torch.device(device)
+    if str(weights).endswith(".onnx"):
+        from .ort import OrtModel  # optional dependency: onnx / onnxruntime
+
+        if backend not in (None, "onnxruntime"):
+            raise ValueError(f"{weights}: an ONNX file runs with backend onnxruntime, not {backend}")
+        model = OrtModel(weights)
+        if precision not in (None, model.precision):
+            raise ValueError(f"{weights} was exported in {model.precision}, not {precision}; export again with "
+                             f"`spikeyolo export --precision {precision}`")
+        if imgsz is not None and (imgsz, imgsz) != model.imgsz:
+            raise ValueError(f"{weights} was exported for {model.imgsz[0]}x{model.imgsz[1]} inputs, not {imgsz}; "
+                             f"drop --imgsz or export again with --imgsz {imgsz}")
+        backend = "onnxruntime"
+    else:
+        model = load(weights)
+        if precision is None and backend is None:
+            return model.to(device)
+        backend = check_precision(precision or "fp32", backend)
+        kwargs = {"imgsz": imgsz} if backend == "onnxruntime" else {}
+        model = deploy(model.to(device), precision or "fp32", backend, **kwargs)
+    if backend == "onnxruntime" and device.type != "cpu":
+        raise ValueError(f"the onnxruntime backend runs on the CPU here, not {device}; use --device cpu or "
+                         f"--backend torch")
+    check_device_support(precision or "fp32", device)
+    return model

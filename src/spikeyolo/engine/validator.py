@@ -315,9 +315,13 @@ def metrics_json(metrics: dict, **extra) -> str:
 
 
 def checkpoint_imgsz(path, default: int = 640) -> int:
-    """The image size a checkpoint was trained at (its ``train_args``), else ``default``."""
+    """The image size a checkpoint was trained at (its ``train_args``), or a deploy export's, else ``default``."""
     from ..checkpoint import read_checkpoint
 
+    if str(path).endswith(".onnx"):
+        from ..ort import read_metadata  # optional dependency: onnx
+
+        return int(read_metadata(path)["imgsz"][0])
     ckpt = read_checkpoint(path)
     return int((ckpt.get("train_args") or {}).get("imgsz") or ckpt["config"].get("imgsz") or default)
 
@@ -353,22 +357,25 @@ def _warn_event_mismatch(model, dataset, weights, data) -> None:
 def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=None, workers: int = 4,
              conf: float = 0.001, iou: float = 0.7, max_det: int = 300, save_json: bool = False,
              project: str = "runs/detect", name: str = "val", plots: bool = True, progress: bool = True,
-             split: str = "val", energy=None, exist_ok: bool = False) -> tuple[dict, Path]:
-    """Validate a checkpoint on a data YAML split; writes into a new ``project/name`` folder.
+             split: str = "val", energy=None, exist_ok: bool = False, precision: str | None = None,
+             backend: str | None = None) -> tuple[dict, Path]:
+    """Validate a checkpoint (or a ``.onnx`` deploy export) on a data YAML split; writes into a new
+    ``project/name`` folder. ``precision`` / ``backend`` run the deploy form (:func:`spikeyolo.deploy`);
+    energy is measured on the train form only (the default).
 
     Returns ``(metrics, save_dir)``.
     """
-    from ..checkpoint import load
     from ..data import build_dataloader, build_dataset, load_data_config
+    from ..deploy import load_for_inference
     from .utils import increment_path, select_device
 
     dev = select_device(device)
-    model = load(weights).to(dev)
-    if energy is None:
+    imgsz = int(imgsz or checkpoint_imgsz(weights))
+    model = load_for_inference(weights, precision, backend, imgsz, dev)
+    if energy is None and getattr(model, "form", "train") == "train":
         from ..energy import EnergyMeter
 
         energy = EnergyMeter()  # firing rates, synaptic operations and energy at the end of every val
-    imgsz = int(imgsz or checkpoint_imgsz(weights))
     data_cfg = load_data_config(data)
     if len(data_cfg["names"]) != model.nc:
         raise ValueError(f"{weights} detects {model.nc} classes but {data} lists {len(data_cfg['names'])}")

@@ -269,9 +269,14 @@ class DeployUnit(nn.Module):
     def forward(self, x):
         if self.lif is not None:
             x = self.lif(x)
-        n = x.shape[:2]
-        flat = x.flatten(0, 1).to(dtype=self.dtype or x.dtype, memory_format=self.memory_format)
-        y = self.convs(flat).to(x.dtype)
+        n, flat = x.shape[:2], x.flatten(0, 1)
+        if self.dtype is not None:  # spikes 0..D are exact in bf16
+            flat = flat.to(self.dtype)
+        if self.memory_format is torch.channels_last:
+            flat = flat.contiguous(memory_format=torch.channels_last)
+        y = self.convs(flat)
+        if y.dtype != x.dtype:
+            y = y.to(x.dtype)
         return y.view(*n, *y.shape[1:])
 
 
