@@ -2,6 +2,8 @@
 
     python benchmarks/train.py                     # scale n, 320 px, batch 8, on the bundled tree tiles
     python benchmarks/train.py --scale s --imgsz 640 --batch 16 --device 0
+    python benchmarks/train.py --amp                # bfloat16 autocast on CPU (float16 on CUDA), as train --amp
+    python benchmarks/train.py --amp-vs-fp32       # fp32 and amp steps alternated in one process
 
 A training step is what the trainer does per batch: forward in train mode, detection loss, backward, gradient
 clipping, SGD step and EMA update. Data loading is the training dataloader alone (mosaic + affine + HSV + flip),
@@ -38,6 +40,10 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[0], help="loader worker counts to time")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--amp", action="store_true", help="autocast the forward (bfloat16 on CPU, float16 on CUDA)")
+    ap.add_argument("--amp-vs-fp32", action="store_true",
+                    help="time fp32 and amp steps alternately on the same batches (two models); peak memory is then "
+                         "that of both, so measure memory with separate --amp / plain runs")
     ap.add_argument("--data", default=None, help="data YAML (default: the bundled tree tiles in a temp folder)")
     args = ap.parse_args(argv)
 
@@ -82,29 +88,34 @@ def main(argv=None) -> int:
     while len(batches) < args.iters + args.warmup:
         batches += list(loader)
     batches = batches[: args.iters + args.warmup]
-    model = spikeyolo.build_model(args.scale, nc=len(names), names=names, width=args.width).to(device).train()
+    modes = [False, True] if args.amp_vs_fp32 else [args.amp]
+    runs = {}
+    for amp in modes:
+        torch.manual_seed(0)
+        model = spikeyolo.build_model(args.scale, nc=len(names), names=names, width=args.width).to(device).train()
+        runs[amp] = (model, DetectionLoss(model), build_optimizer(model, "SGD", 0.01), ModelEMA(model), [])
     params = sum(p.numel() for p in model.parameters())
-    criterion = DetectionLoss(model)
-    opt = build_optimizer(model, "SGD", 0.01)
-    ema = ModelEMA(model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
     for k, b in enumerate(batches):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        x = b["img"].to(device).float() / 255
-        loss, _ = criterion(model(x), {key: b[key].to(device) for key in ("cls", "bboxes", "batch_idx")})
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema.update(model)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if k >= args.warmup:
-            times.append(time.perf_counter() - t)
+        for amp, (model, criterion, opt, ema, times) in runs.items():  # alternated: ratios survive a noisy machine
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t = time.perf_counter()
+            x = b["img"].to(device).float() / 255
+            with torch.autocast(device.type, enabled=amp):
+                preds = model(x)
+            loss, _ = criterion(preds, {key: b[key].to(device) for key in ("cls", "bboxes", "batch_idx")})
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            ema.update(model)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if k >= args.warmup:
+                times.append(time.perf_counter() - t)
+    times = runs[modes[-1]][-1]
     step = sum(times) / len(times)
     train_ips = args.batch / step
 
@@ -113,7 +124,12 @@ def main(argv=None) -> int:
           f"{len(dataset)} training tiles")
     print(f"| {'measure':<34} | {'value':>12} |")
     print(f"|{'-' * 36}|{'-' * 14}|")
-    print(f"| {'train step (s/batch, mean)':<34} | {step:>12.3f} |")
+    label = f"train step, {'amp' if modes[-1] else 'fp32'} (s/batch, mean)"
+    print(f"| {label:<34} | {step:>12.3f} |")
+    if args.amp_vs_fp32:
+        fp32 = sum(runs[False][-1]) / len(runs[False][-1])
+        print(f"| {'train step, fp32 (s/batch, mean)':<34} | {fp32:>12.3f} |")
+        print(f"| {'  amp speed-up over fp32':<34} | {fp32 / step:>11.2f}x |")
     print(f"| {'train images/s':<34} | {train_ips:>12.2f} |")
     for w, ips in load_rows:
         label = f"data loading images/s ({w} workers)"

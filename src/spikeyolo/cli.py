@@ -147,7 +147,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fliplr", type=float, default=None, help="horizontal flip probability (default 0.5)")
     p.add_argument("--seed", type=int, default=d.seed)
     _no_flag(p, "deterministic", "allow non-deterministic (faster) kernels")
-    _no_flag(p, "amp", "no mixed precision on CUDA")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision: float16 autocast on CUDA (default on), bfloat16 autocast on CPU "
+                        "(default off)")
     _no_flag(p, "val", "no validation during training")
     _no_flag(p, "plots", "no plots")
     p.add_argument("--val-period", type=int, default=d.val_period, help="validate every N epochs (and the last)")

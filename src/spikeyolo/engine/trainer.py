@@ -77,7 +77,7 @@ class TrainConfig:
     close_mosaic: int = 10
     seed: int = 0
     deterministic: bool = True
-    amp: bool = True  # used on CUDA only
+    amp: bool | None = None  # mixed precision: None = on for CUDA (float16), off on CPU (True: bfloat16 autocast)
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0
     clip_grad: float = 10.0
@@ -252,8 +252,8 @@ class Trainer:
         wd = scaled_weight_decay(cfg.weight_decay, cfg.batch, cfg.nbs)
         optimizer = build_optimizer(model, cfg.optimizer, cfg.lr0, cfg.momentum, wd)
         schedule = LRSchedule(optimizer, cfg.epochs, cfg.lrf, cfg.cos_lr)
-        use_amp = cfg.amp and device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        use_amp = (device.type == "cuda" if cfg.amp is None else cfg.amp) and device.type in ("cuda", "cpu")
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device.type == "cuda")  # bf16 needs no scaling
         ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau) if info.main else None
         criterion = DetectionLoss(model, box=cfg.box, cls=cfg.cls, dfl=cfg.dfl)
 
