@@ -97,6 +97,8 @@ def deploy(model: nn.Module, precision: str = "fp32", backend: str | None = None
             checkpoint's training size).
     """
     backend = check_precision(precision, backend)
+    ref = next(model.parameters(), None)
+    check_device_support(precision, ref.device if ref is not None else "cpu")
     if backend == "torch":
         return deploy_torch(model, precision, **kwargs)
     from .ort import OrtModel  # optional dependency: onnx / onnxruntime
@@ -121,16 +123,17 @@ def load_for_inference(weights: str | Path, precision: str | None = None, backen
         if imgsz is not None and (imgsz, imgsz) != model.imgsz:
             raise ValueError(f"{weights} was exported for {model.imgsz[0]}x{model.imgsz[1]} inputs, not {imgsz}; "
                              f"drop --imgsz or export again with --imgsz {imgsz}")
-        backend = "onnxruntime"
     else:
         model = load(weights)
         if precision is None and backend is None:
             return model.to(device)
         backend = check_precision(precision or "fp32", backend)
         kwargs = {"imgsz": imgsz} if backend == "onnxruntime" else {}
-        model = deploy(model.to(device), precision or "fp32", backend, **kwargs)
-    if backend == "onnxruntime" and device.type != "cpu":
-        raise ValueError(f"the onnxruntime backend runs on the CPU here, not {device}; use --device cpu or "
-                         f"--backend torch")
-    check_device_support(precision or "fp32", device)
+        if backend == "onnxruntime" and device.type != "cpu":
+            raise ValueError(f"the onnxruntime backend runs on the CPU here, not {device}; use --device cpu or "
+                             f"--backend torch")
+        return deploy(model.to(device), precision or "fp32", backend, **kwargs)
+    if device.type != "cpu":
+        raise ValueError(f"{weights}: ONNX files run on the CPU here, not {device}; use --device cpu")
+    check_device_support(model.precision, device)
     return model
