@@ -26,6 +26,7 @@ import torch
 
 import spikeyolo
 from spikeyolo.deploy import deploy
+from spikeyolo.engine.validator import validate
 
 FORMS = ("train", "fused", "deploy-fp32", "deploy-bf16", "ort-fp32", "ort-int8", "spike-driven")
 PRECISION = {"deploy-fp32": ("fp32", "torch"), "deploy-bf16": ("bf16", "torch"), "ort-fp32": ("fp32", "onnxruntime"),
@@ -65,8 +66,6 @@ def peak_memory_mb(form: str, scale: str, size: int, batch: int, threads: int) -
 
 
 def map50_of(weights: str, data: str, form: str) -> float:
-    from spikeyolo.engine.validator import validate
-
     precision, backend = PRECISION.get(form, (None, None))
     if form in ("fused", "spike-driven"):
         return float("nan")  # validate runs the train or deploy form only

@@ -5,16 +5,16 @@ output tensors of an untrained network (see docs/deploy.md)."""
 
 import pytest
 
+from spikeyolo.demo import DEMO_DEFAULTS
+from spikeyolo.demo.trees import prepare_tree_dataset
+from spikeyolo.engine.trainer import TrainConfig, Trainer
+from spikeyolo.engine.validator import validate
+
 pytest.importorskip("onnxruntime")
 
 
 @pytest.mark.slow
 def test_bf16_and_int8_keep_heldout_map50_within_001_of_fp32(tmp_path):
-    from spikeyolo.data.trees import prepare_tree_dataset
-    from spikeyolo.demo import DEMO_DEFAULTS
-    from spikeyolo.engine.trainer import TrainConfig, Trainer
-    from spikeyolo.engine.validator import validate
-
     data = prepare_tree_dataset(tmp_path / "trees")
     settings = {**DEMO_DEFAULTS, "epochs": 60, "nbs": DEMO_DEFAULTS["batch"], "close_mosaic": 5}
     cfg = TrainConfig.from_dict({**settings, "data": str(data), "project": str(tmp_path / "runs"), "name": "t",

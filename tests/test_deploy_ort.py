@@ -11,7 +11,7 @@ from torch import nn
 import spikeyolo
 from _train_data import make_dataset
 from spikeyolo.cli import main
-from spikeyolo.deploy import deploy_torch, load_for_inference
+from spikeyolo.deploy import deploy_torch, export_deploy, load_for_inference
 from spikeyolo.export import export_onnx
 from spikeyolo.neuron import ILIF
 from spikeyolo.nn.units import DeployUnit, RepConvBN
@@ -19,7 +19,7 @@ from test_forms import randomize_bn
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from spikeyolo.ort import OrtModel, export_deploy_onnx, quantize_graph, quantize_weight, spike_fed_convs  # noqa: E402
+from spikeyolo.ort import OrtModel, quantize_graph, quantize_weight, spike_fed_convs  # noqa: E402
 
 
 def test_int8_weights_dequantize_within_half_a_step():
@@ -78,7 +78,7 @@ def test_int8_export_quantizes_every_spike_fed_conv_but_stem_and_logits(tmp_path
     spiking = [u for u in units if u.lif is not None]
     names = spike_fed_convs(dep)
     assert len(names) == len(spiking) - 6  # the head's 3 box + 3 class logit convs stay float
-    result = export_deploy_onnx(model, tmp_path / "m.onnx", "int8")
+    result = export_deploy(model, tmp_path / "m.onnx", "int8")
     assert result["int8_convs"] == len(names) and result["imgsz"] == [64, 64]
     assert result["max_abs_diff"] < 1e-3  # against torch with the same dequantized weights
     g = onnx.load(result["path"]).graph
@@ -92,7 +92,7 @@ def test_int8_export_quantizes_every_spike_fed_conv_but_stem_and_logits(tmp_path
 def test_onnx_file_carries_metadata_and_refuses_other_sizes(tmp_path):
     torch.manual_seed(0)
     model = spikeyolo.build_model("n", nc=2, width=0.125, imgsz=64, names=["a", "b"]).eval()
-    result = export_deploy_onnx(model, tmp_path / "m.onnx", "fp32")
+    result = export_deploy(model, tmp_path / "m.onnx", "fp32")
     assert result["max_abs_diff"] < 1e-4
     o = OrtModel(result["path"])
     assert (o.names, o.imgsz, o.T, o.D, o.strides, o.precision) == (["a", "b"], (64, 64), 1, 4, [8, 16, 32], "fp32")
@@ -113,7 +113,7 @@ def test_onnx_file_carries_metadata_and_refuses_other_sizes(tmp_path):
 
 def test_version_mismatch_warns(tmp_path, monkeypatch):
     model = spikeyolo.build_model("n", nc=2, width=0.125, imgsz=64).eval()
-    path = export_deploy_onnx(model, tmp_path / "m.onnx", "fp32", check=False)["path"]
+    path = export_deploy(model, tmp_path / "m.onnx", "fp32", check=False)["path"]
     monkeypatch.setattr("spikeyolo.ort.__version__", "9.9.9")
     with pytest.warns(UserWarning, match="exported by spikeyolo 0.1.0, this is 9.9.9"):
         OrtModel(path)

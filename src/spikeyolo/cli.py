@@ -9,6 +9,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from .checkpoint import checkpoint_imgsz, load, read_checkpoint
+from .demo import add_demo_options, run_demo_cli
+from .deploy import check_precision, export_deploy
+from .energy.run import run
+from .engine.predictor import predict
+from .engine.trainer import TrainConfig, Trainer
+from .engine.validator import metrics_json, summary_table, validate
+from .export import export_onnx
+from .info import model_summary
+from .ort import read_metadata
+from .runs import plain
+from .version import __version__
 
 
 def print_json(obj: dict) -> None:
@@ -25,8 +39,6 @@ def add_info_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from .info import model_summary
-
     summary = model_summary(args.model, nc=args.nc, imgsz=args.imgsz)
     print(summary.table())
     if args.json:
@@ -57,8 +69,6 @@ def add_energy_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_energy(args: argparse.Namespace) -> int:
-    from .energy.run import run
-
     report, out = run(args.weights, args.data, imgsz=args.imgsz, batch=args.batch, max_batches=args.max_batches,
                       workers=args.workers, device=args.device, out=args.out, plots=not args.no_plots,
                       e_mac=args.e_mac, e_ac=args.e_ac, first_layer=args.first_layer, geometry=args.geometry,
@@ -66,9 +76,7 @@ def run_energy(args: argparse.Namespace) -> int:
     print(report.table())
     print(f"results saved to {out}")
     if args.json:
-        from .energy.report import plain_json
-
-        print_json(plain_json({**report.to_dict(), "out": str(out)}))
+        print_json(plain({**report.to_dict(), "out": str(out)}))
     return 0
 
 
@@ -86,21 +94,12 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .checkpoint import load
-    from .engine.validator import checkpoint_imgsz
-
     out = Path(args.output) if args.output else Path(args.weights).with_suffix(".onnx")
     imgsz = args.imgsz or checkpoint_imgsz(args.weights)
     if args.precision is None:
-        from .export import export_onnx
-
         result, what = export_onnx(load(args.weights), out, imgsz, args.opset), "the fused form"
     else:
-        from .ort import export_deploy_onnx
-
-        result = export_deploy_onnx(load(args.weights), out, args.precision, imgsz, args.opset)
+        result = export_deploy(load(args.weights), out, args.precision, imgsz, args.opset)
         what = f"the deploy form ({args.precision}, {result['int8_convs']} int8 convs)"
     check = "" if result["max_abs_diff"] is None else f", onnxruntime max |diff| {result['max_abs_diff']:.2e}"
     print(f"exported {what} at {imgsz}x{imgsz} to {out}{check}")
@@ -121,8 +120,6 @@ def _no_flag(p: argparse.ArgumentParser, name: str, help_text: str) -> None:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from .engine.trainer import TrainConfig
-
     d = TrainConfig()
     p.add_argument("--data", help="data YAML (ultralytics convention; type: coco/voc/gen1 also)")
     p.add_argument("--model", default=d.model, help="scale n/s/m/l, a model YAML, or a checkpoint .pt to start from")
@@ -171,9 +168,6 @@ def _train_summary_json(result: dict) -> dict:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .engine.trainer import TrainConfig, Trainer
-    from .engine.validator import plain
-
     if not args.data and not args.resume:
         print("error: --data is required (or --resume)", file=sys.stderr)
         return 2
@@ -207,8 +201,6 @@ def add_val_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_val(args: argparse.Namespace) -> int:
-    from .engine.validator import metrics_json, summary_table, validate
-
     metrics, save_dir = validate(args.weights, args.data, args.imgsz, args.batch, args.device, args.workers,
                                  args.conf, args.iou, args.max_det, args.save_json, args.project, args.name,
                                  args.plots, split=args.split, precision=args.precision, backend=args.backend)
@@ -221,22 +213,14 @@ def run_val(args: argparse.Namespace) -> int:
 
 
 def _names_of(weights) -> list:
-    from .checkpoint import read_checkpoint
-
     if str(weights).endswith(".onnx"):
-        from .ort import read_metadata
-
         return list(read_metadata(weights)["names"])
     return list(read_checkpoint(weights)["config"]["names"])
 
 
 def _form_of(args: argparse.Namespace) -> dict:
     """Which form, precision and backend ran (for ``--json``)."""
-    from .deploy import check_precision
-
     if str(args.weights).endswith(".onnx"):
-        from .ort import read_metadata
-
         return {"name": "deploy", "precision": read_metadata(args.weights)["precision"], "backend": "onnxruntime"}
     if args.precision is None and args.backend is None:
         return {"name": "train", "precision": "fp32", "backend": "torch"}
@@ -279,8 +263,6 @@ def _positive_int(text: str) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from .engine.predictor import predict
-
     summaries, save_dir = predict(args.weights, args.source, args.imgsz, args.conf, args.iou, args.max_det,
                                   args.device, save=args.save, save_txt=args.save_txt, project=args.project,
                                   name=args.name, window_us=args.window_us, step_us=args.step_us,
@@ -295,14 +277,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def add_demo_args(p: argparse.ArgumentParser) -> None:
-    from .demo import add_demo_options
-
     add_demo_options(p)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo_cli
-
     return run_demo_cli(args)
 
 
@@ -319,8 +297,6 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spikeyolo", description=__doc__.splitlines()[0])
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"spikeyolo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (add_args, _, help_text) in COMMANDS.items():

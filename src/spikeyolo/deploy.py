@@ -1,7 +1,8 @@
 """Train form -> deploy form: the fastest form for inference, in fp32, bf16 (torch) or int8 (ONNX Runtime).
 
 Each unit converts itself (:meth:`spikeyolo.nn.units.SpikeUnit.deploy`); this module walks the model, picks
-the precision of each unit and, for ``backend="onnxruntime"``, hands the result to :mod:`spikeyolo.ort`.
+the precision of each unit and, for ``backend="onnxruntime"``, hands the result to :mod:`spikeyolo.ort`. See
+docs/deploy.md for which op runs in which precision.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import load
+from .checkpoint import checkpoint_imgsz, load
 from .fuse import replace_modules
 from .nn.units import ConvBias, SpikeUnit
+from .ort import OrtModel, export_deployed_onnx, read_metadata
 
 PRECISIONS = ("fp32", "bf16", "int8")
 BACKENDS = ("torch", "onnxruntime")
@@ -101,9 +103,23 @@ def deploy(model: nn.Module, precision: str = "fp32", backend: str | None = None
     check_device_support(precision, ref.device if ref is not None else "cpu")
     if backend == "torch":
         return deploy_torch(model, precision, **kwargs)
-    from .ort import OrtModel  # optional dependency: onnx / onnxruntime
+    imgsz = kwargs.pop("imgsz", None)
+    return OrtModel.from_deployed(deploy_torch(model, "fp32", channels_last=False), precision, imgsz, **kwargs)
 
-    return OrtModel.from_model(model, precision, **kwargs)
+
+def export_deploy(model: nn.Module, path: str | Path, precision: str = "fp32", imgsz=None, opset: int = 17,
+                  check: bool = True) -> dict:
+    """Write the deploy form of a train-form SpikeYOLO as ONNX (fp32 or int8; see
+    :func:`spikeyolo.ort.export_deployed_onnx`) at ``imgsz``, by default the size in the model config."""
+    return export_deployed_onnx(deploy_torch(model, "fp32", channels_last=False), path, precision, imgsz, opset,
+                                check)
+
+
+def inference_imgsz(weights: str | Path) -> int:
+    """The input size of a ``.onnx`` deploy export, or the size a checkpoint was trained at."""
+    if str(weights).endswith(".onnx"):
+        return int(read_metadata(weights)["imgsz"][0])
+    return checkpoint_imgsz(weights)
 
 
 def load_for_inference(weights: str | Path, precision: str | None = None, backend: str | None = None,
@@ -112,8 +128,6 @@ def load_for_inference(weights: str | Path, precision: str | None = None, backen
     train form (no precision or backend given) or in the deploy form (at ``imgsz`` for onnxruntime)."""
     device = torch.device(device)
     if str(weights).endswith(".onnx"):
-        from .ort import OrtModel  # optional dependency: onnx / onnxruntime
-
         if backend not in (None, "onnxruntime"):
             raise ValueError(f"{weights}: an ONNX file runs with backend onnxruntime, not {backend}")
         model = OrtModel(weights)

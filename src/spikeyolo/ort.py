@@ -10,6 +10,7 @@ and the conv output is the next I-LIF's membrane input, whose rounding to 0..D t
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 import warnings
@@ -19,18 +20,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from .deploy import deploy_torch
 from .nn.units import DeployUnit
+from .version import __version__
 
 METADATA_KEYS = ("names", "strides", "imgsz", "T", "D", "nc", "in_channels", "precision", "config",
                  "spikeyolo_version")
 
 
 def _import_onnx():
-    try:  # optional dependencies (pip install "spikeyolo[export]")
-        import onnx
-        import onnxruntime
+    try:
+        import onnx  # optional dependency (pip install "spikeyolo[export]")
+        import onnxruntime  # optional dependency
     except ImportError as e:
         raise ImportError(f"the onnxruntime backend needs onnx and onnxruntime ({e.name} is missing): "
                           f"pip install 'spikeyolo[export]', or use backend='torch' (fp32, bf16)") from None
@@ -55,7 +55,7 @@ def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _int8_conv_nodes(node, w: np.ndarray, bias: np.ndarray | None, D: int):
     """Nodes and initializers replacing one float Conv on spike inputs by Cast(uint8) -> ConvInteger -> scale."""
-    from onnx import TensorProto, helper, numpy_helper  # onnx is optional: imported with it
+    from onnx import TensorProto, helper, numpy_helper  # optional dependency, checked by _import_onnx
 
     q, scale = quantize_weight(w)
     p = node.name.strip("/").replace("/", "_") or node.output[0]
@@ -105,26 +105,27 @@ def quantize_graph(model_proto, convs: dict[str, nn.Conv2d], D: int) -> int:
     return n
 
 
-def export_deploy_onnx(model: nn.Module, path: str | Path, precision: str = "fp32", imgsz=None, opset: int = 17,
-                       check: bool = True) -> dict:
-    """Write the deploy form of a train-form SpikeYOLO as ONNX (fp32 or int8) with a dynamic batch axis.
+def export_deployed_onnx(dep: nn.Module, path: str | Path, precision: str = "fp32", imgsz=None, opset: int = 17,
+                         check: bool = True) -> dict:
+    """Write a float32 torch deploy form (:func:`spikeyolo.deploy.deploy_torch`, not channels-last) as ONNX, fp32
+    or int8, with a dynamic batch axis.
 
-    ``imgsz`` defaults to the size the checkpoint was trained at (``config['imgsz']``). The file's metadata
-    carries names, strides, imgsz, T, D, the model config and the spikeyolo version. With ``check``, ONNX
-    Runtime runs the file on two random inputs and ``max_abs_diff`` against the torch deploy form is returned
-    (for int8, against torch with the same int8 weights dequantized: only float32 summation order differs).
+    ``imgsz`` defaults to the size in the model config. The file's metadata carries names, strides, imgsz, T, D,
+    the model config and the spikeyolo version. With ``check``, ONNX Runtime runs the file on two random inputs
+    and ``max_abs_diff`` against the torch deploy form is returned (for int8, against torch with the same int8
+    weights dequantized: only float32 summation order differs). ``dep`` is not changed.
     """
     onnx, ort = _import_onnx()
     if precision not in ("fp32", "int8"):
         raise ValueError(f"ONNX export: precision must be fp32 or int8, got {precision!r}")
-    cfg = model.config
+    cfg = dep.config
     imgsz = imgsz or cfg.get("imgsz", 640)
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
-    dep = deploy_torch(model, "fp32", channels_last=False).float().cpu()
     static = cfg["in_channels"] == 3
     shape = (1, cfg["in_channels"], h, w) if static else (1, cfg["T"], cfg["in_channels"], h, w)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    dep = copy.deepcopy(dep).float().cpu().eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer/deprecation warnings: shape checks are constant at a fixed size
         torch.onnx.export(dep, (torch.rand(shape),), str(path), dynamo=False, opset_version=opset,
@@ -195,15 +196,15 @@ class OrtModel(nn.Module):
         self.form = "deploy"
 
     @classmethod
-    def from_model(cls, model: nn.Module, precision: str = "fp32", imgsz=None, path: str | Path | None = None,
-                   threads: int | None = None) -> OrtModel:
-        """Export ``model``'s deploy form (to ``path``, else a temporary file removed once loaded) and load it."""
+    def from_deployed(cls, dep: nn.Module, precision: str = "fp32", imgsz=None, path: str | Path | None = None,
+                      threads: int | None = None) -> OrtModel:
+        """Export a torch deploy form (to ``path``, else a temporary file removed once loaded) and load it."""
         if path is not None:
-            export_deploy_onnx(model, path, precision, imgsz, check=False)
+            export_deployed_onnx(dep, path, precision, imgsz, check=False)
             return cls(path, threads)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "deploy.onnx"
-            export_deploy_onnx(model, path, precision, imgsz, check=False)
+            export_deployed_onnx(dep, path, precision, imgsz, check=False)
             return cls(path, threads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..deploy import deploy_torch
+from ..fuse import fuse
+from ..model import SpikeYOLO
 from ..nn.units import DeployUnit, FusedUnit, SpikeDrivenUnit, SpikeUnit
 
 UNIT_TYPES = (SpikeUnit, FusedUnit, SpikeDrivenUnit, DeployUnit)
@@ -83,8 +86,6 @@ def _shape_model(model: nn.Module, geometry: str) -> nn.Module:
     form is rebuilt from its config, so the train geometry is available for fused models too."""
     config = getattr(model, "config", None)
     if config is not None:
-        from ..model import SpikeYOLO
-
         with torch.device("meta"):  # rebuild the train form from plain config: no copy of real weights
             meta = SpikeYOLO(config)
     else:
@@ -92,12 +93,8 @@ def _shape_model(model: nn.Module, geometry: str) -> nn.Module:
     if geometry in ("train", "deploy") and not _is_train_form(meta):
         raise ValueError(f"geometry={geometry!r} needs a train-form model (fused convs cannot be split again)")
     if geometry == "fused" and _is_train_form(meta):
-        from ..fuse import fuse
-
         meta = fuse(meta)
     if geometry == "deploy":
-        from ..deploy import deploy_torch
-
         meta = deploy_torch(meta)
     return meta.train()  # train mode: the head returns raw maps, nothing to decode
 

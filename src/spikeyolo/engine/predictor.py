@@ -3,7 +3,7 @@
 Each frame is letterboxed to ``imgsz``, run through the model (eval mode), suppressed (NMS), and its boxes are
 mapped back to the frame's pixels. Videos are read frame by frame with ``cv2.VideoCapture`` (never loaded
 whole) and written back annotated with ``cv2.VideoWriter``. Event recordings (``.dat``) are handed to
-``spikeyolo.events.stream.predict_recording``: sliding windows with the window, T and representation the model
+``spikeyolo.engine.stream.predict_recording``: sliding windows with the window, T and representation the model
 was trained with (``model.config["events"]``, else that function's defaults), written as ``<stem>_bbox.npy``.
 
 Outputs under ``save_dir`` (when saving): the annotated image or video under its own name,
@@ -20,11 +20,16 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..boxes import clip_boxes, unletterbox
 from ..data.augment import letterbox
 from ..data.labels import IMG_EXTS
-from .nms import non_max_suppression
+from ..deploy import inference_imgsz, load_for_inference
+from ..nms import non_max_suppression
+from ..plots import draw_boxes
+from ..runs import increment_path, select_device
+from .stream import predict_recording
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm")
 EVENT_EXTS = (".dat",)
@@ -102,8 +107,6 @@ class Predictor:
         return results
 
     def draw(self, frame: np.ndarray, det: np.ndarray) -> np.ndarray:
-        from ..plots import draw_boxes
-
         return draw_boxes(frame, det[:, :4], det[:, 5], det[:, 4], self.names)
 
 
@@ -112,9 +115,7 @@ def predict_source(predictor: Predictor, source: str | Path, save_dir: Path | No
                    **event_kwargs) -> list[dict]:
     """Run ``predictor`` over an image, a folder, a video or a ``.dat`` recording; returns one summary dict per
     source file. ``event_kwargs`` (e.g. ``window_us``, ``step_us``, ``carry_state``) go to
-    :func:`spikeyolo.events.stream.predict_recording` for ``.dat`` sources and are ignored for the others."""
-    from tqdm import tqdm
-
+    :func:`spikeyolo.engine.stream.predict_recording` for ``.dat`` sources and are ignored for the others."""
     files = list_sources(source)
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
@@ -157,8 +158,6 @@ def _save_image(predictor, f: Path, im, det, save_dir, save, save_txt, save_json
 
 
 def _predict_video(predictor, f: Path, save_dir, save, save_txt, save_json, progress) -> dict:
-    from tqdm import tqdm
-
     cap = cv2.VideoCapture(str(f))
     if not cap.isOpened():
         raise OSError(f"cannot open video {f}")
@@ -203,13 +202,7 @@ def _predict_video(predictor, f: Path, save_dir, save, save_txt, save_json, prog
 
 
 def _predict_events(predictor, f: Path, save_dir, save, progress, **kwargs) -> dict:
-    """A ``.dat`` recording: sliding windows of events through the model (spikeyolo.events.stream)."""
-    try:
-        from ..events.stream import predict_recording
-    except ImportError as e:
-        raise NotImplementedError(
-            f"{f}: event recordings need spikeyolo.events.stream.predict_recording, which is not available ({e})"
-        ) from None
+    """A ``.dat`` recording: sliding windows of events through the model (spikeyolo.engine.stream)."""
     model = predictor.model
     out = (save_dir or f.parent) / f"{f.stem}_bbox.npy"
     video = save_dir / f"{f.stem}.mp4" if save_dir is not None and save else None
@@ -232,18 +225,14 @@ def predict(weights, source, imgsz: int | None = None, conf: float = 0.25, iou: 
 
     ``window_us``, ``step_us``, ``carry_state`` apply to ``.dat`` sources only (ignored for images and videos);
     ``None`` takes the window the checkpoint was trained with (else 250 ms) and a 50 ms step (the window with
-    ``carry_state``), see :func:`spikeyolo.events.stream.predict_recording`.
+    ``carry_state``), see :func:`spikeyolo.engine.stream.predict_recording`.
 
     ``weights`` may be a ``.onnx`` deploy export; ``precision`` / ``backend`` run the deploy form.
 
     Returns ``(per-source summaries, save_dir)``.
     """
-    from ..deploy import load_for_inference
-    from .utils import increment_path, select_device
-    from .validator import checkpoint_imgsz
-
     dev = select_device(device)
-    imgsz = int(imgsz or checkpoint_imgsz(weights))
+    imgsz = int(imgsz or inference_imgsz(weights))
     model = load_for_inference(weights, precision, backend, imgsz, dev)
     predictor = Predictor(model, imgsz, conf, iou, max_det, dev)
     list_sources(source)  # fails on a bad source before a run folder is created

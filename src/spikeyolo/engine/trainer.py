@@ -12,7 +12,7 @@ A run writes ``<project>/<name>/`` (``name``, ``name2``, ... never an existing r
 optimizer, schedule, EMA counter, epoch, best fitness, RNG states, configuration; loads with
 ``weights_only=True``), ``weights/best.pt`` (highest ``0.1*mAP50 + 0.9*mAP50-95``) and plots. On an event
 dataset the model's config also records the window and representation (``config["events"]``), so prediction
-on a ``.dat`` (``spikeyolo.events.stream.predict_recording``) feeds the model the inputs it was trained on.
+on a ``.dat`` (``spikeyolo.engine.stream.predict_recording``) feeds the model the inputs it was trained on.
 ``resume`` continues a run from its ``last.pt`` at the next epoch and ends as if it had never stopped.
 """
 
@@ -29,13 +29,20 @@ import numpy as np
 import torch
 import yaml
 from torch import nn
+from tqdm import tqdm
 
-from ..checkpoint import atomic_torch_save, checkpoint_dict, read_checkpoint
+from ..checkpoint import atomic_torch_save, checkpoint_dict, load, read_checkpoint
+from ..data import build_dataloader, build_dataset, load_data_config
+from ..energy import EnergyMeter
+from ..model import build_model
+from ..plots import plot_results
+from ..runs import get_rng_state, increment_path, plain, seed_everything, select_device, set_rng_state
 from . import distributed as ddp
 from .ema import ModelEMA, unwrap
+from .loss import DetectionLoss
 from .optim import LRSchedule, accumulate_steps, apply_warmup, build_optimizer, scaled_weight_decay, warmup_iters
-from .utils import get_rng_state, increment_path, seed_everything, select_device, set_rng_state
-from .validator import Validator, fitness, plain, summary_table, to_input
+from .stream import event_settings
+from .validator import Validator, fitness, summary_table, to_input
 
 RESULTS_COLUMNS = [
     "epoch",
@@ -128,19 +135,9 @@ def _lr_columns(optimizer) -> list[float]:
     return [g["lr"] for g in optimizer.param_groups]
 
 
-def event_settings(dataset) -> dict | None:
-    """The event input settings of an event dataset (one with ``window_us``, e.g. ``Gen1Dataset``) as plain
-    data: ``{"window_us", "representation", "representation_opts"}``; ``None`` for image datasets."""
-    window_us = getattr(dataset, "window_us", None)
-    if window_us is None:
-        return None
-    return plain({"window_us": int(window_us), "representation": str(dataset.representation),
-                  "representation_opts": dict(dataset.rep_opts)})
-
-
 def record_event_settings(model: nn.Module, dataset) -> None:
     """Write the dataset's event settings into ``model.config["events"]`` (saved with every checkpoint, used by
-    ``spikeyolo.events.stream.predict_recording``), or drop a stale entry when training on images."""
+    ``spikeyolo.engine.stream.predict_recording``), or drop a stale entry when training on images."""
     config = getattr(unwrap(model), "config", None)
     if not isinstance(config, dict):
         return
@@ -165,8 +162,6 @@ class Trainer:
     def __init__(self, config: TrainConfig | dict, energy=None, model: nn.Module | None = None):
         self.cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         if energy is None:
-            from ..energy import EnergyMeter
-
             energy = EnergyMeter(synops=False)  # fills results.csv's snn/* columns at every validation
         self.energy = energy
         self.given_model = model
@@ -176,9 +171,6 @@ class Trainer:
 
     # -- set-up ----------------------------------------------------------------------------------------------
     def _build_model(self, names: list[str], in_channels: int = 3, T: int | None = None) -> nn.Module:
-        from ..checkpoint import load
-        from ..model import build_model
-
         cfg = self.cfg
         if self.given_model is not None:
             return self.given_model
@@ -193,8 +185,6 @@ class Trainer:
                            in_channels=in_channels, width=cfg.width, depth=cfg.depth, imgsz=cfg.imgsz)
 
     def _loaders(self, data_cfg: dict, info: ddp.DistInfo):
-        from ..data import build_dataloader, build_dataset
-
         cfg = self.cfg
         hyp = dict(cfg.hyp)
         local_batch = max(cfg.batch // info.world_size, 1)
@@ -220,9 +210,6 @@ class Trainer:
             ddp.cleanup()
 
     def _train(self, device: torch.device, info: ddp.DistInfo) -> dict:
-        from ..data import load_data_config
-        from .loss import DetectionLoss
-
         t_start = time.time()
         resume_ckpt = None
         if self.cfg.resume:
@@ -317,8 +304,6 @@ class Trainer:
             bar = range(nb)
             it = iter(train_loader)
             if info.main and cfg.progress:
-                from tqdm import tqdm
-
                 bar = tqdm(bar, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=cfg.verbose)
             try:
                 for i in bar:
@@ -407,8 +392,6 @@ class Trainer:
                          "Try a lower --lr0, a longer warm-up, or check the data.")
             if cfg.plots and csv_path.exists():
                 try:
-                    from ..plots import plot_results
-
                     plot_results(csv_path)
                 except Exception as e:  # plotting must never lose a finished run
                     self.log(f"warning: results.png not written: {e}")

@@ -17,7 +17,6 @@ first batch) and ``stop() -> dict`` (called after the last one; its items are me
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from pathlib import Path
@@ -25,12 +24,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..boxes import clip_boxes, unletterbox, xywh2xyxy
+from ..data import build_dataloader, build_dataset, load_data_config
+from ..deploy import inference_imgsz, load_for_inference
+from ..energy import EnergyMeter
+from ..events.io import BBOX_DTYPE, xyxy_to_bbox
+from ..events.prophesee import evaluate_prophesee
 from ..metrics.coco import coco_evaluate, write_coco_json
 from ..metrics.detection import DetectionMetrics
+from ..nms import non_max_suppression
+from ..plots import image_grid, plot_pr_curve
+from ..runs import increment_path, plain_json, select_device
 from .ema import unwrap
-from .nms import non_max_suppression
+from .loss import DetectionLoss
+from .stream import event_settings
 
 COCO_MAX_DETS = 100  # the COCO protocol's maxDets (NMS may keep more; COCO scores the 100 best per image)
 
@@ -143,8 +152,6 @@ class Validator:
 
     @torch.no_grad()
     def __call__(self, model: nn.Module) -> dict:
-        from tqdm import tqdm
-
         model = unwrap(model)
         was_training = model.training
         model.eval()
@@ -152,8 +159,6 @@ class Validator:
         nc = int(getattr(model, "nc", len(names or [])))
         names = list(names) if names is not None else [str(i) for i in range(nc)]
         if self.compute_loss and self.loss_fn is None and hasattr(model, "stride"):
-            from .loss import DetectionLoss
-
             self.loss_fn = DetectionLoss(model)
 
         dataset = getattr(self.dataloader, "dataset", None)
@@ -235,15 +240,11 @@ class Validator:
             if self.save_json:
                 write_coco_json(preds, self.save_dir / "predictions.json")
             if self.plots:
-                from ..plots import plot_pr_curve
-
                 grid, prec, ap = det.pr_curves()
                 plot_pr_curve(grid, prec, ap, names, self.save_dir / "PR_curve.png")
         return result
 
     def _plot_batch(self, batch: dict, dets: list[torch.Tensor], names) -> None:
-        from ..plots import image_grid
-
         images = _bgr_images(batch["img"])
         gt_boxes, gt_cls = [], []
         for k in range(len(images)):
@@ -290,47 +291,13 @@ def summary_table(metrics: dict, names) -> str:
     return "\n".join(lines)
 
 
-def plain(obj):
-    """Plain JSON-able data: numpy/torch numbers to floats, NaN/inf to None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, (np.ndarray, torch.Tensor)):
-        return plain(obj.tolist())
-    if isinstance(obj, (bool, str)) or obj is None:
-        return obj
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    try:
-        f = float(obj)
-    except (TypeError, ValueError):
-        return str(obj)
-    return f if np.isfinite(f) else None
-
-
 def metrics_json(metrics: dict, **extra) -> str:
     """A result as one line of strict JSON (for ``--json``)."""
-    return json.dumps(plain({**metrics, **extra}))
-
-
-def checkpoint_imgsz(path, default: int = 640) -> int:
-    """The image size a checkpoint was trained at (its ``train_args``), or a deploy export's, else ``default``."""
-    from ..checkpoint import read_checkpoint
-
-    if str(path).endswith(".onnx"):
-        from ..ort import read_metadata  # optional dependency: onnx
-
-        return int(read_metadata(path)["imgsz"][0])
-    ckpt = read_checkpoint(path)
-    return int((ckpt.get("train_args") or {}).get("imgsz") or ckpt["config"].get("imgsz") or default)
+    return plain_json({**metrics, **extra})
 
 
 def _prophesee(dataset, event_dets: dict, names) -> dict:
     """Prophesee/RVT protocol on the detections of each sample, time-stamped at its label time."""
-    from ..events.io import BBOX_DTYPE, xyxy_to_bbox
-    from ..metrics.prophesee import evaluate_prophesee
-
     dt = {}
     for rec, rows in event_dets.items():
         parts = [xyxy_to_bbox(t, boxes.numpy(), score_cls[:, 1].numpy(), score_cls[:, 0].numpy())
@@ -344,8 +311,6 @@ def _prophesee(dataset, event_dets: dict, names) -> dict:
 
 def _warn_event_mismatch(model, dataset, weights, data) -> None:
     """Warn when an event dataset makes inputs other than those the checkpoint was trained on."""
-    from .trainer import event_settings
-
     trained, now = model.config.get("events"), event_settings(dataset)
     if trained and now:
         diff = {k: (trained.get(k), v) for k, v in now.items() if trained.get(k) != v}
@@ -365,16 +330,10 @@ def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=No
 
     Returns ``(metrics, save_dir)``.
     """
-    from ..data import build_dataloader, build_dataset, load_data_config
-    from ..deploy import load_for_inference
-    from .utils import increment_path, select_device
-
     dev = select_device(device)
-    imgsz = int(imgsz or checkpoint_imgsz(weights))
+    imgsz = int(imgsz or inference_imgsz(weights))
     model = load_for_inference(weights, precision, backend, imgsz, dev)
     if energy is None and getattr(model, "form", "train") == "train":
-        from ..energy import EnergyMeter
-
         energy = EnergyMeter()  # firing rates, synaptic operations and energy at the end of every val
     data_cfg = load_data_config(data)
     if len(data_cfg["names"]) != model.nc:

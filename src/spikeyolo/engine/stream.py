@@ -20,10 +20,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from .gen1 import DEFAULT_T, DEFAULT_WINDOW_US, letterbox_frames
-from .io import BBOX_DTYPE, DatReader, write_bbox, xyxy_to_bbox
-from .representations import events_to_frames, representation_background
+from ..boxes import clip_boxes, unletterbox
+from ..data.gen1 import DEFAULT_T, DEFAULT_WINDOW_US, letterbox_frames
+from ..events.io import BBOX_DTYPE, DatReader, write_bbox, xyxy_to_bbox
+from ..events.prophesee import evaluate_prophesee
+from ..events.representations import events_to_frames, representation_background, representation_channels
+from ..neuron import reset_state, set_carry_state
+from ..nms import non_max_suppression
+from ..runs import plain
 
 DEFAULT_STEP_US = 50_000
 
@@ -35,6 +41,16 @@ def model_event_settings(model) -> dict:
     config = getattr(model, "config", None)
     events = config.get("events") if isinstance(config, dict) else None
     return dict(events) if isinstance(events, dict) else {}
+
+
+def event_settings(dataset) -> dict | None:
+    """The event input settings of an event dataset (one with ``window_us``, e.g. ``Gen1Dataset``) as plain
+    data: ``{"window_us", "representation", "representation_opts"}``; ``None`` for image datasets."""
+    window_us = getattr(dataset, "window_us", None)
+    if window_us is None:
+        return None
+    return plain({"window_us": int(window_us), "representation": str(dataset.representation),
+                  "representation_opts": dict(dataset.rep_opts)})
 
 
 def render_window(events, height: int, width: int, boxes_xyxy=None, cls=None, scores=None, names=None,
@@ -71,8 +87,6 @@ def infer_representation(model, representation: str | None = None, opts: dict | 
     3 -> ``spikeyolo``, 2k -> ``histogram`` with ``bins=k``. The options: the given ones (``{}`` means none),
     else the trained ``representation_opts`` when the kind is the trained one, else none (options such as
     ``norm`` cannot be guessed). The kind is checked against ``model.in_channels`` when the model has it."""
-    from .representations import representation_channels
-
     trained = model_event_settings(model)
     c = getattr(model, "in_channels", None)
     if representation is None:
@@ -116,9 +130,6 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
     options from :func:`infer_representation`; ``step_us`` defaults to 50 ms, or to ``window_us`` with
     ``carry_state``. ``video_path``: also write an mp4 of every window with its boxes (frame by frame).
     """
-    from spikeyolo.boxes import clip_boxes, unletterbox
-    from spikeyolo.engine.nms import non_max_suppression
-
     trained = model_event_settings(model)
     if window_us is None:
         window_us = trained.get("window_us") or DEFAULT_WINDOW_US
@@ -140,8 +151,6 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
     except StopIteration:
         device = torch.device("cpu")
     if carry_state:
-        from spikeyolo.neuron import reset_state, set_carry_state
-
         if step_us != window_us:
             warnings.warn(f"carry_state with step_us={step_us} != window_us={window_us}: windows overlap or "
                           "leave gaps, so the carried state sees events twice or misses some", stacklevel=2)
@@ -163,8 +172,6 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
         writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (2 * W, 2 * H))
         if not writer.isOpened():
             raise RuntimeError(f"{video_path}: cannot open an mp4 writer (OpenCV without video support?)")
-
-    from tqdm import tqdm
 
     results = []
     bar = tqdm(total=len(ends), desc=f"predict {Path(dat_path).name}", disable=not progress)
@@ -207,20 +214,19 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
 def evaluate_recordings(model, dataset, out_dir, step_us: int | None = None, conf: float = 0.001,
                         iou: float = 0.7, carry_state: bool = False, batch: int = 8, progress: bool = True,
                         **protocol_kwargs) -> dict:
-    """Prophesee-protocol evaluation of ``model`` on every recording of a :class:`~.gen1.Gen1Dataset` split.
+    """Prophesee-protocol evaluation of ``model`` on every recording of a
+    :class:`~spikeyolo.data.gen1.Gen1Dataset` split.
 
     Each recording is run with the dataset's window, ``T``, representation and ``imgsz``
     (:func:`predict_recording`): by default one window ending at each label timestamp (so every ground-truth
     frame pools exactly the detections made for it, when labels are more than ``time_tol_us`` apart); with
     ``step_us`` windows every ``step_us`` from 0 instead (a stream). The detections are written to
     ``out_dir/<recording>_bbox.npy`` and scored against ``dataset.prophesee_ground_truth()`` with
-    :func:`spikeyolo.metrics.prophesee.evaluate_prophesee` (``protocol_kwargs`` go there; the sensor size
+    :func:`spikeyolo.events.prophesee.evaluate_prophesee` (``protocol_kwargs`` go there; the sensor size
     comes from the recordings). Detections of every window ending within ±``time_tol_us`` of a label are
     pooled into it, as the protocol does. Returns the protocol dict plus ``representation``, ``T``,
     ``window_us``, ``step_us``.
     """
-    from spikeyolo.metrics.prophesee import evaluate_prophesee
-
     out_dir = Path(out_dir)
     dt = {}
     gt = dataset.prophesee_ground_truth()
