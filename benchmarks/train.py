@@ -3,10 +3,11 @@
     python benchmarks/train.py                     # scale n, 320 px, batch 8, on the bundled tree tiles
     python benchmarks/train.py --scale s --imgsz 640 --batch 16 --device 0
     python benchmarks/train.py --amp                # bfloat16 autocast on CPU (float16 on CUDA), as train --amp
-    python benchmarks/train.py --amp-vs-fp32       # fp32 and amp steps alternated in one process
+    python benchmarks/train.py --amp-vs-fp32        # fp32 and amp steps alternated in one process
 
-A training step is what the trainer does per batch: forward in train mode, detection loss, backward, gradient
-clipping, SGD step and EMA update. Data loading is the training dataloader alone (mosaic + affine + HSV + flip),
+A training step is the trainer's own ``Trainer.train_step`` (forward in train mode, detection loss, backward,
+gradient clipping, SGD step and EMA update; AMP on CUDA; ``nbs`` = batch so every step updates the weights).
+Data loading is the training dataloader alone (mosaic + affine + HSV + flip),
 timed separately so the two can be compared (if loading is slower than training, add workers). Peak memory is
 the process's maximum resident set size (``resource.getrusage``), which includes the model, activations and
 the loader; on CUDA the peak allocated GPU memory is reported as well.
@@ -42,16 +43,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--amp", action="store_true", help="autocast the forward (bfloat16 on CPU, float16 on CUDA)")
     ap.add_argument("--amp-vs-fp32", action="store_true",
-                    help="time fp32 and amp steps alternately on the same batches (two models); peak memory is then "
-                         "that of both, so measure memory with separate --amp / plain runs")
+                    help="time fp32 and amp steps alternately on the same batches (two trainers); peak memory is "
+                         "then that of both, so measure memory with separate --amp / plain runs")
     ap.add_argument("--data", default=None, help="data YAML (default: the bundled tree tiles in a temp folder)")
     args = ap.parse_args(argv)
 
-    import spikeyolo
     from spikeyolo.data import build_dataloader, build_dataset
-    from spikeyolo.engine.ema import ModelEMA
-    from spikeyolo.engine.loss import DetectionLoss
-    from spikeyolo.engine.optim import build_optimizer
+    from spikeyolo.engine.trainer import TrainConfig, Trainer
     from spikeyolo.runs import select_device
 
     if args.threads:
@@ -64,7 +62,6 @@ def main(argv=None) -> int:
         tmp = tempfile.TemporaryDirectory()
         args.data = str(prepare_tree_dataset(Path(tmp.name) / "trees"))
     dataset = build_dataset(args.data, "train", imgsz=args.imgsz, augment=True)
-    names = list(dataset.names)
 
     # data loading alone
     load_rows = []
@@ -88,34 +85,30 @@ def main(argv=None) -> int:
     while len(batches) < args.iters + args.warmup:
         batches += list(loader)
     batches = batches[: args.iters + args.warmup]
+    runs = tempfile.TemporaryDirectory()
     modes = [False, True] if args.amp_vs_fp32 else [args.amp]
-    runs = {}
+    trainers = {}
     for amp in modes:
-        torch.manual_seed(0)
-        model = spikeyolo.build_model(args.scale, nc=len(names), names=names, width=args.width).to(device).train()
-        runs[amp] = (model, DetectionLoss(model), build_optimizer(model, "SGD", 0.01), ModelEMA(model), [])
-    params = sum(p.numel() for p in model.parameters())
+        cfg = TrainConfig(data=args.data, model=args.scale, width=args.width, imgsz=args.imgsz, batch=args.batch,
+                          nbs=args.batch, warmup_epochs=0, workers=0, val=False, plots=False, progress=False,
+                          verbose=False, project=runs.name, name=f"amp{int(amp)}", device=args.device, amp=amp)
+        trainers[amp] = Trainer(cfg)
+        trainers[amp].setup(device)
+    params = sum(p.numel() for p in trainers[modes[0]].model.parameters())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    step_times = {amp: [] for amp in modes}
     for k, b in enumerate(batches):
-        for amp, (model, criterion, opt, ema, times) in runs.items():  # alternated: ratios survive a noisy machine
+        for amp, trainer in trainers.items():  # alternated: the ratio survives a noisy machine
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t = time.perf_counter()
-            x = b["img"].to(device).float() / 255
-            with torch.autocast(device.type, enabled=amp):
-                preds = model(x)
-            loss, _ = criterion(preds, {key: b[key].to(device) for key in ("cls", "bboxes", "batch_idx")})
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            ema.update(model)
+            trainer.train_step(b, k)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if k >= args.warmup:
-                times.append(time.perf_counter() - t)
-    times = runs[modes[-1]][-1]
+                step_times[amp].append(time.perf_counter() - t)
+    times = step_times[modes[-1]]
     step = sum(times) / len(times)
     train_ips = args.batch / step
 
@@ -127,7 +120,7 @@ def main(argv=None) -> int:
     label = f"train step, {'amp' if modes[-1] else 'fp32'} (s/batch, mean)"
     print(f"| {label:<34} | {step:>12.3f} |")
     if args.amp_vs_fp32:
-        fp32 = sum(runs[False][-1]) / len(runs[False][-1])
+        fp32 = sum(step_times[False]) / len(step_times[False])
         print(f"| {'train step, fp32 (s/batch, mean)':<34} | {fp32:>12.3f} |")
         print(f"| {'  amp speed-up over fp32':<34} | {fp32 / step:>11.2f}x |")
     print(f"| {'train images/s':<34} | {train_ips:>12.2f} |")
@@ -138,6 +131,7 @@ def main(argv=None) -> int:
     print(f"| {'peak resident memory (MB)':<34} | {maxrss_mb():>12.0f} |")
     if device.type == "cuda":
         print(f"| {'peak GPU memory allocated (MB)':<34} | {torch.cuda.max_memory_allocated(device) / 2**20:>12.0f} |")
+    runs.cleanup()
     if tmp is not None:
         tmp.cleanup()
     return 0

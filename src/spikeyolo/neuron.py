@@ -15,6 +15,9 @@ Defaults follow the reference COCO code (decay 0.25, gain 1). The reference Gen1
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -40,6 +43,46 @@ def quantize(u: torch.Tensor, D: int) -> torch.Tensor:
     return torch.clamp(u, 0, D).round_()  # inference: no gradient window to build
 
 
+@dataclass(frozen=True)
+class NeuronConfig:
+    """The I-LIF settings of a model, their one owner: ``D`` (largest integer spike, the virtual timesteps at
+    inference), ``decay`` (leak), ``input_gain`` and ``detach_reset``. Defaults: the reference COCO code; the
+    reference Gen1 code uses ``NeuronConfig(decay=0.5, input_gain=0.5)``. A model config stores them as the
+    flat keys ``D``, ``decay``, ``input_gain``, ``detach_reset`` (:meth:`to_config` / :meth:`from_config`)."""
+
+    D: int = 4
+    decay: float = 0.25
+    input_gain: float = 1.0
+    detach_reset: bool = True
+
+    def __post_init__(self):
+        if int(self.D) != self.D or self.D < 1:
+            raise ValueError(f"ILIF: D must be a positive integer, got {self.D!r}")
+        object.__setattr__(self, "D", int(self.D))
+        object.__setattr__(self, "decay", float(self.decay))
+        object.__setattr__(self, "input_gain", float(self.input_gain))
+        object.__setattr__(self, "detach_reset", bool(self.detach_reset))
+
+    def build(self) -> ILIF:
+        """A new neuron with these settings."""
+        return ILIF(**self.to_config())
+
+    def replace(self, **overrides) -> NeuronConfig:
+        """A copy with the given settings changed; ``None`` values keep the current ones."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_config(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config: dict) -> NeuronConfig:
+        """The settings in a model config (missing keys take the defaults)."""
+        return cls().replace(**{f.name: config.get(f.name) for f in dataclasses.fields(cls)})
+
+
+_DEFAULT = NeuronConfig()
+
+
 class ILIF(nn.Module):
     """Integer LIF neuron over ``[T, ...]`` inputs, returning spike counts 0..D of the same shape.
 
@@ -53,14 +96,11 @@ class ILIF(nn.Module):
     e.g. over consecutive windows of an event stream; :func:`reset_state` clears it.
     """
 
-    def __init__(self, D: int = 4, decay: float = 0.25, input_gain: float = 1.0, detach_reset: bool = True):
+    def __init__(self, D: int = _DEFAULT.D, decay: float = _DEFAULT.decay, input_gain: float = _DEFAULT.input_gain,
+                 detach_reset: bool = _DEFAULT.detach_reset):
         super().__init__()
-        if int(D) != D or D < 1:
-            raise ValueError(f"ILIF: D must be a positive integer, got {D!r}")
-        self.D = int(D)
-        self.decay = float(decay)
-        self.input_gain = float(input_gain)
-        self.detach_reset = bool(detach_reset)
+        cfg = NeuronConfig(D, decay, input_gain, detach_reset)  # checks and normalizes the settings
+        self.D, self.decay, self.input_gain, self.detach_reset = cfg.D, cfg.decay, cfg.input_gain, cfg.detach_reset
         self.carry_state = False
         self.residual: torch.Tensor | None = None  # u - s after the last step, kept only when carry_state
 

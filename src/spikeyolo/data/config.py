@@ -35,11 +35,13 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import SpikeYOLOError
+
 TYPES = ("yolo", "coco", "voc", "gen1")
 SPLITS = ("train", "val", "test")
 
 
-class DataConfigError(ValueError):
+class DataConfigError(SpikeYOLOError, ValueError):
     """A data YAML that cannot be used; the message names the file and the key."""
 
 

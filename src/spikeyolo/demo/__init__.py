@@ -25,8 +25,9 @@ import yaml
 
 from ..checkpoint import load
 from ..engine.predictor import Predictor, predict_source
+from ..engine.report import summary_table
 from ..engine.trainer import TrainConfig, Trainer
-from ..engine.validator import summary_table, validate
+from ..engine.validator import validate
 from ..events.simulator import make_gen1_dataset
 from ..runs import plain, select_device
 from .trees import prepare_tree_dataset, tree_event_splits
