@@ -20,6 +20,9 @@ def summary_table(metrics: dict, names) -> str:
     def f(x, w=7):
         return f"{x:{w}.3f}" if x is not None and np.isfinite(x) else f"{'-':>{w}}"
 
+    def num(x, spec=".3f"):
+        return format(x, spec) if x is not None and np.isfinite(x) else "-"
+
     lines = [f"{'class':>16} {'images':>7} {'labels':>7} {'P':>7} {'R':>7} {'mAP50':>7} {'mAP50-95':>9}"]
     lines.append(
         f"{'all':>16} {metrics['images']:>7} {metrics['instances']:>7} {f(metrics['precision'])} "
@@ -37,15 +40,16 @@ def summary_table(metrics: dict, names) -> str:
         p = metrics["prophesee"]
         lines.append(f"protocol prophesee (0.5 s skip, min diag 30 / side 10 px, +-50 ms): AP {f(p['AP'], 0)}, "
                      f"AP50 {f(p['AP50'], 0)}, AP75 {f(p['AP75'], 0)} over {p['images']} timestamps")
-    if "snn/energy_mJ" in metrics:
-        lines.append(f"SNN: firing rate {metrics['snn/firing_rate']:.3f} (mean spike count per neuron and step), "
-                     f"{metrics['snn/synops'] / 1e9:.3f} G synaptic ops, {metrics['snn/energy_mJ']:.3f} mJ per image"
-                     + (f" (ANN twin {metrics['snn/ann_energy_mJ']:.3f} mJ)" if "snn/ann_energy_mJ" in metrics else ""))
-    sp = metrics["speed"]
-    lines.append(
-        f"speed: {sp['preprocess']:.1f} ms preprocess, {sp['inference']:.1f} ms inference, "
-        f"{sp['postprocess']:.1f} ms postprocess per image"
-    )
+    if "snn/energy_mJ" in metrics:  # values may be None: plain() turns NaN (a diverged model) into None
+        synops = metrics.get("snn/synops")
+        lines.append(f"SNN: firing rate {num(metrics.get('snn/firing_rate'))} (mean spike count per neuron and "
+                     f"step), {num(None if synops is None else synops / 1e9)} G synaptic ops, "
+                     f"{num(metrics.get('snn/energy_mJ'))} mJ per image"
+                     + (f" (ANN twin {num(metrics['snn/ann_energy_mJ'])} mJ)" if "snn/ann_energy_mJ" in metrics
+                        else ""))
+    sp = metrics.get("speed") or {}
+    lines.append(f"speed: {num(sp.get('preprocess'), '.1f')} ms preprocess, {num(sp.get('inference'), '.1f')} ms "
+                 f"inference, {num(sp.get('postprocess'), '.1f')} ms postprocess per image")
     return "\n".join(lines)
 
 

@@ -28,9 +28,11 @@ from tqdm import tqdm
 
 from ..boxes import clip_boxes, unletterbox, xywh2xyxy
 from ..data import build_dataloader, build_dataset, load_data_config
+from ..data.config import check_class_names
 from ..data.labels import coco_id_maps
 from ..deploy import inference_imgsz, load_for_inference
 from ..energy import EnergyMeter
+from ..errors import InputError
 from ..events.io import BBOX_DTYPE, xyxy_to_bbox
 from ..events.prophesee import evaluate_prophesee
 from ..metrics.coco import coco_evaluate, write_coco_json
@@ -50,6 +52,13 @@ def to_input(img: torch.Tensor, device) -> torch.Tensor:
     """A batch of images as the network takes them: uint8 -> float in [0, 1]; event frames (float) unchanged."""
     x = img.to(device, non_blocking=True)
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
+def require_finite(x: torch.Tensor, what: str) -> None:
+    """Refuse NaN or infinite network input: the execution forms disagree on it (NaN in the train and fused
+    forms, finite values in the spike-driven one), so no form's answer would be right."""
+    if not bool(torch.isfinite(x).all()):
+        raise InputError(f"{what} contain NaN or infinite values; the model needs finite input")
 
 
 def batch_ground_truth(batch: dict, k: int, input_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,6 +174,8 @@ class Validator:
         for bi, batch in enumerate(bar):
             t0 = time.perf_counter()
             x = to_input(batch["img"], self.device)
+            require_finite(x, f"the images of validation batch {bi + 1} ({', '.join(map(str, batch['im_file'][:3]))}"
+                              f"{', ...' if len(batch['im_file']) > 3 else ''})")
             t1 = time.perf_counter()
             with torch.autocast("cuda", dtype=torch.float16, enabled=self.half), returning_maps(model) as has_maps:
                 out = model(x)
@@ -288,8 +299,7 @@ def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=No
     if energy is None and getattr(model, "form", "train") == "train":
         energy = EnergyMeter()  # firing rates, synaptic operations and energy at the end of every val
     data_cfg = load_data_config(data)
-    if len(data_cfg["names"]) != model.nc:
-        raise ValueError(f"{weights} detects {model.nc} classes but {data} lists {len(data_cfg['names'])}")
+    check_class_names(model.names, data_cfg["names"], weights, data)
     dataset = build_dataset(data_cfg, split, imgsz=imgsz, augment=False, progress=progress)
     _warn_event_mismatch(model, dataset, weights, data)
     loader = build_dataloader(dataset, batch_size=batch, workers=workers, shuffle=False)
