@@ -13,7 +13,7 @@ import pytest
 
 import spikeyolo
 from spikeyolo.data import DataConfigError, build_dataset
-from spikeyolo.data.labels import LabelFileError, Report, parse_yolo_txt, read_voc
+from spikeyolo.data.labels import LabelFileError, Report, coco_id_maps, parse_yolo_txt, read_voc
 from spikeyolo.errors import SpikeYOLOError
 
 
@@ -73,6 +73,8 @@ def test_coco_yaml_names_are_matched_by_name_not_position(tmp_path):
     anns = [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [10, 10, 20, 20]}]  # a dog
     ds = build_dataset(coco_set(tmp_path, cats, anns, names="[dog, cat]"), "val", cache=False)
     assert ds.names == ["dog", "cat"] and ds.ground_truth(0)["cls"].tolist() == [0]  # still a dog
+    # predictions.json maps class indices back to the JSON's own category ids in the same order
+    assert coco_id_maps([str(tmp_path / "images")], str(tmp_path / "ann.json"), ["dog", "cat"])[1] == [2, 1]
     with pytest.raises(LabelFileError, match="not the data YAML's names"):
         build_dataset(coco_set(tmp_path, cats, anns, names="[dog, horse]"), "val", cache=False)
 

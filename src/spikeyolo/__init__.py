@@ -2,12 +2,14 @@
 
     model = spikeyolo.build_model("s", nc=80, T=1, D=4)   # train form
     fused = spikeyolo.fuse(model)                          # BN folded, re-parameterized
+    fast = spikeyolo.deploy(model, "bf16")                 # deploy form: fp32 | bf16 (torch), int8 (onnxruntime)
     sd = spikeyolo.to_spike_driven(model)                  # binary virtual timesteps
     spikeyolo.save(model, "m.pt"); model = spikeyolo.load("m.pt")
     results = spikeyolo.predict("best.pt", "photos/*.jpg")   # per image: boxes (xyxy px), scores, classes
 """
 
 from .checkpoint import load, save
+from .deploy import deploy
 from .engine.predictor import Predictor, Result, predict
 from .fuse import fuse
 from .model import SpikeYOLO, build_model
@@ -15,5 +17,5 @@ from .neuron import ILIF
 from .spike_driven import audit, to_spike_driven
 from .version import __version__
 
-__all__ = ["ILIF", "Predictor", "Result", "SpikeYOLO", "audit", "build_model", "fuse", "load", "predict", "save",
-           "to_spike_driven", "__version__"]
+__all__ = ["ILIF", "Predictor", "Result", "SpikeYOLO", "audit", "build_model", "deploy", "fuse", "load", "predict",
+           "save", "to_spike_driven", "__version__"]

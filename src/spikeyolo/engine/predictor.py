@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from ..boxes import clip_boxes, unletterbox
-from ..checkpoint import checkpoint_imgsz, load
 from ..data.augment import letterbox
+from ..deploy import inference_imgsz, load_for_inference
 from ..nms import non_max_suppression
 from ..plots import draw_boxes
 from ..runs import select_device
@@ -203,12 +203,17 @@ def iter_results(predictor: Predictor, sources: list[Source], batch: int = 1, vi
     return (r for _, r, _ in iter_with_images(predictor, sources, batch, vid_stride))
 
 
-def load_predictor(weights, imgsz, conf, iou, max_det, device, classes) -> Predictor:
+def load_predictor(weights, imgsz, conf, iou, max_det, device, classes, precision: str | None = None,
+                   backend: str | None = None) -> Predictor:
+    """A :class:`Predictor` of a loaded model, a checkpoint, or a ``.onnx`` deploy export (``precision`` /
+    ``backend`` run the deploy form)."""
+    dev = select_device(device)
     if isinstance(weights, nn.Module):
         size = imgsz or (getattr(weights, "config", None) or {}).get("imgsz") or 640
-        return Predictor(weights, int(size), conf, iou, max_det, select_device(device), classes)
-    return Predictor(load(weights), int(imgsz or checkpoint_imgsz(weights)), conf, iou, max_det,
-                     select_device(device), classes)
+        return Predictor(weights, int(size), conf, iou, max_det, dev, classes)
+    size = int(imgsz or inference_imgsz(weights))
+    model = load_for_inference(weights, precision, backend, size, dev)
+    return Predictor(model, size, conf, iou, max_det, dev, classes)
 
 
 def predict(weights, source, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
