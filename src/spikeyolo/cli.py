@@ -23,9 +23,10 @@ from .argtypes import (
     positive_int,
     probability,
 )
-from .checkpoint import load, read_checkpoint
+from .checkpoint import checkpoint_imgsz, load, read_checkpoint
 from .data.loader import default_workers
 from .demo import add_demo_options, run_demo_cli
+from .deploy import check_precision, export_deploy
 from .energy.run import run
 from .engine.predictor import predict
 from .engine.report import metrics_json, summary_table
@@ -34,6 +35,7 @@ from .engine.validator import validate
 from .errors import InputError, SpikeYOLOError
 from .export import export_onnx
 from .info import model_summary
+from .ort import read_metadata
 from .runs import plain
 from .version import __version__
 
@@ -109,17 +111,34 @@ def run_energy(args: argparse.Namespace) -> int:
 def add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="checkpoint .pt")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
-    p.add_argument("--imgsz", type=image_size, default=640, help="square input size (a multiple of 32)")
+    p.add_argument("--imgsz", type=image_size, default=None,
+                   help="square input size, a multiple of 32 (default: the size the checkpoint was trained at)")
+    p.add_argument("--precision", choices=["fp32", "int8"], default=None,
+                   help="export the deploy form (fast, for `val`/`predict --weights file.onnx`) in this precision; "
+                        "default: the fused form (one conv per neuron, for hardware mapping)")
     p.add_argument("--output", default=None, help="output file (default: the weights path with the new suffix)")
     p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset version")
 
 
 def run_export(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else Path(args.weights).with_suffix(".onnx")
-    result = export_onnx(load(args.weights), out, args.imgsz, args.opset)
+    imgsz = args.imgsz or checkpoint_imgsz(args.weights)
+    if args.precision is None:
+        result, what = export_onnx(load(args.weights), out, imgsz, args.opset), "the fused form"
+    else:
+        result = export_deploy(load(args.weights), out, args.precision, imgsz, args.opset)
+        what = f"the deploy form ({args.precision}, {result['int8_convs']} int8 convs)"
     check = "" if result["max_abs_diff"] is None else f", onnxruntime max |diff| {result['max_abs_diff']:.2e}"
-    print(f"exported the fused form to {out}{check}")
+    print(f"exported {what} at {imgsz}x{imgsz} to {out}{check}")
     return 0
+
+
+def _add_precision_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default=None,
+                   help="run the deploy form in this precision (bf16: torch; int8: onnxruntime); "
+                        "default: the train form (with energy metrics)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
+                   help="deploy-form runtime (default: torch, onnxruntime for int8 and .onnx weights)")
 
 
 # --- train / val / predict / demo (engine) ------------------------------------------------------------------
@@ -154,7 +173,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fliplr", type=probability, default=None, help="horizontal flip probability (default 0.5)")
     p.add_argument("--seed", type=nonneg_int, default=d.seed, help="random seed")
     _no_flag(p, "deterministic", "allow non-deterministic (faster) kernels")
-    _no_flag(p, "amp", "no mixed precision on CUDA")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision: float16 autocast on CUDA (default on), bfloat16 autocast on CPU "
+                        "(default off)")
     p.add_argument("--allow-no-boxes", action="store_true",
                    help="train even if the training split has no box at all (else an error)")
     _no_flag(p, "val", "no validation during training")
@@ -226,8 +247,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_val_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="checkpoint .pt (best.pt / last.pt of a run, or saved model)")
+    p.add_argument("--weights", required=True,
+                   help="checkpoint .pt (best.pt / last.pt of a run, or saved model), or a deploy export .onnx")
     p.add_argument("--data", default=None, help="data YAML (default: the one the checkpoint was trained on)")
+    _add_precision_args(p)
     p.add_argument("--split", default="val", choices=("train", "val", "test"), help="the split to score")
     p.add_argument("--imgsz", type=image_size, default=None, help="default: the size the checkpoint was trained at")
     p.add_argument("--batch", type=positive_int, default=16, help="batch size")
@@ -246,6 +269,8 @@ def add_val_args(p: argparse.ArgumentParser) -> None:
 
 def recorded_data(weights: str) -> str:
     """The data YAML a checkpoint was trained on (its ``train_args``), when that file still exists."""
+    if str(weights).endswith(".onnx"):
+        raise InputError(f"--data is required: {weights} is an ONNX export, which records no training data")
     data = (read_checkpoint(weights).get("train_args") or {}).get("data")
     if not data:
         raise InputError(f"--data is required: {weights} records no training data")
@@ -260,21 +285,35 @@ def run_val(args: argparse.Namespace) -> int:
         print(f"data: {args.data} (recorded in {args.weights}; --data to use another)")
     metrics, save_dir = validate(args.weights, args.data, args.imgsz, args.batch, args.device, args.workers,
                                  args.conf, args.iou, args.max_det, args.save_json, args.project, args.name,
-                                 args.plots, split=args.split)
+                                 args.plots, split=args.split, precision=args.precision, backend=args.backend)
     print(summary_table(metrics, _names_of(args.weights)))
     print(f"results in {save_dir}")
     if args.json:
-        print(metrics_json(metrics, save_dir=str(save_dir), weights=str(args.weights)), flush=True)
+        print(metrics_json(metrics, save_dir=str(save_dir), weights=str(args.weights),
+                           form=_form_of(args)), flush=True)
     return 0
 
 
 def _names_of(weights) -> list:
+    if str(weights).endswith(".onnx"):
+        return list(read_metadata(weights)["names"])
     return list(read_checkpoint(weights)["config"]["names"])
 
 
+def _form_of(args: argparse.Namespace) -> dict:
+    """Which form, precision and backend ran (for ``--json``)."""
+    if str(args.weights).endswith(".onnx"):
+        return {"name": "deploy", "precision": read_metadata(args.weights)["precision"], "backend": "onnxruntime"}
+    if args.precision is None and args.backend is None:
+        return {"name": "train", "precision": "fp32", "backend": "torch"}
+    precision = args.precision or "fp32"
+    return {"name": "deploy", "precision": precision, "backend": check_precision(precision, args.backend)}
+
+
 def add_predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="checkpoint .pt")
+    p.add_argument("--weights", required=True, help="checkpoint .pt, or a deploy export .onnx")
     p.add_argument("--source", required=True, help="image, folder, video (.mp4 ...) or event recording (.dat)")
+    _add_precision_args(p)
     p.add_argument("--imgsz", type=image_size, default=None, help="default: the size the checkpoint was trained at")
     p.add_argument("--conf", type=probability, default=0.25, help="confidence threshold")
     p.add_argument("--iou", type=open_unit, default=0.7, help="NMS IoU threshold")
@@ -299,7 +338,7 @@ def run_predict(args: argparse.Namespace) -> int:
     summaries, save_dir = predict(args.weights, args.source, args.imgsz, args.conf, args.iou, args.max_det,
                                   args.device, save=args.save, save_txt=args.save_txt, project=args.project,
                                   name=args.name, window_us=args.window_us, step_us=args.step_us,
-                                  carry_state=args.carry_state)
+                                  carry_state=args.carry_state, precision=args.precision, backend=args.backend)
     done = [s for s in summaries if "skipped" not in s]
     skipped = [s for s in summaries if "skipped" in s]
     for s in done:
@@ -329,7 +368,7 @@ COMMANDS = {
     "val": (add_val_args, run_val, "COCO mAP, precision and recall of a checkpoint on a data split"),
     "predict": (add_predict_args, run_predict, "detect on images, folders, videos or event recordings"),
     "demo": (add_demo_args, run_demo, "train and evaluate on the bundled tree photos (CPU, ~10 min)"),
-    "export": (add_export_args, run_export, "export the fused form to ONNX"),
+    "export": (add_export_args, run_export, "export the fused or deploy (fp32/int8) form to ONNX"),
     "energy": (add_energy_args, run_energy, "per-layer firing rate, operations and energy over a val split"),
 }
 

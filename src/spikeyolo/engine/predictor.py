@@ -26,9 +26,9 @@ from torch import nn
 from tqdm import tqdm
 
 from ..boxes import clip_boxes, unletterbox
-from ..checkpoint import checkpoint_imgsz, load
 from ..data.augment import letterbox
 from ..data.labels import IMG_EXTS
+from ..deploy import inference_imgsz, load_for_inference
 from ..errors import InputError, SpikeYOLOError
 from ..nms import non_max_suppression
 from ..plots import draw_boxes
@@ -274,17 +274,22 @@ def predict(weights, source, imgsz: int | None = None, conf: float = 0.25, iou: 
             device=None, save: bool = True, save_txt: bool = True, save_json: bool = True,
             project: str = "runs/detect", name: str = "predict", progress: bool = True,
             exist_ok: bool = False, window_us: int | None = None, step_us: int | None = None,
-            carry_state: bool = False) -> tuple[list[dict], Path]:
+            carry_state: bool = False, precision: str | None = None, backend: str | None = None,
+            ) -> tuple[list[dict], Path]:
     """Load a checkpoint and predict on ``source``; outputs go to a new ``project/name`` folder.
 
     ``window_us``, ``step_us``, ``carry_state`` apply to ``.dat`` sources only (ignored for images and videos);
     ``None`` takes the window the checkpoint was trained with (else 250 ms) and a 50 ms step (the window with
     ``carry_state``), see :func:`spikeyolo.engine.stream.predict_recording`.
 
+    ``weights`` may be a ``.onnx`` deploy export; ``precision`` / ``backend`` run the deploy form.
+
     Returns ``(per-source summaries, save_dir)``.
     """
     dev = select_device(device)
-    predictor = Predictor(load(weights), int(imgsz or checkpoint_imgsz(weights)), conf, iou, max_det, dev)
+    imgsz = int(imgsz or inference_imgsz(weights))
+    model = load_for_inference(weights, precision, backend, imgsz, dev)
+    predictor = Predictor(model, imgsz, conf, iou, max_det, dev)
     files = list_sources(source)  # fails on a bad source before a run folder is created
     event_model = is_event_model(predictor.model)
     reasons = [source_mismatch(f, event_model) for f in files]

@@ -90,7 +90,7 @@ class TrainConfig:
     close_mosaic: int = 10
     seed: int = 0
     deterministic: bool = True
-    amp: bool = True  # used on CUDA only
+    amp: bool | None = None  # mixed precision: None = on for CUDA (float16), off on CPU (True: bfloat16 autocast)
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0
     clip_grad: float = 10.0
@@ -368,7 +368,7 @@ class Trainer:
         return mean_loss
 
     def train_step(self, batch: dict, ni: int) -> torch.Tensor:
-        """Batch ``ni`` (counted over the whole run): warm-up, forward (AMP on CUDA), loss, backward, and the
+        """Batch ``ni`` (counted over the whole run): warm-up, forward (AMP: see TrainConfig.amp), loss, backward, the
         optimizer step (clip, EMA) when ``nbs`` images have accumulated or the epoch ends. Returns the loss
         items ``[box, cls, dfl]`` (CPU)."""
         cfg, nb = self.cfg, self.nb
@@ -404,7 +404,7 @@ class Trainer:
                 self.best_fitness, self.best_metrics = fit, {**plain(metrics), "epoch": epoch + 1}
             self.last_metrics = metrics or self.last_metrics
             self._write_row(self.csv_path, epoch, mean_loss, metrics, _lr_columns(self.optimizer))
-            self._save(epoch, metrics, fit, improved)
+            self._save_checkpoints(epoch, metrics, fit, improved)
             self._log_epoch(epoch, metrics)
         else:
             self._gather_rng(self.info)
@@ -468,8 +468,9 @@ class Trainer:
         self.weight_decay = wd
         self.optimizer = build_optimizer(model, cfg.optimizer, cfg.lr0, cfg.momentum, wd)
         self.schedule = LRSchedule(self.optimizer, cfg.epochs, cfg.lrf, cfg.cos_lr)
-        self.use_amp = cfg.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        cuda = self.device.type == "cuda"
+        self.use_amp = (cuda if cfg.amp is None else cfg.amp) and self.device.type in ("cuda", "cpu")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and cuda)  # bf16 on CPU needs no scaling
         self.ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau) if self.info.main else None
         self.criterion = DetectionLoss(model, box=cfg.box, cls=cfg.cls, dfl=cfg.dfl)
 
@@ -511,7 +512,7 @@ class Trainer:
         self.validator.plots = cfg.plots and final
         return self.validator(self.ema.ema)
 
-    def _save(self, epoch: int, metrics: dict, fit: float, improved: bool) -> None:
+    def _save_checkpoints(self, epoch: int, metrics: dict, fit: float, improved: bool) -> None:
         state = {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),

@@ -27,10 +27,10 @@ from torch import nn
 from tqdm import tqdm
 
 from ..boxes import clip_boxes, unletterbox, xywh2xyxy
-from ..checkpoint import checkpoint_imgsz, load
 from ..data import build_dataloader, build_dataset, load_data_config
 from ..data.config import check_class_names
 from ..data.labels import coco_id_maps
+from ..deploy import inference_imgsz, load_for_inference
 from ..energy import EnergyMeter
 from ..errors import InputError
 from ..events.io import BBOX_DTYPE, xyxy_to_bbox
@@ -285,16 +285,19 @@ def _warn_event_mismatch(model, dataset, weights, data) -> None:
 def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=None, workers: int = 4,
              conf: float = 0.001, iou: float = 0.7, max_det: int = 300, save_json: bool = False,
              project: str = "runs/detect", name: str = "val", plots: bool = True, progress: bool = True,
-             split: str = "val", energy=None, exist_ok: bool = False) -> tuple[dict, Path]:
-    """Validate a checkpoint on a data YAML split; writes into a new ``project/name`` folder.
+             split: str = "val", energy=None, exist_ok: bool = False, precision: str | None = None,
+             backend: str | None = None) -> tuple[dict, Path]:
+    """Validate a checkpoint (or a ``.onnx`` deploy export) on a data YAML split; writes into a new
+    ``project/name`` folder. ``precision`` / ``backend`` run the deploy form (:func:`spikeyolo.deploy`);
+    energy is measured on the train form only (the default).
 
     Returns ``(metrics, save_dir)``.
     """
     dev = select_device(device)
-    model = load(weights).to(dev)
-    if energy is None:
+    imgsz = int(imgsz or inference_imgsz(weights))
+    model = load_for_inference(weights, precision, backend, imgsz, dev)
+    if energy is None and getattr(model, "form", "train") == "train":
         energy = EnergyMeter()  # firing rates, synaptic operations and energy at the end of every val
-    imgsz = int(imgsz or checkpoint_imgsz(weights))
     data_cfg = load_data_config(data)
     check_class_names(model.names, data_cfg["names"], weights, data)
     dataset = build_dataset(data_cfg, split, imgsz=imgsz, augment=False, progress=progress)
