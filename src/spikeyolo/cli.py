@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from .neuron import NEURONS
+
 
 def print_json(obj: dict) -> None:
     """Print one machine-readable JSON object on its own (last) stdout line."""
@@ -132,6 +134,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-period", type=int, default=d.val_period, help="validate every N epochs (and the last)")
     p.add_argument("--T", type=int, default=d.T, help="timesteps")
     p.add_argument("--D", type=int, default=d.D, help="largest integer spike (virtual timesteps at inference)")
+    p.add_argument("--neuron", default=d.neuron, choices=list(NEURONS),
+                   help="ilif (the SNN) or relu/silu: the ANN twin, same blocks and head, T must be 1")
     p.add_argument("--width", type=float, default=None, help="override the width multiplier (tiny models)")
     p.add_argument("--depth", type=float, default=None, help="override the depth multiplier")
     p.add_argument("--project", default=d.project, help="runs go to PROJECT/NAME (NAME2, ... if it exists)")

@@ -11,6 +11,7 @@ import torch
 import yaml
 from torch import nn
 
+from .neuron import NEURONS
 from .nn.blocks import SPPF, Concat, Downsample, NeuronFactory, SNNBlock1, SNNBlock2, SpikeConv, Stem, Upsample
 from .nn.head import Detect
 
@@ -88,7 +89,8 @@ class SpikeYOLO(nn.Module):
         width = config.get("width") or width
         depth = config.get("depth") or depth
         symbols = {"nc": config["nc"], "p5_ratio": p5_ratio}
-        neuron = NeuronFactory(config["D"], config["decay"], config["input_gain"], config["detach_reset"])
+        neuron = NeuronFactory(config["D"], config["decay"], config["input_gain"], config["detach_reset"],
+                               kind=config.get("neuron", "ilif"))  # checkpoints before the ANN twin: I-LIF
 
         layers, froms, channels, strides = [], [], [], []
         for i, (src, repeats, name, args) in enumerate(spec["layers"]):
@@ -150,6 +152,7 @@ class SpikeYOLO(nn.Module):
     T = property(lambda self: self.config["T"])
     D = property(lambda self: self.config["D"])
     in_channels = property(lambda self: self.config["in_channels"])
+    neuron = property(lambda self: self.config.get("neuron", "ilif"))
 
     def forward(self, x: torch.Tensor):
         outputs: list = []
@@ -175,6 +178,7 @@ def build_config(
     width: float | None = None,
     depth: float | None = None,
     imgsz: int = 640,
+    neuron: str = "ilif",
 ) -> dict:
     """Plain-data description of a model (what checkpoints store)."""
     if isinstance(model, str) and model in SCALES:
@@ -189,9 +193,14 @@ def build_config(
         raise ValueError(f"{len(names)} class names given for nc={nc}")
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
+    if neuron not in NEURONS:
+        raise ValueError(f"unknown neuron {neuron!r}; choose one of {NEURONS}")
+    if neuron != "ilif" and T != 1:
+        raise ValueError(f"the ANN twin (neuron={neuron!r}) has no time dimension: T must be 1, got {T} "
+                         "(for event data, set T: 1 in the data YAML)")
     return dict(spec=spec, scale=scale, nc=int(nc), names=names, T=int(T), D=int(D), in_channels=int(in_channels),
                 decay=float(decay), input_gain=float(input_gain), detach_reset=bool(detach_reset),
-                width=width, depth=depth, imgsz=int(imgsz))
+                width=width, depth=depth, imgsz=int(imgsz), neuron=neuron)
 
 
 def build_model(model: str | Path | dict = "s", nc: int = 80, T: int = 1, D: int = 4, **kwargs) -> SpikeYOLO:
@@ -202,7 +211,9 @@ def build_model(model: str | Path | dict = "s", nc: int = 80, T: int = 1, D: int
             key, else its first scale, is used).
         nc: number of classes. T: timesteps. D: largest integer spike (virtual timesteps at inference).
         kwargs: ``in_channels`` (3 for images; event representations set theirs), ``names``, ``decay``,
-            ``input_gain``, ``detach_reset`` (I-LIF settings), ``width``/``depth`` (override the scale's
+            ``input_gain``, ``detach_reset`` (I-LIF settings), ``neuron`` (``"ilif"``, default; ``"relu"`` or
+            ``"silu"`` builds the ANN twin: the same blocks and head with a real-valued activation in place of
+            every I-LIF, T must be 1), ``width``/``depth`` (override the scale's
             multipliers, e.g. for tiny test models), ``imgsz`` (for the class-bias prior).
     """
     return SpikeYOLO(build_config(model, nc, T, D, **kwargs))

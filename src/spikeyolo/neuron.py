@@ -11,6 +11,9 @@ zero outside. At inference each integer is re-emitted as D binary virtual timest
 which is why the output is called a spike count.
 
 Defaults follow the reference COCO code (decay 0.25, gain 1). The reference Gen1 code uses decay 0.5 and gain 0.5.
+
+:class:`Activation` is the real-valued stand-in for the ANN twin (``neuron="relu"`` or ``"silu"``): the same
+architecture with every I-LIF replaced by an ordinary activation, the paper's ANN comparison.
 """
 
 from __future__ import annotations
@@ -92,6 +95,55 @@ class ILIF(nn.Module):
         if self.carry_state:
             self.residual = residual.detach()
         return torch.stack(spikes)
+
+
+NEURONS = ("ilif", "relu", "silu")
+"""Neuron kinds of :func:`make_neuron`: the spiking I-LIF, or a real-valued activation (the ANN twin)."""
+
+
+class Activation(nn.Module):
+    """A real-valued activation in the place of an I-LIF (the ANN twin): elementwise, any shape, no state."""
+
+    def __init__(self, kind: str = "relu"):
+        super().__init__()
+        if kind not in ("relu", "silu"):
+            raise ValueError(f"Activation: kind must be 'relu' or 'silu', got {kind!r}")
+        self.kind = kind
+        self.fn = torch.relu if kind == "relu" else nn.functional.silu
+
+    def extra_repr(self) -> str:
+        return self.kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def make_neuron(kind: str = "ilif", D: int = 4, decay: float = 0.25, input_gain: float = 1.0,
+                detach_reset: bool = True) -> nn.Module:
+    """An I-LIF (``kind="ilif"``, with the given settings) or a real-valued :class:`Activation` (``relu``,
+    ``silu``; the I-LIF settings are then unused)."""
+    if kind == "ilif":
+        return ILIF(D, decay, input_gain, detach_reset)
+    if kind in NEURONS:
+        return Activation(kind)
+    raise ValueError(f"unknown neuron {kind!r}; choose one of {NEURONS}")
+
+
+def is_spiking(model: nn.Module) -> bool:
+    """Whether a model's neurons are I-LIFs (False for the ANN twin, from ``config['neuron']``)."""
+    config = getattr(model, "config", None)
+    kind = config.get("neuron", "ilif") if isinstance(config, dict) else None
+    if kind is not None:
+        return kind == "ilif"
+    return not any(isinstance(m, Activation) for m in model.modules())
+
+
+def require_spiking(model: nn.Module, what: str) -> None:
+    """Raise a clear error when ``what`` (an operation that needs integer spikes) is given an ANN model."""
+    if not is_spiking(model):
+        kind = model.config.get("neuron") if isinstance(getattr(model, "config", None), dict) else "an activation"
+        raise ValueError(f"{what} needs integer spikes, but this model is the ANN twin (neuron={kind!r}: "
+                         "real-valued activations instead of I-LIF)")
 
 
 def iter_neurons(model: nn.Module):

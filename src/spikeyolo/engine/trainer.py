@@ -87,6 +87,7 @@ class TrainConfig:
     hyp: dict = field(default_factory=dict)  # augmentation overrides: mosaic, translate, scale, hsv_*, fliplr
     T: int = 1
     D: int = 4
+    neuron: str = "ilif"  # "relu"/"silu": the ANN twin (same blocks and head, real-valued activations, T = 1)
     width: float | None = None  # override the scale's width multiplier (tiny models)
     depth: float | None = None
     val: bool = True
@@ -190,7 +191,8 @@ class Trainer:
             model.config["names"] = list(names)
             return model
         return build_model(src, nc=len(names), T=cfg.T if T is None else T, D=cfg.D, names=list(names),
-                           in_channels=in_channels, width=cfg.width, depth=cfg.depth, imgsz=cfg.imgsz)
+                           in_channels=in_channels, width=cfg.width, depth=cfg.depth, imgsz=cfg.imgsz,
+                           neuron=cfg.neuron)
 
     def _loaders(self, data_cfg: dict, info: ddp.DistInfo):
         from ..data import build_dataloader, build_dataset

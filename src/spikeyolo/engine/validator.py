@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..boxes import clip_boxes, unletterbox, xywh2xyxy
+from ..energy.report import SILENT_FIRING_RATE
 from ..metrics.coco import coco_evaluate, write_coco_json
 from ..metrics.detection import DetectionMetrics
 from .ema import unwrap
@@ -278,7 +279,13 @@ def summary_table(metrics: dict, names) -> str:
         p = metrics["prophesee"]
         lines.append(f"protocol prophesee (0.5 s skip, min diag 30 / side 10 px, +-50 ms): AP {f(p['AP'], 0)}, "
                      f"AP50 {f(p['AP50'], 0)}, AP75 {f(p['AP75'], 0)} over {p['images']} timestamps")
-    if "snn/energy_mJ" in metrics:
+    fr = metrics.get("snn/firing_rate")
+    if "snn/energy_mJ" in metrics and (fr is None or not np.isfinite(fr)):  # the ANN twin: no spikes
+        lines.append(f"ANN twin: {metrics['snn/energy_mJ']:.3f} mJ per image (every conv as MACs at 4.6 pJ)")
+    elif "snn/energy_mJ" in metrics:
+        if fr < SILENT_FIRING_RATE:
+            lines.append(f"WARNING: the network is nearly silent (firing rate {fr:.4f} < {SILENT_FIRING_RATE}): "
+                         "its energy and the ANN/SNN ratio are not meaningful")
         lines.append(f"SNN: firing rate {metrics['snn/firing_rate']:.3f} (mean spike count per neuron and step), "
                      f"{metrics['snn/synops'] / 1e9:.3f} G synaptic ops, {metrics['snn/energy_mJ']:.3f} mJ per image"
                      + (f" (ANN twin {metrics['snn/ann_energy_mJ']:.3f} mJ)" if "snn/ann_energy_mJ" in metrics else ""))

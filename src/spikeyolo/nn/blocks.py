@@ -10,18 +10,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..neuron import ILIF
+from ..neuron import make_neuron
 from .units import ConvBN, RepConvBN, SepRepConvBN, time_distributed
 
 
 class NeuronFactory:
-    """Makes I-LIF neurons with one model-wide setting (D, decay, input gain, detach)."""
+    """Makes neurons with one model-wide setting: I-LIF (D, decay, input gain, detach), or for the ANN twin a
+    real-valued activation (``kind="relu"``/``"silu"``) in the same places."""
 
-    def __init__(self, D=4, decay=0.25, input_gain=1.0, detach_reset=True):
+    def __init__(self, D=4, decay=0.25, input_gain=1.0, detach_reset=True, kind="ilif"):
+        self.kind = kind
         self.kwargs = dict(D=D, decay=decay, input_gain=input_gain, detach_reset=detach_reset)
 
-    def __call__(self) -> ILIF:
-        return ILIF(**self.kwargs)
+    def __call__(self) -> nn.Module:
+        return make_neuron(self.kind, **self.kwargs)
 
 
 class Stem(ConvBN):
