@@ -14,7 +14,7 @@ import tempfile
 import time
 
 from spikeyolo.data import build_dataloader, build_dataset
-from spikeyolo.data.trees import prepare_tree_dataset
+from spikeyolo.demo.trees import prepare_tree_dataset
 
 
 def measure(data_yaml, imgsz: int, batch: int, n_images: int, workers: int, mosaic: bool) -> float:

@@ -25,7 +25,7 @@ assert rel(f) < 1e-9 and rel(s) < 1e-9 and all(r.binary for r in audit[1:])
 PY
 
 echo "== 2. AMP training and validation on GPU 0 through the CLI"
-python3 -c "from spikeyolo.data.trees import prepare_tree_dataset; print(prepare_tree_dataset('$TMP/trees'))"
+python3 -c "from spikeyolo.demo.trees import prepare_tree_dataset; print(prepare_tree_dataset('$TMP/trees'))"
 python3 -m spikeyolo train --data "$TMP/trees/data.yaml" --model n --width 0.25 --epochs 2 --imgsz 320 --batch 16 \
   --device 0 --workers 4 --project "$TMP/runs" --name amp --json 2>&1 | tee "$OUT/train_amp.log" | tail -4
 python3 -m spikeyolo val --weights "$TMP/runs/amp/weights/best.pt" --data "$TMP/trees/data.yaml" --imgsz 320 \

@@ -46,14 +46,14 @@ def main(argv=None) -> int:
     from spikeyolo.engine.ema import ModelEMA
     from spikeyolo.engine.loss import DetectionLoss
     from spikeyolo.engine.optim import build_optimizer
-    from spikeyolo.engine.utils import select_device
+    from spikeyolo.runs import select_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
     tmp = None
     if args.data is None:
-        from spikeyolo.data.trees import prepare_tree_dataset
+        from spikeyolo.demo.trees import prepare_tree_dataset
 
         tmp = tempfile.TemporaryDirectory()
         args.data = str(prepare_tree_dataset(Path(tmp.name) / "trees"))

@@ -10,7 +10,7 @@ import yaml
 
 from spikeyolo.data import build_dataset
 from spikeyolo.data.labels import read_image
-from spikeyolo.data.trees import ASSET_DIR, load_tree_records, prepare_tree_dataset, tree_split
+from spikeyolo.demo.trees import ASSET_DIR, load_tree_records, prepare_tree_dataset, tree_split
 
 
 def count_objects(xml: Path) -> int:

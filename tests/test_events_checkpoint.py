@@ -12,11 +12,11 @@ from torch import nn
 import spikeyolo
 from _event_data import write_gen1
 from spikeyolo.cli import main
-from spikeyolo.events import stream
-from spikeyolo.events.gen1 import letterbox_frames
+from spikeyolo.data.gen1 import letterbox_frames
+from spikeyolo.engine import stream
+from spikeyolo.engine.stream import infer_representation, predict_recording
 from spikeyolo.events.io import read_bbox
 from spikeyolo.events.representations import events_to_frames
-from spikeyolo.events.stream import infer_representation, predict_recording
 
 TRAINED = {"window_us": 120_000, "representation": "counts", "representation_opts": {"norm": "log"}}
 
@@ -106,13 +106,11 @@ def test_infer_representation_from_config():
 
 
 def test_cli_predict_carry_state_window(recording, tmp_path, monkeypatch):
-    import spikeyolo.neuron as neuron
-
     dat, _ = recording
     weights = spikeyolo.save(tiny(events=TRAINED), tmp_path / "ev.pt")
     carry = []
-    real = neuron.set_carry_state
-    monkeypatch.setattr(neuron, "set_carry_state", lambda m, on=True: (carry.append(on), real(m, on)))
+    real = stream.set_carry_state
+    monkeypatch.setattr(stream, "set_carry_state", lambda m, on=True: (carry.append(on), real(m, on)))
     assert main(["predict", "--weights", str(weights), "--source", str(dat), "--imgsz", "64", "--conf", "0",
                  "--max-det", "2", "--no-save", "--carry-state", "--window-us", "130000",
                  "--project", str(tmp_path / "runs"), "--name", "p", "--json"]) == 0

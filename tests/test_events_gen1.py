@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from spikeyolo.events.gen1 import Gen1Dataset, labels_at
+from spikeyolo.data.gen1 import Gen1Dataset, labels_at
 from spikeyolo.events.io import BBOX_DTYPE, EVENT_DTYPE, write_bbox, write_dat
 
 EV = [  # t, x, y, p
@@ -191,7 +191,7 @@ def test_pickles_without_memory_maps(gen1_cfg):
 
 
 def test_letterbox_many_channels_shrinking():
-    from spikeyolo.events.gen1 import letterbox_frames
+    from spikeyolo.data.gen1 import letterbox_frames
 
     f = np.zeros((2, 20, 240, 304), np.float32)
     f += np.arange(40, dtype=np.float32).reshape(2, 20, 1, 1)  # each plane constant

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from spikeyolo.events.io import BBOX_DTYPE
-from spikeyolo.metrics.prophesee import evaluate_per_sample, evaluate_prophesee, filter_boxes
+from spikeyolo.events.prophesee import evaluate_per_sample, evaluate_prophesee, filter_boxes
 
 
 def boxes(rows):

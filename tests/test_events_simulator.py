@@ -110,7 +110,7 @@ def test_view_boxes_clip_and_drop():
 
 
 def test_tree_split_is_spatial():
-    from spikeyolo.events.simulator import tree_event_splits
+    from spikeyolo.demo.trees import tree_event_splits
 
     sp = tree_event_splits()
     assert set(sp) == {"train", "val", "test"}

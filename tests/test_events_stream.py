@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from spikeyolo.engine.stream import predict_recording
 from spikeyolo.events.io import EVENT_DTYPE, read_bbox, write_dat
-from spikeyolo.events.stream import predict_recording
 from spikeyolo.neuron import ILIF
 
 
@@ -104,9 +104,9 @@ class Oracle(nn.Module):
 
 
 def test_evaluate_recordings_end_to_end(tmp_path):
-    from spikeyolo.events.gen1 import Gen1Dataset
+    from spikeyolo.data.gen1 import Gen1Dataset
+    from spikeyolo.engine.stream import evaluate_recordings
     from spikeyolo.events.io import BBOX_DTYPE, write_bbox
-    from spikeyolo.events.stream import evaluate_recordings
 
     rng = np.random.default_rng(0)
     e = np.zeros(500, EVENT_DTYPE)
@@ -139,7 +139,7 @@ def test_evaluate_recordings_end_to_end(tmp_path):
 
 
 def test_infer_representation():
-    from spikeyolo.events.stream import infer_representation
+    from spikeyolo.engine.stream import infer_representation
 
     m = nn.Module()
     assert infer_representation(m) == ("spikeyolo", {})

@@ -19,7 +19,7 @@ from spikeyolo.engine.optim import (
     scaled_weight_decay,
     warmup_iters,
 )
-from spikeyolo.engine.utils import get_rng_state, increment_path, set_rng_state
+from spikeyolo.runs import get_rng_state, increment_path, set_rng_state
 
 
 def tiny():

@@ -68,9 +68,9 @@ def run_energy(args: argparse.Namespace) -> int:
     print(report.table())
     print(f"results saved to {out}")
     if args.json:
-        from .energy.report import plain_json
+        from .runs import plain
 
-        print_json(plain_json({**report.to_dict(), "out": str(out)}))
+        print_json(plain({**report.to_dict(), "out": str(out)}))
     return 0
 
 
@@ -153,7 +153,7 @@ def _train_summary_json(result: dict) -> dict:
 
 def run_train(args: argparse.Namespace) -> int:
     from .engine.trainer import TrainConfig, Trainer
-    from .engine.validator import plain
+    from .runs import plain
 
     if not args.data and not args.resume:
         print("error: --data is required (or --resume)", file=sys.stderr)

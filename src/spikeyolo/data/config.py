@@ -20,7 +20,7 @@ Layouts by ``type`` (default ``yolo``)::
     names: [aeroplane, bicycle, ...]
     class_map: {Alive: Tree, Dead: Tree}                    # optional: rename classes before the lookup
 
-    # gen1: Prophesee Gen1; only resolved here, read by spikeyolo.events.gen1.Gen1Dataset
+    # gen1: Prophesee Gen1; only resolved here, read by spikeyolo.data.gen1.Gen1Dataset
     type: gen1
     train: train
     val: test

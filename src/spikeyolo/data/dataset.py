@@ -16,6 +16,7 @@ from ..boxes import xyxy2xywh
 from . import augment as A
 from .cache import cached, files_hash
 from .config import DataConfigError, load_data_config
+from .gen1 import Gen1Dataset
 from .labels import Record, Report, list_images, read_coco, read_image, read_voc, read_yolo, yolo_label_path
 from .tiling import clip_boxes_to_region, tile_grid
 
@@ -285,7 +286,7 @@ def build_dataset(
     """Dataset for one split of a data YAML (path, dict or loaded config).
 
     ``augment`` defaults to ``split == "train"``. Type ``gen1`` is handed to
-    ``spikeyolo.events.gen1.Gen1Dataset(cfg, split, imgsz, augment=..., seed=..., hyp=..., **kwargs)`` (flip,
+    ``spikeyolo.data.gen1.Gen1Dataset(cfg, split, imgsz, augment=..., seed=..., hyp=..., **kwargs)`` (flip,
     zoom and shift from ``hyp``'s ``fliplr``, ``scale``, ``translate``; no mosaic, colour or tiling;
     ``progress``: a progress bar while it caches frames).
     Warnings are logged (the first few) and kept in ``dataset.stats["warnings"]``. Raises :class:`DataError`
@@ -296,8 +297,6 @@ def build_dataset(
     if split not in cfg:
         raise DataConfigError(f"{where}: key '{split}': split not given")
     if cfg["type"] == "gen1":
-        from spikeyolo.events.gen1 import Gen1Dataset  # lazy: the events package is optional here
-
         augment = split == "train" if augment is None else augment
         return Gen1Dataset(cfg, split, imgsz, augment=augment, seed=seed, hyp=hyp, progress=progress, **kwargs)
     if kwargs:

@@ -21,14 +21,13 @@ zero). Energies are in pJ internally, reported in mJ.
 from __future__ import annotations
 
 import csv
-import json
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from torch import nn
 
+from ..runs import plain_json
 from .monitor import FiringRateMonitor, NeuronStats
 from .ops import STAGES, ConvGeometry, unit_geometry
 
@@ -225,7 +224,7 @@ class EnergyReport:
     def save_json(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(plain_json(self.to_dict()), indent=1))
+        path.write_text(plain_json(self.to_dict(), indent=1))
         return path
 
 
@@ -236,16 +235,6 @@ def _si(x: float | None) -> str:
         if abs(x) >= div:
             return f"{x / div:.3f}{unit}"
     return f"{x:.0f}"
-
-
-def plain_json(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): plain_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain_json(v) for v in obj]
-    return obj
 
 
 def estimate_energy(

@@ -53,7 +53,7 @@ def run(weights: str | Path, data: str | Path, *, imgsz: int | None = None, batc
     """The `energy` command: load weights, build the val loader, measure, write CSV/JSON/plots to ``out``."""
     from ..checkpoint import load
     from ..data import build_dataloader, build_dataset
-    from ..engine.utils import increment_path, select_device
+    from ..runs import increment_path, select_device
 
     model = load(weights)
     imgsz = int(imgsz or model.config.get("imgsz", 640))

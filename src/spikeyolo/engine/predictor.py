@@ -3,7 +3,7 @@
 Each frame is letterboxed to ``imgsz``, run through the model (eval mode), suppressed (NMS), and its boxes are
 mapped back to the frame's pixels. Videos are read frame by frame with ``cv2.VideoCapture`` (never loaded
 whole) and written back annotated with ``cv2.VideoWriter``. Event recordings (``.dat``) are handed to
-``spikeyolo.events.stream.predict_recording``: sliding windows with the window, T and representation the model
+``spikeyolo.engine.stream.predict_recording``: sliding windows with the window, T and representation the model
 was trained with (``model.config["events"]``, else that function's defaults), written as ``<stem>_bbox.npy``.
 
 Outputs under ``save_dir`` (when saving): the annotated image or video under its own name,
@@ -24,7 +24,7 @@ from torch import nn
 from ..boxes import clip_boxes, unletterbox
 from ..data.augment import letterbox
 from ..data.labels import IMG_EXTS
-from .nms import non_max_suppression
+from ..nms import non_max_suppression
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm")
 EVENT_EXTS = (".dat",)
@@ -112,7 +112,7 @@ def predict_source(predictor: Predictor, source: str | Path, save_dir: Path | No
                    **event_kwargs) -> list[dict]:
     """Run ``predictor`` over an image, a folder, a video or a ``.dat`` recording; returns one summary dict per
     source file. ``event_kwargs`` (e.g. ``window_us``, ``step_us``, ``carry_state``) go to
-    :func:`spikeyolo.events.stream.predict_recording` for ``.dat`` sources and are ignored for the others."""
+    :func:`spikeyolo.engine.stream.predict_recording` for ``.dat`` sources and are ignored for the others."""
     from tqdm import tqdm
 
     files = list_sources(source)
@@ -203,12 +203,12 @@ def _predict_video(predictor, f: Path, save_dir, save, save_txt, save_json, prog
 
 
 def _predict_events(predictor, f: Path, save_dir, save, progress, **kwargs) -> dict:
-    """A ``.dat`` recording: sliding windows of events through the model (spikeyolo.events.stream)."""
+    """A ``.dat`` recording: sliding windows of events through the model (spikeyolo.engine.stream)."""
     try:
-        from ..events.stream import predict_recording
+        from .stream import predict_recording
     except ImportError as e:
         raise NotImplementedError(
-            f"{f}: event recordings need spikeyolo.events.stream.predict_recording, which is not available ({e})"
+            f"{f}: event recordings need spikeyolo.engine.stream.predict_recording, which is not available ({e})"
         ) from None
     model = predictor.model
     out = (save_dir or f.parent) / f"{f.stem}_bbox.npy"
@@ -231,12 +231,12 @@ def predict(weights, source, imgsz: int | None = None, conf: float = 0.25, iou: 
 
     ``window_us``, ``step_us``, ``carry_state`` apply to ``.dat`` sources only (ignored for images and videos);
     ``None`` takes the window the checkpoint was trained with (else 250 ms) and a 50 ms step (the window with
-    ``carry_state``), see :func:`spikeyolo.events.stream.predict_recording`.
+    ``carry_state``), see :func:`spikeyolo.engine.stream.predict_recording`.
 
     Returns ``(per-source summaries, save_dir)``.
     """
     from ..checkpoint import load
-    from .utils import increment_path, select_device
+    from ..runs import increment_path, select_device
     from .validator import checkpoint_imgsz
 
     dev = select_device(device)

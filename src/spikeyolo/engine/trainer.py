@@ -12,7 +12,7 @@ A run writes ``<project>/<name>/`` (``name``, ``name2``, ... never an existing r
 optimizer, schedule, EMA counter, epoch, best fitness, RNG states, configuration; loads with
 ``weights_only=True``), ``weights/best.pt`` (highest ``0.1*mAP50 + 0.9*mAP50-95``) and plots. On an event
 dataset the model's config also records the window and representation (``config["events"]``), so prediction
-on a ``.dat`` (``spikeyolo.events.stream.predict_recording``) feeds the model the inputs it was trained on.
+on a ``.dat`` (``spikeyolo.engine.stream.predict_recording``) feeds the model the inputs it was trained on.
 ``resume`` continues a run from its ``last.pt`` at the next epoch and ends as if it had never stopped.
 """
 
@@ -31,11 +31,11 @@ import yaml
 from torch import nn
 
 from ..checkpoint import atomic_torch_save, checkpoint_dict, read_checkpoint
+from ..runs import get_rng_state, increment_path, plain, seed_everything, select_device, set_rng_state
 from . import distributed as ddp
 from .ema import ModelEMA, unwrap
 from .optim import LRSchedule, accumulate_steps, apply_warmup, build_optimizer, scaled_weight_decay, warmup_iters
-from .utils import get_rng_state, increment_path, seed_everything, select_device, set_rng_state
-from .validator import Validator, fitness, plain, summary_table, to_input
+from .validator import Validator, fitness, summary_table, to_input
 
 RESULTS_COLUMNS = [
     "epoch",
@@ -141,7 +141,7 @@ def event_settings(dataset) -> dict | None:
 
 def record_event_settings(model: nn.Module, dataset) -> None:
     """Write the dataset's event settings into ``model.config["events"]`` (saved with every checkpoint, used by
-    ``spikeyolo.events.stream.predict_recording``), or drop a stale entry when training on images."""
+    ``spikeyolo.engine.stream.predict_recording``), or drop a stale entry when training on images."""
     config = getattr(unwrap(model), "config", None)
     if not isinstance(config, dict):
         return

@@ -17,7 +17,6 @@ first batch) and ``stop() -> dict`` (called after the last one; its items are me
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from pathlib import Path
@@ -30,8 +29,9 @@ from ..boxes import clip_boxes, unletterbox, xywh2xyxy
 from ..energy.report import SILENT_FIRING_RATE
 from ..metrics.coco import coco_evaluate, write_coco_json
 from ..metrics.detection import DetectionMetrics
+from ..nms import non_max_suppression
+from ..runs import plain_json
 from .ema import unwrap
-from .nms import non_max_suppression
 
 COCO_MAX_DETS = 100  # the COCO protocol's maxDets (NMS may keep more; COCO scores the 100 best per image)
 
@@ -297,28 +297,9 @@ def summary_table(metrics: dict, names) -> str:
     return "\n".join(lines)
 
 
-def plain(obj):
-    """Plain JSON-able data: numpy/torch numbers to floats, NaN/inf to None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, (np.ndarray, torch.Tensor)):
-        return plain(obj.tolist())
-    if isinstance(obj, (bool, str)) or obj is None:
-        return obj
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    try:
-        f = float(obj)
-    except (TypeError, ValueError):
-        return str(obj)
-    return f if np.isfinite(f) else None
-
-
 def metrics_json(metrics: dict, **extra) -> str:
     """A result as one line of strict JSON (for ``--json``)."""
-    return json.dumps(plain({**metrics, **extra}))
+    return plain_json({**metrics, **extra})
 
 
 def checkpoint_imgsz(path, default: int = 640) -> int:
@@ -332,7 +313,7 @@ def checkpoint_imgsz(path, default: int = 640) -> int:
 def _prophesee(dataset, event_dets: dict, names) -> dict:
     """Prophesee/RVT protocol on the detections of each sample, time-stamped at its label time."""
     from ..events.io import BBOX_DTYPE, xyxy_to_bbox
-    from ..metrics.prophesee import evaluate_prophesee
+    from ..events.prophesee import evaluate_prophesee
 
     dt = {}
     for rec, rows in event_dets.items():
@@ -367,7 +348,7 @@ def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=No
     """
     from ..checkpoint import load
     from ..data import build_dataloader, build_dataset, load_data_config
-    from .utils import increment_path, select_device
+    from ..runs import increment_path, select_device
 
     dev = select_device(device)
     model = load(weights).to(dev)

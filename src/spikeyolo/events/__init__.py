@@ -1,5 +1,5 @@
-"""Event cameras: Prophesee ``.dat`` / ``_bbox.npy`` I/O, event representations, the Gen1 dataset, an event
-simulator and whole-recording prediction. See docs/events.md."""
+"""Event cameras, a library: Prophesee ``.dat`` / ``_bbox.npy`` I/O, event representations, the Prophesee
+evaluation protocol and an event simulator. See docs/events.md."""
 
 from .io import (
     BBOX_DTYPE,

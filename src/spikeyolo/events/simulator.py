@@ -267,29 +267,3 @@ def make_gen1_dataset(images_with_boxes_by_split: dict, out_dir, names=("Tree",)
     y.write_text(yaml.safe_dump(data, sort_keys=False))
     return y
 
-
-def tree_event_splits(val_fraction: float = 0.3) -> dict:
-    """The bundled tree photos cut spatially: the left ``1 - val_fraction`` of every photo for ``train``, the
-    right part split in a top half (``val``) and bottom half (``test``), so validation and test pixels are
-    never seen in training. Returns ``{split: [(name, image crop, boxes_xyxy, cls)]}`` (boxes clipped to the
-    crop, kept when at least half visible). All tree classes are already merged into ``Tree``."""
-    from spikeyolo.data.labels import read_image
-    from spikeyolo.data.trees import load_tree_records, tree_split
-
-    regions = tree_split(val_fraction)
-    out = {"train": [], "val": [], "test": []}
-    for rec in load_tree_records():
-        stem = Path(rec.im_file).stem
-        img = read_image(rec.im_file)
-        tr, va = regions[stem]["train"], regions[stem]["val"]
-        mid = (va[1] + va[3]) // 2
-        parts = {"train": tr, "val": (va[0], va[1], va[2], mid), "test": (va[0], mid, va[2], va[3])}
-        for split, (x0, y0, x1, y1) in parts.items():
-            b = rec.boxes.astype(np.float64)
-            c = np.stack((b[:, 0].clip(x0, x1), b[:, 1].clip(y0, y1), b[:, 2].clip(x0, x1), b[:, 3].clip(y0, y1)), 1)
-            area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-            vis = (c[:, 2] - c[:, 0]) * (c[:, 3] - c[:, 1])
-            keep = (vis > 0) & (vis >= 0.5 * area)
-            boxes = c[keep] - np.array([x0, y0, x0, y0])
-            out[split].append((f"{stem}_{split}", img[y0:y1, x0:x1], boxes, rec.cls[keep]))
-    return out

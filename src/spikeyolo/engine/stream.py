@@ -21,9 +21,13 @@ import cv2
 import numpy as np
 import torch
 
-from .gen1 import DEFAULT_T, DEFAULT_WINDOW_US, letterbox_frames
-from .io import BBOX_DTYPE, DatReader, write_bbox, xyxy_to_bbox
-from .representations import events_to_frames, representation_background
+from ..boxes import clip_boxes, unletterbox
+from ..data.gen1 import DEFAULT_T, DEFAULT_WINDOW_US, letterbox_frames
+from ..events.io import BBOX_DTYPE, DatReader, write_bbox, xyxy_to_bbox
+from ..events.prophesee import evaluate_prophesee
+from ..events.representations import events_to_frames, representation_background, representation_channels
+from ..neuron import reset_state, set_carry_state
+from ..nms import non_max_suppression
 
 DEFAULT_STEP_US = 50_000
 
@@ -71,8 +75,6 @@ def infer_representation(model, representation: str | None = None, opts: dict | 
     3 -> ``spikeyolo``, 2k -> ``histogram`` with ``bins=k``. The options: the given ones (``{}`` means none),
     else the trained ``representation_opts`` when the kind is the trained one, else none (options such as
     ``norm`` cannot be guessed). The kind is checked against ``model.in_channels`` when the model has it."""
-    from .representations import representation_channels
-
     trained = model_event_settings(model)
     c = getattr(model, "in_channels", None)
     if representation is None:
@@ -116,9 +118,6 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
     options from :func:`infer_representation`; ``step_us`` defaults to 50 ms, or to ``window_us`` with
     ``carry_state``. ``video_path``: also write an mp4 of every window with its boxes (frame by frame).
     """
-    from spikeyolo.boxes import clip_boxes, unletterbox
-    from spikeyolo.engine.nms import non_max_suppression
-
     trained = model_event_settings(model)
     if window_us is None:
         window_us = trained.get("window_us") or DEFAULT_WINDOW_US
@@ -140,8 +139,6 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
     except StopIteration:
         device = torch.device("cpu")
     if carry_state:
-        from spikeyolo.neuron import reset_state, set_carry_state
-
         if step_us != window_us:
             warnings.warn(f"carry_state with step_us={step_us} != window_us={window_us}: windows overlap or "
                           "leave gaps, so the carried state sees events twice or misses some", stacklevel=2)
@@ -207,20 +204,19 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
 def evaluate_recordings(model, dataset, out_dir, step_us: int | None = None, conf: float = 0.001,
                         iou: float = 0.7, carry_state: bool = False, batch: int = 8, progress: bool = True,
                         **protocol_kwargs) -> dict:
-    """Prophesee-protocol evaluation of ``model`` on every recording of a :class:`~.gen1.Gen1Dataset` split.
+    """Prophesee-protocol evaluation of ``model`` on every recording of a
+    :class:`~spikeyolo.data.gen1.Gen1Dataset` split.
 
     Each recording is run with the dataset's window, ``T``, representation and ``imgsz``
     (:func:`predict_recording`): by default one window ending at each label timestamp (so every ground-truth
     frame pools exactly the detections made for it, when labels are more than ``time_tol_us`` apart); with
     ``step_us`` windows every ``step_us`` from 0 instead (a stream). The detections are written to
     ``out_dir/<recording>_bbox.npy`` and scored against ``dataset.prophesee_ground_truth()`` with
-    :func:`spikeyolo.metrics.prophesee.evaluate_prophesee` (``protocol_kwargs`` go there; the sensor size
+    :func:`spikeyolo.events.prophesee.evaluate_prophesee` (``protocol_kwargs`` go there; the sensor size
     comes from the recordings). Detections of every window ending within ±``time_tol_us`` of a label are
     pooled into it, as the protocol does. Returns the protocol dict plus ``representation``, ``T``,
     ``window_us``, ``step_us``.
     """
-    from spikeyolo.metrics.prophesee import evaluate_prophesee
-
     out_dir = Path(out_dir)
     dt = {}
     gt = dataset.prophesee_ground_truth()

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .coco import coco_evaluate
+from ..metrics.coco import coco_evaluate
+from .io import to_bbox_array
 
 GEN1_NAMES = ("car", "pedestrian")
 
@@ -56,8 +57,6 @@ def _result(protocol: str, r: dict, **extra) -> dict:
 
 def _boxes(b) -> np.ndarray:
     """Any Prophesee-style box array (``t``/``ts``, ``confidence``/``class_confidence``) -> BBOX_DTYPE."""
-    from spikeyolo.events.io import to_bbox_array  # lazy: metrics stays importable on its own
-
     b = np.asarray(b)
     return to_bbox_array(b) if b.size else b
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..boxes import box_iou, xywh2xyxy
+from .boxes import box_iou, xywh2xyxy
 
 try:  # optional accelerator; not a dependency
     from torchvision.ops import nms as _tv_nms

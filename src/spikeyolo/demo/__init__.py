@@ -1,7 +1,7 @@
 """``spikeyolo demo``: train SpikeYOLO on the bundled tree photos on a CPU and evaluate on held-out ground.
 
 The three aerial photos (DeepForest / NEON, MIT licence) are cut into 320-pixel tiles by
-:func:`spikeyolo.data.trees.prepare_tree_dataset`, with a *spatial* split: the right 30% of every photo is
+:func:`spikeyolo.demo.trees.prepare_tree_dataset`, with a *spatial* split: the right 30% of every photo is
 held out for validation, so no validation tree was ever seen in training, not even in part. One class: Tree.
 
 The model is SpikeYOLO at scale ``n`` with a reduced width multiplier (the demo default 0.125 instead of the
@@ -70,8 +70,8 @@ def _train_and_validate(data: Path, project: Path, name: str, progress: bool, se
 
     Returns ``(result, cfg, metrics, val_dir)``; ``metrics`` is None when training stopped early.
     """
-    from .engine.trainer import TrainConfig, Trainer
-    from .engine.validator import validate
+    from ..engine.trainer import TrainConfig, Trainer
+    from ..engine.validator import validate
 
     settings = {**settings, "nbs": settings["batch"]}  # tiny datasets: no gradient accumulation
     cfg = TrainConfig.from_dict({**settings, "data": str(data), "project": str(project), "name": name,
@@ -101,11 +101,11 @@ def _stopped(result: dict, t0: float) -> dict:
 
 def run_demo(project: str | Path = "runs/demo", name: str = "trees", progress: bool = True, **overrides) -> dict:
     """Prepare the tiles, train, validate best.pt on the held-out region, draw predictions. Returns a summary."""
-    from .checkpoint import load
-    from .data.trees import prepare_tree_dataset
-    from .engine.predictor import Predictor, predict_source
-    from .engine.utils import select_device
-    from .engine.validator import summary_table
+    from ..checkpoint import load
+    from ..engine.predictor import Predictor, predict_source
+    from ..engine.validator import summary_table
+    from ..runs import select_device
+    from .trees import prepare_tree_dataset
 
     t0 = time.time()
     project = Path(project)
@@ -151,7 +151,8 @@ def prepare_event_data(out_dir: Path, progress: bool = True) -> Path:
     """Simulate the tree recordings (``out_dir/data.yaml``); reused while the simulation settings are the same."""
     import yaml
 
-    from .events.simulator import make_gen1_dataset, tree_event_splits
+    from ..events.simulator import make_gen1_dataset
+    from .trees import tree_event_splits
 
     y = Path(out_dir) / "data.yaml"
     if y.is_file():
@@ -171,7 +172,7 @@ def prepare_event_data(out_dir: Path, progress: bool = True) -> Path:
 def run_event_demo(project: str | Path = "runs/demo", name: str = "trees_events", progress: bool = True,
                    **overrides) -> dict:
     """Train on simulated event recordings of the tree photos and validate on the held-out region's ones."""
-    from .engine.validator import summary_table
+    from ..engine.validator import summary_table
 
     t0 = time.time()
     project = Path(project)
@@ -188,7 +189,7 @@ def run_event_demo(project: str | Path = "runs/demo", name: str = "trees_events"
 
 
 def run_demo_cli(args: argparse.Namespace) -> int:
-    from .engine.validator import plain
+    from ..runs import plain
 
     keys = ("epochs", "imgsz", "batch", "width", "model", "optimizer", "lr0", "close_mosaic", "device", "workers",
             "seed")

@@ -33,9 +33,9 @@ import cv2
 import numpy as np
 import torch
 
-from ..data.augment import keep_boxes, sample_rng
-from .io import BBOX_DTYPE, DatReader, read_bbox, xyxy_to_bbox
-from .representations import events_to_frames, representation_background, representation_channels
+from ..events.io import BBOX_DTYPE, DatReader, read_bbox, xyxy_to_bbox
+from ..events.representations import events_to_frames, representation_background, representation_channels
+from .augment import keep_boxes, sample_rng
 
 DEFAULT_WINDOW_US = 250_000
 DEFAULT_T = 4
@@ -264,7 +264,7 @@ class Gen1Dataset(torch.utils.data.Dataset):
     def prophesee_ground_truth(self) -> dict[str, np.ndarray]:
         """All sample labels of this split per recording as :data:`BBOX_DTYPE` arrays (sensor pixels, after
         the last-per-track rule, clipping and zero-area removal), for
-        :func:`spikeyolo.metrics.prophesee.evaluate_prophesee`."""
+        :func:`spikeyolo.events.prophesee.evaluate_prophesee`."""
         out = {name: [] for name, _, _ in self.recordings}
         for r, t, cls, xyxy, tid in self.samples:
             out[self.recordings[r][0]].append(xyxy_to_bbox(t, xyxy, cls, 1.0, tid))

@@ -1,7 +1,8 @@
-"""Small engine helpers: run folders, seeding and RNG state as plain data, devices."""
+"""Ground-floor helpers for runs: run folders, seeding and RNG state as plain data, devices, plain JSON."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -91,3 +92,27 @@ def select_device(device: str | int | None = None) -> torch.device:
     if not torch.cuda.is_available():
         raise ValueError(f"device {device!r} needs CUDA, which this torch build cannot use; use --device cpu")
     return torch.device(f"cuda:{int(first)}")
+
+
+def plain(obj):
+    """Plain JSON-able data: numpy/torch numbers to floats, NaN/inf to None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return plain(obj.tolist())
+    if isinstance(obj, (bool, str)) or obj is None:
+        return obj
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    try:
+        f = float(obj)
+    except (TypeError, ValueError):
+        return str(obj)
+    return f if np.isfinite(f) else None
+
+
+def plain_json(obj, **kw) -> str:
+    """``obj`` as strict JSON text (see :func:`plain`); ``kw`` go to :func:`json.dumps`."""
+    return json.dumps(plain(obj), **kw)
