@@ -206,7 +206,9 @@ def _names_of(weights) -> list:
 
 def add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="checkpoint .pt")
-    p.add_argument("--source", required=True, help="image, folder, video (.mp4 ...) or event recording (.dat)")
+    p.add_argument("--source", required=True,
+                   help="image, folder, video (.mp4 ...) or event recording (.dat; .raw EVT2/EVT3, .aedat4, .es "
+                        "with the [events] extra)")
     p.add_argument("--imgsz", type=int, default=None, help="default: the size the checkpoint was trained at")
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--iou", type=float, default=0.7)
@@ -218,7 +220,7 @@ def add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", default="runs/detect")
     p.add_argument("--name", default="predict")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
-    ev = p.add_argument_group("event recordings", "apply to .dat sources only; ignored for images and videos")
+    ev = p.add_argument_group("event recordings", "apply to event recordings only; ignored for images and videos")
     ev.add_argument("--window-us", type=_positive_int, default=None,
                     help="window length in microseconds (default: the checkpoint's training window, else 250000)")
     ev.add_argument("--step-us", type=_positive_int, default=None,

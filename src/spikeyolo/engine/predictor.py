@@ -2,7 +2,8 @@
 
 Each frame is letterboxed to ``imgsz``, run through the model (eval mode), suppressed (NMS), and its boxes are
 mapped back to the frame's pixels. Videos are read frame by frame with ``cv2.VideoCapture`` (never loaded
-whole) and written back annotated with ``cv2.VideoWriter``. Event recordings (``.dat``) are handed to
+whole) and written back annotated with ``cv2.VideoWriter``. Event recordings (``.dat``; with the ``[events]``
+extra also Metavision ``.raw`` EVT 2.0/3.0, ``.aedat4``, ``.es``) are handed to
 ``spikeyolo.engine.stream.predict_recording``: sliding windows with the window, T and representation the model
 was trained with (``model.config["events"]``, else that function's defaults), written as ``<stem>_bbox.npy``.
 
@@ -24,10 +25,11 @@ from torch import nn
 from ..boxes import clip_boxes, unletterbox
 from ..data.augment import letterbox
 from ..data.labels import IMG_EXTS
+from ..events.readers import RECORDING_EXTS
 from ..nms import non_max_suppression
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm")
-EVENT_EXTS = (".dat",)
+EVENT_EXTS = RECORDING_EXTS  # .dat; .raw (EVT 2.0/3.0), .aedat4, .es with the [events] extra
 
 
 def list_sources(source: str | Path) -> list[Path]:
@@ -36,12 +38,13 @@ def list_sources(source: str | Path) -> list[Path]:
     if p.is_dir():
         files = sorted(q for q in p.iterdir() if q.suffix.lower() in IMG_EXTS + VIDEO_EXTS + EVENT_EXTS)
         if not files:
-            raise FileNotFoundError(f"no image, video or .dat file in folder {p}")
+            raise FileNotFoundError(f"no image, video or event recording in folder {p}")
         return files
     if not p.is_file():
         raise FileNotFoundError(f"source not found: {p}")
     if p.suffix.lower() not in IMG_EXTS + VIDEO_EXTS + EVENT_EXTS:
-        raise ValueError(f"{p}: unsupported source type {p.suffix!r} (images {IMG_EXTS}, videos {VIDEO_EXTS}, .dat)")
+        raise ValueError(f"{p}: unsupported source type {p.suffix!r} (images {IMG_EXTS}, videos {VIDEO_EXTS}, "
+                         f"event recordings {EVENT_EXTS})")
     return [p]
 
 
@@ -110,9 +113,9 @@ class Predictor:
 def predict_source(predictor: Predictor, source: str | Path, save_dir: Path | None = None, save: bool = True,
                    save_txt: bool = True, save_json: bool = True, progress: bool = True, batch: int = 1,
                    **event_kwargs) -> list[dict]:
-    """Run ``predictor`` over an image, a folder, a video or a ``.dat`` recording; returns one summary dict per
+    """Run ``predictor`` over an image, a folder, a video or an event recording; returns one summary dict per
     source file. ``event_kwargs`` (e.g. ``window_us``, ``step_us``, ``carry_state``) go to
-    :func:`spikeyolo.engine.stream.predict_recording` for ``.dat`` sources and are ignored for the others."""
+    :func:`spikeyolo.engine.stream.predict_recording` for event recordings and are ignored for the others."""
     from tqdm import tqdm
 
     files = list_sources(source)
@@ -203,7 +206,7 @@ def _predict_video(predictor, f: Path, save_dir, save, save_txt, save_json, prog
 
 
 def _predict_events(predictor, f: Path, save_dir, save, progress, **kwargs) -> dict:
-    """A ``.dat`` recording: sliding windows of events through the model (spikeyolo.engine.stream)."""
+    """An event recording: sliding windows of events through the model (spikeyolo.engine.stream)."""
     try:
         from .stream import predict_recording
     except ImportError as e:
@@ -229,7 +232,7 @@ def predict(weights, source, imgsz: int | None = None, conf: float = 0.25, iou: 
             carry_state: bool = False) -> tuple[list[dict], Path]:
     """Load a checkpoint and predict on ``source``; outputs go to a new ``project/name`` folder.
 
-    ``window_us``, ``step_us``, ``carry_state`` apply to ``.dat`` sources only (ignored for images and videos);
+    ``window_us``, ``step_us``, ``carry_state`` apply to event recordings only (ignored for images and videos);
     ``None`` takes the window the checkpoint was trained with (else 250 ms) and a 50 ms step (the window with
     ``carry_state``), see :func:`spikeyolo.engine.stream.predict_recording`.
 

@@ -23,8 +23,9 @@ import torch
 
 from ..boxes import clip_boxes, unletterbox
 from ..data.gen1 import DEFAULT_T, DEFAULT_WINDOW_US, letterbox_frames
-from ..events.io import BBOX_DTYPE, DatReader, write_bbox, xyxy_to_bbox
+from ..events.io import BBOX_DTYPE, write_bbox, xyxy_to_bbox
 from ..events.prophesee import evaluate_prophesee
+from ..events.readers import open_recording
 from ..events.representations import events_to_frames, representation_background, representation_channels
 from ..neuron import reset_state, set_carry_state
 from ..nms import non_max_suppression
@@ -111,12 +112,18 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
     ``dat_path`` and write the detections to ``out_path`` (a ``_bbox.npy``: ``t`` = window end, ``x, y, w, h``
     sensor pixels, ``class_id``, ``confidence``, ``track_id`` 0). Returns the detections (:data:`BBOX_DTYPE`).
 
-    Windows end at ``t_start + window_us + k * step_us`` (``t_start`` default 0) up to ``t_end`` (default:
-    last event + 1); ``window_ends`` (increasing microseconds) gives them explicitly instead, e.g. the label
-    timestamps. ``None`` settings come from the model (see the module docstring): ``window_us`` from
-    ``model.config["events"]`` (else 250 ms), ``T`` from ``model.T`` (else 4), the representation and its
-    options from :func:`infer_representation`; ``step_us`` defaults to 50 ms, or to ``window_us`` with
-    ``carry_state``. ``video_path``: also write an mp4 of every window with its boxes (frame by frame).
+    The recording is a ``.dat`` (memory-mapped) or, with the ``[events]`` extra, a Metavision ``.raw`` (EVT 2.0
+    / 3.0), ``.aedat4`` or ``.es`` file (decoded as a stream by faery); the sensor size comes from the file
+    (:func:`spikeyolo.events.readers.open_recording`). Windows are read on demand, one batch at a time, so
+    memory stays bounded however long the recording is; a progress bar counts the windows.
+
+    Windows end at ``t_start + window_us + k * step_us`` up to ``t_end`` (default: last event + 1);
+    ``t_start`` defaults to 0 with the windows that end at or before the first event skipped; ``window_ends``
+    (increasing microseconds) gives them explicitly instead, e.g. the label timestamps. ``None`` settings come
+    from the model (see the module docstring): ``window_us`` from ``model.config["events"]`` (else 250 ms),
+    ``T`` from ``model.T`` (else 4), the representation and its options from :func:`infer_representation`;
+    ``step_us`` defaults to 50 ms, or to ``window_us`` with ``carry_state``. ``video_path``: also write an mp4
+    of every window with its boxes (frame by frame).
     """
     trained = model_event_settings(model)
     if window_us is None:
@@ -129,7 +136,7 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
     if window_us <= 0 or step_us <= 0 or T < 1:
         raise ValueError(f"need window_us > 0, step_us > 0 and T >= 1, got {window_us}, {step_us}, {T}")
     representation, opts = infer_representation(model, representation, representation_opts)
-    reader = DatReader(dat_path)
+    reader = open_recording(dat_path)
     H, W = reader.height, reader.width
     pad_value = representation_background(representation)
     was_training = model.training
@@ -145,13 +152,17 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
         set_carry_state(model, True)
         reset_state(model)
         batch = 1
-    t0 = 0 if t_start is None else int(t_start)
-    t_last = (reader.t_last + 1) if len(reader) else t0 + window_us
+    if t_start is None:  # the grid of window ends starts at 0, from the first window holding an event (a
+        first = reader.t_first or 0  # camera's clock may start hours from 0)
+        t0 = max(0, (first - window_us) // step_us + 1) * step_us
+    else:
+        t0 = int(t_start)
+    t_last = (reader.t_last + 1) if reader.t_last is not None else t0 + window_us
     t_end = t_last if t_end is None else int(t_end)
     if window_ends is not None:
         ends = [int(t) for t in window_ends]
     else:
-        ends = list(range(t0 + window_us, t_end + 1, step_us))
+        ends = range(t0 + window_us, t_end + 1, step_us)  # lazy: windows are read on demand, batch by batch
 
     writer = None
     if video_path is not None:
