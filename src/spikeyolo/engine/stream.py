@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..boxes import clip_boxes, unletterbox
-from ..data.gen1 import DEFAULT_T, DEFAULT_WINDOW_US, letterbox_frames
+from ..data.gen1 import DEFAULT_T, DEFAULT_WINDOW_US, downsample_events, letterbox_frames
 from ..events.io import BBOX_DTYPE, write_bbox, xyxy_to_bbox
 from ..events.prophesee import evaluate_prophesee
 from ..events.readers import open_recording
@@ -107,7 +107,8 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
                       iou: float = 0.7, carry_state: bool = False, max_det: int = 300, batch: int = 8,
                       representation_opts: dict | None = None, t_start: int | None = None,
                       t_end: int | None = None, video_path=None, video_fps: float | None = None,
-                      names=None, progress: bool = True, window_ends=None) -> np.ndarray:
+                      names=None, progress: bool = True, window_ends=None,
+                      downsample: int | None = None) -> np.ndarray:
     """Run ``model`` (eval mode; ``model(x [B, T, C, imgsz, imgsz]) -> [B, 4 + nc, A]``) over the recording
     ``dat_path`` and write the detections to ``out_path`` (a ``_bbox.npy``: ``t`` = window end, ``x, y, w, h``
     sensor pixels, ``class_id``, ``confidence``, ``track_id`` 0). Returns the detections (:data:`BBOX_DTYPE`).
@@ -122,7 +123,9 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
     (increasing microseconds) gives them explicitly instead, e.g. the label timestamps. ``None`` settings come
     from the model (see the module docstring): ``window_us`` from ``model.config["events"]`` (else 250 ms),
     ``T`` from ``model.T`` (else 4), the representation and its options from :func:`infer_representation`;
-    ``step_us`` defaults to 50 ms, or to ``window_us`` with ``carry_state``. ``video_path``: also write an mp4
+    ``step_us`` defaults to 50 ms, or to ``window_us`` with ``carry_state``; ``downsample`` (from the model's
+    ``events`` settings, else 1; Gen4 models trained as RVT: 2) builds the frames on a sensor that many times
+    smaller, as training did (boxes are still written in sensor pixels). ``video_path``: also write an mp4
     of every window with its boxes (frame by frame).
     """
     trained = model_event_settings(model)
@@ -136,6 +139,7 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
     if window_us <= 0 or step_us <= 0 or T < 1:
         raise ValueError(f"need window_us > 0, step_us > 0 and T >= 1, got {window_us}, {step_us}, {T}")
     representation, opts = infer_representation(model, representation, representation_opts)
+    f = int(downsample or trained.get("downsample") or 1)
     reader = open_recording(dat_path)
     H, W = reader.height, reader.width
     pad_value = representation_background(representation)
@@ -182,7 +186,8 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
             evs, imgs, rp = [], [], None
             for te in chunk:
                 ev = reader.read(te - window_us, te)
-                fr = events_to_frames(ev, te - window_us, te, T, H, W, representation, **opts)
+                fr = events_to_frames(downsample_events(ev, f), te - window_us, te, T, H // f, W // f,
+                                      representation, **opts)
                 img, gain, pad = letterbox_frames(fr, imgsz, pad_value)
                 evs.append(ev)
                 imgs.append(img)
@@ -192,7 +197,7 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
             dets = non_max_suppression(pred, conf_thres=conf, iou_thres=iou, max_det=max_det)
             for te, ev, d in zip(chunk, evs, dets):
                 d = d.detach().float().cpu().reshape(-1, 6)
-                b = clip_boxes(unletterbox(d[:, :4], rp), (H, W)).numpy()
+                b = clip_boxes(unletterbox(d[:, :4], rp) * f, (H, W)).numpy()  # sensor pixels
                 d = d.numpy()
                 ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
                 b, d = b[ok], d[ok]
@@ -229,7 +234,7 @@ def evaluate_recordings(model, dataset, out_dir, step_us: int | None = None, con
     ``window_us``, ``step_us``.
     """
     out_dir = Path(out_dir)
-    dt = {}
+    dt, f = {}, int(getattr(dataset, "downsample", 1))
     gt = dataset.prophesee_ground_truth()
     for name, dat, _ in dataset.recordings:
         ends = np.unique(gt[name]["t"]) if step_us is None else None
@@ -237,8 +242,12 @@ def evaluate_recordings(model, dataset, out_dir, step_us: int | None = None, con
             model, dat, out_dir / f"{name}_bbox.npy", window_us=dataset.window_us,
             step_us=step_us or dataset.window_us, T=dataset.T, representation=dataset.representation,
             representation_opts=dataset.rep_opts, imgsz=dataset.imgsz, conf=conf, iou=iou,
-            carry_state=carry_state, batch=batch, progress=progress, window_ends=ends)
+            carry_state=carry_state, batch=batch, progress=progress, window_ends=ends, downsample=f)
+        for k in ("x", "y", "w", "h"):  # the ground truth is in the dataset's (downsampled) input pixels
+            dt[name][k] /= f
     h, w = next(iter(dataset.sensor.values()))
+    for k, v in getattr(dataset, "protocol", {}).items():  # the dataset's filters (Gen4: RVT's)
+        protocol_kwargs.setdefault(k, v)
     protocol_kwargs.setdefault("height", h)
     protocol_kwargs.setdefault("width", w)
     protocol_kwargs.setdefault("names", dataset.names)

@@ -131,12 +131,16 @@ def _lr_columns(optimizer) -> list[float]:
 
 def event_settings(dataset) -> dict | None:
     """The event input settings of an event dataset (one with ``window_us``, e.g. ``Gen1Dataset``) as plain
-    data: ``{"window_us", "representation", "representation_opts"}``; ``None`` for image datasets."""
+    data: ``{"window_us", "representation", "representation_opts"}`` (plus ``downsample`` when it is not 1);
+    ``None`` for image datasets."""
     window_us = getattr(dataset, "window_us", None)
     if window_us is None:
         return None
-    return plain({"window_us": int(window_us), "representation": str(dataset.representation),
-                  "representation_opts": dict(dataset.rep_opts)})
+    settings = {"window_us": int(window_us), "representation": str(dataset.representation),
+                "representation_opts": dict(dataset.rep_opts)}
+    if getattr(dataset, "downsample", 1) != 1:  # Gen4 as RVT: frames on the sensor halved
+        settings["downsample"] = int(dataset.downsample)
+    return plain(settings)
 
 
 def record_event_settings(model: nn.Module, dataset) -> None:

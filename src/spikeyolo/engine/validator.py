@@ -277,7 +277,9 @@ def summary_table(metrics: dict, names) -> str:
         lines[0] += f"   (protocol: {metrics['protocol']})"
     if "prophesee" in metrics:
         p = metrics["prophesee"]
-        lines.append(f"protocol prophesee (0.5 s skip, min diag 30 / side 10 px, +-50 ms): AP {f(p['AP'], 0)}, "
+        st = p.get("settings") or {"skip_us": 500_000, "min_box_diag": 30, "min_box_side": 10, "time_tol_us": 50_000}
+        lines.append(f"protocol prophesee ({st['skip_us'] / 1e6:g} s skip, min diag {st['min_box_diag']:g} / side "
+                     f"{st['min_box_side']:g} px, +-{st['time_tol_us'] / 1e3:g} ms): AP {f(p['AP'], 0)}, "
                      f"AP50 {f(p['AP50'], 0)}, AP75 {f(p['AP75'], 0)} over {p['images']} timestamps")
     fr = metrics.get("snn/firing_rate")
     if "snn/energy_mJ" in metrics and (fr is None or not np.isfinite(fr)):  # the ANN twin: no spikes
@@ -321,9 +323,10 @@ def _prophesee(dataset, event_dets: dict, names) -> dict:
                  for t, boxes, score_cls in rows]
         dt[rec] = np.concatenate(parts) if parts else np.zeros(0, BBOX_DTYPE)
     h, w = dataset.ground_truth(0)["shape"]
-    res = evaluate_prophesee(dataset.prophesee_ground_truth(), dt, height=h, width=w, names=tuple(names))
+    settings = dict(getattr(dataset, "protocol", {}))  # Gen1: 30 / 10 px; Gen4 (RVT): 60 / 20, halved when ds 2
+    res = evaluate_prophesee(dataset.prophesee_ground_truth(), dt, height=h, width=w, names=tuple(names), **settings)
     return {k: v for k, v in res.items() if k in ("protocol", "AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L",
-                                                    "images", "gt_boxes", "dt_boxes")}
+                                                    "images", "gt_boxes", "dt_boxes", "settings")}
 
 
 def _warn_event_mismatch(model, dataset, weights, data) -> None:
