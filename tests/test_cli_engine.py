@@ -63,7 +63,7 @@ def test_help_of_each_command(capsys):
 
 
 def test_train_augmentation_flags_reach_the_config(monkeypatch, tmp_path):
-    import spikeyolo.engine.trainer as trainer_mod
+    import spikeyolo.cli as cli_mod
 
     seen = []
 
@@ -74,7 +74,7 @@ def test_train_augmentation_flags_reach_the_config(monkeypatch, tmp_path):
         def train(self):
             return {"stopped": False}
 
-    monkeypatch.setattr(trainer_mod, "Trainer", FakeTrainer)
+    monkeypatch.setattr(cli_mod, "Trainer", FakeTrainer)
     assert main(["train", "--data", str(tmp_path / "d.yaml"), "--scale", "0.3", "--fliplr", "0"]) == 0
     assert main(["train", "--data", str(tmp_path / "d.yaml")]) == 0
     assert seen[0].hyp == {"scale": 0.3, "fliplr": 0.0}  # only what was given: datasets keep their defaults

@@ -6,12 +6,11 @@
     spikeyolo.save(model, "m.pt"); model = spikeyolo.load("m.pt")
 """
 
-__version__ = "0.1.0"
-
-from .checkpoint import load, save  # noqa: E402
-from .fuse import fuse  # noqa: E402
-from .model import SpikeYOLO, build_model  # noqa: E402
-from .neuron import ILIF  # noqa: E402
-from .spike_driven import audit, to_spike_driven  # noqa: E402
+from .checkpoint import load, save
+from .fuse import fuse
+from .model import SpikeYOLO, build_model
+from .neuron import ILIF
+from .spike_driven import audit, to_spike_driven
+from .version import __version__
 
 __all__ = ["ILIF", "SpikeYOLO", "audit", "build_model", "fuse", "load", "save", "to_spike_driven", "__version__"]

@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import __version__
 from .model import SpikeYOLO
+from .official import infer_official
+from .version import __version__
 
 FORMAT = "spikeyolo"
 
@@ -76,8 +77,6 @@ def load(path: str | Path, map_location="cpu", **official_kwargs) -> SpikeYOLO:
     try:
         ckpt = read_checkpoint(path, map_location)
     except ValueError as not_ours:
-        from .official import infer_official
-
         try:
             return infer_official(path, **official_kwargs)
         except ValueError:
@@ -87,3 +86,9 @@ def load(path: str | Path, map_location="cpu", **official_kwargs) -> SpikeYOLO:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def checkpoint_imgsz(path, default: int = 640) -> int:
+    """The image size a checkpoint was trained at (its ``train_args``), else ``default``."""
+    ckpt = read_checkpoint(path)
+    return int((ckpt.get("train_args") or {}).get("imgsz") or ckpt["config"].get("imgsz") or default)

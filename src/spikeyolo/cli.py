@@ -9,8 +9,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from .checkpoint import load, read_checkpoint
+from .demo import add_demo_options, run_demo_cli
+from .energy.run import run
+from .engine.predictor import predict
+from .engine.trainer import TrainConfig, Trainer
+from .engine.validator import metrics_json, summary_table, validate
+from .export import export_onnx
+from .info import model_summary
 from .neuron import NEURONS
+from .runs import plain
+from .version import __version__
 
 
 def print_json(obj: dict) -> None:
@@ -27,8 +38,6 @@ def add_info_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from .info import model_summary
-
     summary = model_summary(args.model, nc=args.nc, imgsz=args.imgsz)
     print(summary.table())
     if args.json:
@@ -59,8 +68,6 @@ def add_energy_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_energy(args: argparse.Namespace) -> int:
-    from .energy.run import run
-
     report, out = run(args.weights, args.data, imgsz=args.imgsz, batch=args.batch, max_batches=args.max_batches,
                       workers=args.workers, device=args.device, out=args.out, plots=not args.no_plots,
                       e_mac=args.e_mac, e_ac=args.e_ac, first_layer=args.first_layer, geometry=args.geometry,
@@ -68,8 +75,6 @@ def run_energy(args: argparse.Namespace) -> int:
     print(report.table())
     print(f"results saved to {out}")
     if args.json:
-        from .runs import plain
-
         print_json(plain({**report.to_dict(), "out": str(out)}))
     return 0
 
@@ -84,11 +89,6 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .checkpoint import load
-    from .export import export_onnx
-
     out = Path(args.output) if args.output else Path(args.weights).with_suffix(".onnx")
     result = export_onnx(load(args.weights), out, args.imgsz, args.opset)
     check = "" if result["max_abs_diff"] is None else f", onnxruntime max |diff| {result['max_abs_diff']:.2e}"
@@ -102,8 +102,6 @@ def _no_flag(p: argparse.ArgumentParser, name: str, help_text: str) -> None:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from .engine.trainer import TrainConfig
-
     d = TrainConfig()
     p.add_argument("--data", help="data YAML (ultralytics convention; type: coco/voc/gen1 also)")
     p.add_argument("--model", default=d.model, help="scale n/s/m/l, a model YAML, or a checkpoint .pt to start from")
@@ -152,9 +150,6 @@ def _train_summary_json(result: dict) -> dict:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .engine.trainer import TrainConfig, Trainer
-    from .runs import plain
-
     if not args.data and not args.resume:
         print("error: --data is required (or --resume)", file=sys.stderr)
         return 2
@@ -186,8 +181,6 @@ def add_val_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_val(args: argparse.Namespace) -> int:
-    from .engine.validator import metrics_json, summary_table, validate
-
     metrics, save_dir = validate(args.weights, args.data, args.imgsz, args.batch, args.device, args.workers,
                                  args.conf, args.iou, args.max_det, args.save_json, args.project, args.name,
                                  args.plots, split=args.split)
@@ -199,8 +192,6 @@ def run_val(args: argparse.Namespace) -> int:
 
 
 def _names_of(weights) -> list:
-    from .checkpoint import read_checkpoint
-
     return list(read_checkpoint(weights)["config"]["names"])
 
 
@@ -240,8 +231,6 @@ def _positive_int(text: str) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from .engine.predictor import predict
-
     summaries, save_dir = predict(args.weights, args.source, args.imgsz, args.conf, args.iou, args.max_det,
                                   args.device, save=args.save, save_txt=args.save_txt, project=args.project,
                                   name=args.name, window_us=args.window_us, step_us=args.step_us,
@@ -256,14 +245,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def add_demo_args(p: argparse.ArgumentParser) -> None:
-    from .demo import add_demo_options
-
     add_demo_options(p)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo_cli
-
     return run_demo_cli(args)
 
 
@@ -280,8 +265,6 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spikeyolo", description=__doc__.splitlines()[0])
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"spikeyolo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (add_args, _, help_text) in COMMANDS.items():

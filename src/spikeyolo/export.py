@@ -36,7 +36,7 @@ def export_onnx(
     result = {"path": str(path), "max_abs_diff": None}
     if check:
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # optional (pip install spikeyolo[export])
         except ImportError:
             return result
         x = torch.rand((2, *shape[1:]))

@@ -14,11 +14,12 @@ import cv2
 import numpy as np
 
 
-def _plt():
-    import matplotlib
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
+    import matplotlib  # heavy: loaded only when a plot is drawn
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: loaded only when a plot is drawn
 
     return plt
 
@@ -122,7 +123,7 @@ def read_results_csv(path: str | Path) -> dict[str, list[float]]:
 
 def plot_results(csv_path: str | Path, out: str | Path | None = None) -> Path:
     """results.csv -> results.png: one panel per loss and metric column against the epoch."""
-    plt = _plt()
+    plt = pyplot()
     csv_path = Path(csv_path)
     out = Path(out) if out else csv_path.with_name("results.png")
     data = read_results_csv(csv_path)
@@ -148,7 +149,7 @@ def plot_pr_curve(
     recall: np.ndarray, precision: np.ndarray, ap50: np.ndarray, names, out: str | Path
 ) -> Path:
     """PR curves at IoU 0.5: ``recall [R]`` grid, ``precision [nc, R]``, ``ap50 [nc]``; mean in bold."""
-    plt = _plt()
+    plt = pyplot()
     precision = np.atleast_2d(np.asarray(precision, dtype=float))
     ap50 = np.asarray(ap50, dtype=float).reshape(-1)
     names = list(names.values()) if isinstance(names, dict) else list(names)

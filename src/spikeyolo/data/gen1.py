@@ -32,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..events.io import BBOX_DTYPE, DatReader, read_bbox, xyxy_to_bbox
 from ..events.representations import events_to_frames, representation_background, representation_channels
@@ -231,8 +232,6 @@ class Gen1Dataset(torch.utils.data.Dataset):
             return
         self.cache_path.mkdir(parents=True, exist_ok=True)
         todo = [i for i in range(len(self)) if not self._cache_file(i).is_file()]
-        from tqdm import tqdm
-
         for i in tqdm(todo, desc=f"{self.kind} {self.split}: caching event frames", disable=not progress or not todo):
             f = self._cache_file(i)
             tmp = f.with_suffix(".tmp.npz")

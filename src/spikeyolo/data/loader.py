@@ -13,6 +13,26 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+_STACK = ("img",)
+_CAT = ("cls", "bboxes")
+
+
+def collate(items: list[dict]) -> dict:
+    """Item dicts -> batch: ``img`` stacked (``[B, C, H, W]`` or ``[B, T, C, H, W]``), ``cls [N, 1]`` and
+    ``bboxes [N, 4]`` concatenated, ``batch_idx [N]`` = image index in the batch, every other key a list."""
+    batch = {}
+    for k in items[0]:
+        values = [it[k] for it in items]
+        if k in _STACK:
+            batch[k] = torch.stack(values)
+        elif k in _CAT:
+            batch[k] = torch.cat(values)
+        elif k == "batch_idx":
+            batch[k] = torch.cat([v + i for i, v in enumerate(values)])
+        else:
+            batch[k] = values
+    return batch
+
 
 class _ShuffleSampler(Sampler):
     """A permutation (or the identity) that depends only on (seed, epoch)."""
@@ -85,8 +105,6 @@ def build_dataloader(
     (same seed on every rank). Call ``loader.set_epoch(epoch)`` before each epoch. Datasets with ``keyed = True``
     receive ``(index, epoch, mosaic)`` keys, others plain indices.
     """
-    from . import collate
-
     if world_size > 1:
         base = DistributedSampler(
             dataset, num_replicas=world_size, rank=max(rank, 0), shuffle=shuffle, seed=seed, drop_last=drop_last

@@ -21,6 +21,16 @@ import shutil
 import time
 from pathlib import Path
 
+import yaml
+
+from ..checkpoint import load
+from ..engine.predictor import Predictor, predict_source
+from ..engine.trainer import TrainConfig, Trainer
+from ..engine.validator import summary_table, validate
+from ..events.simulator import make_gen1_dataset
+from ..runs import plain, select_device
+from .trees import prepare_tree_dataset, tree_event_splits
+
 # Settings chosen by experiment on a 2-core CPU (see the module docstring); every one can be overridden.
 DEMO_DEFAULTS = dict(
     model="n",
@@ -70,9 +80,6 @@ def _train_and_validate(data: Path, project: Path, name: str, progress: bool, se
 
     Returns ``(result, cfg, metrics, val_dir)``; ``metrics`` is None when training stopped early.
     """
-    from ..engine.trainer import TrainConfig, Trainer
-    from ..engine.validator import validate
-
     settings = {**settings, "nbs": settings["batch"]}  # tiny datasets: no gradient accumulation
     cfg = TrainConfig.from_dict({**settings, "data": str(data), "project": str(project), "name": name,
                                  "progress": progress})
@@ -101,12 +108,6 @@ def _stopped(result: dict, t0: float) -> dict:
 
 def run_demo(project: str | Path = "runs/demo", name: str = "trees", progress: bool = True, **overrides) -> dict:
     """Prepare the tiles, train, validate best.pt on the held-out region, draw predictions. Returns a summary."""
-    from ..checkpoint import load
-    from ..engine.predictor import Predictor, predict_source
-    from ..engine.validator import summary_table
-    from ..runs import select_device
-    from .trees import prepare_tree_dataset
-
     t0 = time.time()
     project = Path(project)
     data = prepare_tree_dataset(project / "trees_data")
@@ -149,11 +150,6 @@ EVENT_DEMO_DEFAULTS = {**DEMO_DEFAULTS, "imgsz": 160, "batch": 8, "epochs": 8, "
 
 def prepare_event_data(out_dir: Path, progress: bool = True) -> Path:
     """Simulate the tree recordings (``out_dir/data.yaml``); reused while the simulation settings are the same."""
-    import yaml
-
-    from ..events.simulator import make_gen1_dataset
-    from .trees import tree_event_splits
-
     y = Path(out_dir) / "data.yaml"
     if y.is_file():
         recorded = (yaml.safe_load(y.read_text()) or {}).get("simulation") or {}
@@ -172,8 +168,6 @@ def prepare_event_data(out_dir: Path, progress: bool = True) -> Path:
 def run_event_demo(project: str | Path = "runs/demo", name: str = "trees_events", progress: bool = True,
                    **overrides) -> dict:
     """Train on simulated event recordings of the tree photos and validate on the held-out region's ones."""
-    from ..engine.validator import summary_table
-
     t0 = time.time()
     project = Path(project)
     data = prepare_event_data(project / "trees_events_data", progress)
@@ -189,8 +183,6 @@ def run_event_demo(project: str | Path = "runs/demo", name: str = "trees_events"
 
 
 def run_demo_cli(args: argparse.Namespace) -> int:
-    from ..runs import plain
-
     keys = ("epochs", "imgsz", "batch", "width", "model", "optimizer", "lr0", "close_mosaic", "device", "workers",
             "seed")
     given = {k: getattr(args, k) for k in keys}  # None: the demo's own default (run_*demo merge them)

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ..neuron import ILIF
@@ -239,8 +240,6 @@ class FiringRateMonitor:
     def all_reduce(self) -> None:
         """Sum the statistics over the processes of an initialised ``torch.distributed`` group. Call it on every
         rank after the loop; every rank must have monitored the same architecture and run at least one batch."""
-        import torch.distributed as dist
-
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
         device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..fuse import fuse
+from ..model import SpikeYOLO
 from ..nn.units import FusedUnit, SpikeDrivenUnit, SpikeUnit
 
 UNIT_TYPES = (SpikeUnit, FusedUnit, SpikeDrivenUnit)
@@ -83,15 +85,11 @@ def _shape_model(model: nn.Module, geometry: str) -> nn.Module:
     form is rebuilt from its config, so the train geometry is available for fused models too."""
     config = getattr(model, "config", None)
     if config is not None:
-        from ..model import SpikeYOLO
-
         with torch.device("meta"):  # rebuild the train form from plain config: no copy of real weights
             meta = SpikeYOLO(config)
     else:
         meta = copy.deepcopy(model).to("meta")
     if geometry == "fused" and _is_train_form(meta):
-        from ..fuse import fuse
-
         meta = fuse(meta)
     if geometry == "train" and not _is_train_form(meta):
         raise ValueError("geometry='train' needs a train-form model (fused convs cannot be split again)")

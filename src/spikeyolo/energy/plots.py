@@ -4,24 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..plots import pyplot
 from .ops import STAGES
 from .report import EnergyReport
 
 _STAGE_COLOURS = {"backbone": "#1f77b4", "neck": "#ff7f0e", "head": "#2ca02c", "other": "#7f7f7f"}
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_firing_rates(report: EnergyReport, path: str | Path) -> Path:
     """Bars of the firing rate (mean spike count in [0, D]) of the neuron feeding each spiking conv, by stage."""
-    plt = _plt()
+    plt = pyplot()
     rows = [r for r in report.layers if r.firing_rate is not None]
     fig, ax = plt.subplots(figsize=(max(8, 0.13 * len(rows)), 4.5), dpi=120)
     ax.bar(range(len(rows)), [r.firing_rate for r in rows], color=[_STAGE_COLOURS.get(r.stage, "#7f7f7f")
@@ -29,7 +21,7 @@ def plot_firing_rates(report: EnergyReport, path: str | Path) -> Path:
     ax.set_xticks(range(len(rows)), [r.name.removeprefix("layers.") for r in rows], rotation=90, fontsize=5)
     ax.set_ylabel(f"firing rate (mean spike count, 0..{report.D})")
     ax.axhline(report.firing_rate, color="k", lw=0.8, ls="--", label=f"element-weighted mean {report.firing_rate:.3f}")
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # heavy: loaded only when a plot is drawn
 
     handles = [ax.get_lines()[0]] + [Patch(color=_STAGE_COLOURS[s], label=s) for s in STAGES]
     ax.legend(handles=handles, fontsize=7)
@@ -48,7 +40,7 @@ def _save(plt, fig, path: str | Path) -> Path:
 
 def plot_energy_breakdown(report: EnergyReport, path: str | Path) -> Path:
     """Energy per image by stage, the stem's MACs and the spiking convs' ACs stacked; the ANN twin beside it."""
-    plt = _plt()
+    plt = pyplot()
     stages = [s for s in STAGES if any(r.stage == s for r in report.layers)]
     mac = [sum(r.energy_pJ for r in report.layers if r.stage == s and r.firing_rate is None) * 1e-9 for s in stages]
     ac = [sum(r.energy_pJ for r in report.layers if r.stage == s and r.firing_rate is not None) * 1e-9

@@ -6,7 +6,14 @@ import logging
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
+from ..checkpoint import load
+from ..data import build_dataloader, build_dataset
+from ..fuse import fuse
+from ..runs import increment_path, select_device
+from ..spike_driven import to_spike_driven
+from .plots import plot_energy_breakdown, plot_firing_rates
 from .report import E_AC_PJ, E_MAC_PJ, EnergyMeter, EnergyReport
 
 FORMS = ("fused", "spike-driven", "train")
@@ -20,9 +27,6 @@ def to_input(img: torch.Tensor, device) -> torch.Tensor:
 
 
 def _form(model, form: str):
-    from ..fuse import fuse
-    from ..spike_driven import to_spike_driven
-
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     return fuse(model) if form == "fused" else to_spike_driven(model) if form == "spike-driven" else model.eval()
@@ -33,8 +37,6 @@ def measure(model, loader, *, device="cpu", max_batches: int | None = None, form
             e_mac: float = E_MAC_PJ, e_ac: float = E_AC_PJ, first_layer: str = "mac", geometry: str = "fused",
             synops: bool = True, imgsz: int | None = None, progress: bool = False) -> EnergyReport:
     """Run a train-form ``model`` (in the given execution ``form``) over ``loader`` and report its energy."""
-    from tqdm import tqdm
-
     model = model.to(device).eval()
     runner = _form(model, form).to(device)
     meter = EnergyMeter(model, e_mac=e_mac, e_ac=e_ac, first_layer=first_layer, geometry=geometry, synops=synops)
@@ -51,10 +53,6 @@ def run(weights: str | Path, data: str | Path, *, imgsz: int | None = None, batc
         max_batches: int | None = None, workers: int = 0, device: str = "cpu", out: str | Path | None = None,
         plots: bool = True, **kwargs) -> tuple[EnergyReport, Path]:
     """The `energy` command: load weights, build the val loader, measure, write CSV/JSON/plots to ``out``."""
-    from ..checkpoint import load
-    from ..data import build_dataloader, build_dataset
-    from ..runs import increment_path, select_device
-
     model = load(weights)
     imgsz = int(imgsz or model.config.get("imgsz", 640))
     dataset = build_dataset(data, split="val", imgsz=imgsz, augment=False)
@@ -68,8 +66,6 @@ def run(weights: str | Path, data: str | Path, *, imgsz: int | None = None, batc
     report.save_csv(out / "energy_layers.csv")
     report.save_json(out / "energy.json")
     if plots:
-        from .plots import plot_energy_breakdown, plot_firing_rates
-
         if not report.is_ann:  # the ANN twin has no firing rates
             plot_firing_rates(report, out / "firing_rates.png")
         plot_energy_breakdown(report, out / "energy_by_stage.png")

@@ -21,12 +21,17 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..boxes import clip_boxes, unletterbox
+from ..checkpoint import checkpoint_imgsz, load
 from ..data.augment import letterbox
 from ..data.labels import IMG_EXTS
 from ..events.readers import RECORDING_EXTS
 from ..nms import non_max_suppression
+from ..plots import draw_boxes
+from ..runs import increment_path, select_device
+from .stream import predict_recording
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm")
 EVENT_EXTS = RECORDING_EXTS  # .dat; .raw (EVT 2.0/3.0), .aedat4, .es with the [events] extra
@@ -105,8 +110,6 @@ class Predictor:
         return results
 
     def draw(self, frame: np.ndarray, det: np.ndarray) -> np.ndarray:
-        from ..plots import draw_boxes
-
         return draw_boxes(frame, det[:, :4], det[:, 5], det[:, 4], self.names)
 
 
@@ -116,8 +119,6 @@ def predict_source(predictor: Predictor, source: str | Path, save_dir: Path | No
     """Run ``predictor`` over an image, a folder, a video or an event recording; returns one summary dict per
     source file. ``event_kwargs`` (e.g. ``window_us``, ``step_us``, ``carry_state``) go to
     :func:`spikeyolo.engine.stream.predict_recording` for event recordings and are ignored for the others."""
-    from tqdm import tqdm
-
     files = list_sources(source)
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
@@ -160,8 +161,6 @@ def _save_image(predictor, f: Path, im, det, save_dir, save, save_txt, save_json
 
 
 def _predict_video(predictor, f: Path, save_dir, save, save_txt, save_json, progress) -> dict:
-    from tqdm import tqdm
-
     cap = cv2.VideoCapture(str(f))
     if not cap.isOpened():
         raise OSError(f"cannot open video {f}")
@@ -207,12 +206,6 @@ def _predict_video(predictor, f: Path, save_dir, save, save_txt, save_json, prog
 
 def _predict_events(predictor, f: Path, save_dir, save, progress, **kwargs) -> dict:
     """An event recording: sliding windows of events through the model (spikeyolo.engine.stream)."""
-    try:
-        from .stream import predict_recording
-    except ImportError as e:
-        raise NotImplementedError(
-            f"{f}: event recordings need spikeyolo.engine.stream.predict_recording, which is not available ({e})"
-        ) from None
     model = predictor.model
     out = (save_dir or f.parent) / f"{f.stem}_bbox.npy"
     video = save_dir / f"{f.stem}.mp4" if save_dir is not None and save else None
@@ -238,10 +231,6 @@ def predict(weights, source, imgsz: int | None = None, conf: float = 0.25, iou: 
 
     Returns ``(per-source summaries, save_dir)``.
     """
-    from ..checkpoint import load
-    from ..runs import increment_path, select_device
-    from .validator import checkpoint_imgsz
-
     dev = select_device(device)
     predictor = Predictor(load(weights), int(imgsz or checkpoint_imgsz(weights)), conf, iou, max_det, dev)
     list_sources(source)  # fails on a bad source before a run folder is created

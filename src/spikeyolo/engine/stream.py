@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..boxes import clip_boxes, unletterbox
 from ..data.gen1 import DEFAULT_T, DEFAULT_WINDOW_US, downsample_events, letterbox_frames
@@ -29,6 +30,7 @@ from ..events.readers import open_recording
 from ..events.representations import events_to_frames, representation_background, representation_channels
 from ..neuron import reset_state, set_carry_state
 from ..nms import non_max_suppression
+from ..runs import plain
 
 DEFAULT_STEP_US = 50_000
 
@@ -40,6 +42,20 @@ def model_event_settings(model) -> dict:
     config = getattr(model, "config", None)
     events = config.get("events") if isinstance(config, dict) else None
     return dict(events) if isinstance(events, dict) else {}
+
+
+def event_settings(dataset) -> dict | None:
+    """The event input settings of an event dataset (one with ``window_us``, e.g. ``Gen1Dataset``) as plain
+    data: ``{"window_us", "representation", "representation_opts"}`` (plus ``downsample`` when it is not 1);
+    ``None`` for image datasets."""
+    window_us = getattr(dataset, "window_us", None)
+    if window_us is None:
+        return None
+    settings = {"window_us": int(window_us), "representation": str(dataset.representation),
+                "representation_opts": dict(dataset.rep_opts)}
+    if getattr(dataset, "downsample", 1) != 1:  # Gen4 as RVT: frames on the sensor halved
+        settings["downsample"] = int(dataset.downsample)
+    return plain(settings)
 
 
 def render_window(events, height: int, width: int, boxes_xyxy=None, cls=None, scores=None, names=None,
@@ -175,8 +191,6 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
         writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (2 * W, 2 * H))
         if not writer.isOpened():
             raise RuntimeError(f"{video_path}: cannot open an mp4 writer (OpenCV without video support?)")
-
-    from tqdm import tqdm
 
     results = []
     bar = tqdm(total=len(ends), desc=f"predict {Path(dat_path).name}", disable=not progress)

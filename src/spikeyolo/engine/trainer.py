@@ -29,12 +29,19 @@ import numpy as np
 import torch
 import yaml
 from torch import nn
+from tqdm import tqdm
 
-from ..checkpoint import atomic_torch_save, checkpoint_dict, read_checkpoint
+from ..checkpoint import atomic_torch_save, checkpoint_dict, load, read_checkpoint
+from ..data import build_dataloader, build_dataset, load_data_config
+from ..energy import EnergyMeter
+from ..model import build_model
+from ..plots import plot_results
 from ..runs import get_rng_state, increment_path, plain, seed_everything, select_device, set_rng_state
 from . import distributed as ddp
 from .ema import ModelEMA, unwrap
+from .loss import DetectionLoss
 from .optim import LRSchedule, accumulate_steps, apply_warmup, build_optimizer, scaled_weight_decay, warmup_iters
+from .stream import event_settings
 from .validator import Validator, fitness, summary_table, to_input
 
 RESULTS_COLUMNS = [
@@ -129,20 +136,6 @@ def _lr_columns(optimizer) -> list[float]:
     return [g["lr"] for g in optimizer.param_groups]
 
 
-def event_settings(dataset) -> dict | None:
-    """The event input settings of an event dataset (one with ``window_us``, e.g. ``Gen1Dataset``) as plain
-    data: ``{"window_us", "representation", "representation_opts"}`` (plus ``downsample`` when it is not 1);
-    ``None`` for image datasets."""
-    window_us = getattr(dataset, "window_us", None)
-    if window_us is None:
-        return None
-    settings = {"window_us": int(window_us), "representation": str(dataset.representation),
-                "representation_opts": dict(dataset.rep_opts)}
-    if getattr(dataset, "downsample", 1) != 1:  # Gen4 as RVT: frames on the sensor halved
-        settings["downsample"] = int(dataset.downsample)
-    return plain(settings)
-
-
 def record_event_settings(model: nn.Module, dataset) -> None:
     """Write the dataset's event settings into ``model.config["events"]`` (saved with every checkpoint, used by
     ``spikeyolo.engine.stream.predict_recording``), or drop a stale entry when training on images."""
@@ -170,8 +163,6 @@ class Trainer:
     def __init__(self, config: TrainConfig | dict, energy=None, model: nn.Module | None = None):
         self.cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         if energy is None:
-            from ..energy import EnergyMeter
-
             energy = EnergyMeter(synops=False)  # fills results.csv's snn/* columns at every validation
         self.energy = energy
         self.given_model = model
@@ -181,9 +172,6 @@ class Trainer:
 
     # -- set-up ----------------------------------------------------------------------------------------------
     def _build_model(self, names: list[str], in_channels: int = 3, T: int | None = None) -> nn.Module:
-        from ..checkpoint import load
-        from ..model import build_model
-
         cfg = self.cfg
         if self.given_model is not None:
             return self.given_model
@@ -199,8 +187,6 @@ class Trainer:
                            neuron=cfg.neuron)
 
     def _loaders(self, data_cfg: dict, info: ddp.DistInfo):
-        from ..data import build_dataloader, build_dataset
-
         cfg = self.cfg
         hyp = dict(cfg.hyp)
         local_batch = max(cfg.batch // info.world_size, 1)
@@ -226,9 +212,6 @@ class Trainer:
             ddp.cleanup()
 
     def _train(self, device: torch.device, info: ddp.DistInfo) -> dict:
-        from ..data import load_data_config
-        from .loss import DetectionLoss
-
         t_start = time.time()
         resume_ckpt = None
         if self.cfg.resume:
@@ -323,8 +306,6 @@ class Trainer:
             bar = range(nb)
             it = iter(train_loader)
             if info.main and cfg.progress:
-                from tqdm import tqdm
-
                 bar = tqdm(bar, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=cfg.verbose)
             try:
                 for i in bar:
@@ -413,8 +394,6 @@ class Trainer:
                          "Try a lower --lr0, a longer warm-up, or check the data.")
             if cfg.plots and csv_path.exists():
                 try:
-                    from ..plots import plot_results
-
                     plot_results(csv_path)
                 except Exception as e:  # plotting must never lose a finished run
                     self.log(f"warning: results.png not written: {e}")

@@ -24,14 +24,23 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..boxes import clip_boxes, unletterbox, xywh2xyxy
+from ..checkpoint import checkpoint_imgsz, load
+from ..data import build_dataloader, build_dataset, load_data_config
+from ..energy import EnergyMeter
 from ..energy.report import SILENT_FIRING_RATE
+from ..events.io import BBOX_DTYPE, xyxy_to_bbox
+from ..events.prophesee import evaluate_prophesee
 from ..metrics.coco import coco_evaluate, write_coco_json
 from ..metrics.detection import DetectionMetrics
 from ..nms import non_max_suppression
-from ..runs import plain_json
+from ..plots import image_grid, plot_pr_curve
+from ..runs import increment_path, plain_json, select_device
 from .ema import unwrap
+from .loss import DetectionLoss
+from .stream import event_settings
 
 COCO_MAX_DETS = 100  # the COCO protocol's maxDets (NMS may keep more; COCO scores the 100 best per image)
 
@@ -144,8 +153,6 @@ class Validator:
 
     @torch.no_grad()
     def __call__(self, model: nn.Module) -> dict:
-        from tqdm import tqdm
-
         model = unwrap(model)
         was_training = model.training
         model.eval()
@@ -153,8 +160,6 @@ class Validator:
         nc = int(getattr(model, "nc", len(names or [])))
         names = list(names) if names is not None else [str(i) for i in range(nc)]
         if self.compute_loss and self.loss_fn is None and hasattr(model, "stride"):
-            from .loss import DetectionLoss
-
             self.loss_fn = DetectionLoss(model)
 
         dataset = getattr(self.dataloader, "dataset", None)
@@ -236,15 +241,11 @@ class Validator:
             if self.save_json:
                 write_coco_json(preds, self.save_dir / "predictions.json")
             if self.plots:
-                from ..plots import plot_pr_curve
-
                 grid, prec, ap = det.pr_curves()
                 plot_pr_curve(grid, prec, ap, names, self.save_dir / "PR_curve.png")
         return result
 
     def _plot_batch(self, batch: dict, dets: list[torch.Tensor], names) -> None:
-        from ..plots import image_grid
-
         images = _bgr_images(batch["img"])
         gt_boxes, gt_cls = [], []
         for k in range(len(images)):
@@ -304,19 +305,8 @@ def metrics_json(metrics: dict, **extra) -> str:
     return plain_json({**metrics, **extra})
 
 
-def checkpoint_imgsz(path, default: int = 640) -> int:
-    """The image size a checkpoint was trained at (its ``train_args``), else ``default``."""
-    from ..checkpoint import read_checkpoint
-
-    ckpt = read_checkpoint(path)
-    return int((ckpt.get("train_args") or {}).get("imgsz") or ckpt["config"].get("imgsz") or default)
-
-
 def _prophesee(dataset, event_dets: dict, names) -> dict:
     """Prophesee/RVT protocol on the detections of each sample, time-stamped at its label time."""
-    from ..events.io import BBOX_DTYPE, xyxy_to_bbox
-    from ..events.prophesee import evaluate_prophesee
-
     dt = {}
     for rec, rows in event_dets.items():
         parts = [xyxy_to_bbox(t, boxes.numpy(), score_cls[:, 1].numpy(), score_cls[:, 0].numpy())
@@ -331,8 +321,6 @@ def _prophesee(dataset, event_dets: dict, names) -> dict:
 
 def _warn_event_mismatch(model, dataset, weights, data) -> None:
     """Warn when an event dataset makes inputs other than those the checkpoint was trained on."""
-    from .trainer import event_settings
-
     trained, now = model.config.get("events"), event_settings(dataset)
     if trained and now:
         diff = {k: (trained.get(k), v) for k, v in now.items() if trained.get(k) != v}
@@ -349,15 +337,9 @@ def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=No
 
     Returns ``(metrics, save_dir)``.
     """
-    from ..checkpoint import load
-    from ..data import build_dataloader, build_dataset, load_data_config
-    from ..runs import increment_path, select_device
-
     dev = select_device(device)
     model = load(weights).to(dev)
     if energy is None:
-        from ..energy import EnergyMeter
-
         energy = EnergyMeter()  # firing rates, synaptic operations and energy at the end of every val
     imgsz = int(imgsz or checkpoint_imgsz(weights))
     data_cfg = load_data_config(data)

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
+from tqdm import tqdm
 
 from .io import BBOX_DTYPE, EVENT_DTYPE, write_bbox, write_dat, xyxy_to_bbox
 
@@ -243,8 +244,6 @@ def make_gen1_dataset(images_with_boxes_by_split: dict, out_dir, names=("Tree",)
     ``sim_kwargs`` go to :func:`simulate_recording`; all these settings are recorded under ``simulation`` in
     the YAML. Returns the YAML path.
     """
-    from tqdm import tqdm
-
     out_dir = Path(out_dir)
     per_split = (recordings_per_image if isinstance(recordings_per_image, dict)
                  else dict.fromkeys(images_with_boxes_by_split, recordings_per_image))

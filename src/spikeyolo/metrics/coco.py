@@ -34,13 +34,13 @@ def _xyxy_to_xywh(b: np.ndarray) -> np.ndarray:
 def _backend():
     """``(COCO, COCOeval, name)`` of the available evaluator."""
     try:
-        from faster_coco_eval import COCO
-        from faster_coco_eval import COCOeval_faster as COCOeval
+        from faster_coco_eval import COCO  # optional backend (pip install spikeyolo[fast])
+        from faster_coco_eval import COCOeval_faster as COCOeval  # optional backend
 
         return COCO, COCOeval, "faster-coco-eval"
     except ImportError:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
+        from pycocotools.coco import COCO  # the fallback backend, loaded only when evaluating
+        from pycocotools.cocoeval import COCOeval  # the fallback backend
 
         return COCO, COCOeval, "pycocotools"
 
