@@ -28,6 +28,7 @@ from ..engine.predictor import Predictor, predict_source
 from ..engine.trainer import TrainConfig, Trainer
 from ..engine.validator import summary_table, validate
 from ..events.simulator import make_gen1_dataset
+from ..neuron import NEURONS
 from ..runs import plain, select_device
 from .trees import prepare_tree_dataset, tree_event_splits
 
@@ -47,6 +48,7 @@ DEMO_DEFAULTS = dict(
     val_period=10,
     workers=0,
     seed=0,
+    neuron="ilif",  # relu/silu: the ANN twin with the same recipe (image demo only: the event demo has T=2)
 )
 
 
@@ -68,6 +70,7 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
     setting("--close-mosaic", "close_mosaic", type=int)
     setting("--workers", "workers", type=int)
     setting("--seed", "seed", type=int)
+    setting("--neuron", "neuron", choices=list(NEURONS))
     p.add_argument("--device", default="cpu")
     p.add_argument("--events", action="store_true",
                    help="the event-camera variant: train on event recordings simulated from the same photos")
@@ -99,6 +102,7 @@ def _summary(result: dict, metrics: dict, val_dir: Path, t: float, **extra) -> d
     return {"weights": result["best"], "save_dir": result["save_dir"], "heldout_dir": str(val_dir),
             "map50": metrics["map50"], "map": metrics["map"], "precision": metrics["precision"],
             "recall": metrics["recall"], "images": metrics["images"], "instances": metrics["instances"],
+            "energy_mJ": metrics.get("snn/energy_mJ"), "firing_rate": metrics.get("snn/firing_rate"),
             "epochs": result["epochs_done"], "time_s": t, **extra}
 
 
@@ -184,7 +188,7 @@ def run_event_demo(project: str | Path = "runs/demo", name: str = "trees_events"
 
 def run_demo_cli(args: argparse.Namespace) -> int:
     keys = ("epochs", "imgsz", "batch", "width", "model", "optimizer", "lr0", "close_mosaic", "device", "workers",
-            "seed")
+            "seed", "neuron")
     given = {k: getattr(args, k) for k in keys}  # None: the demo's own default (run_*demo merge them)
     if args.events:
         summary = run_event_demo(args.project, args.name or "trees_events", progress=not args.quiet, **given)
