@@ -140,6 +140,7 @@ class Gen1Dataset(torch.utils.data.Dataset):
     downsample = 1  # input resolution = sensor // downsample (Gen4Dataset: 2, as RVT)
     kind = "gen1"  # names the cache folder
     protocol = {"min_box_diag": 30, "min_box_side": 10, "skip_us": 500_000}  # Prophesee evaluation filters
+    label_rules: dict = {}  # settings of filter_labels / downsample, part of the cache key (Gen4Dataset's)
 
     def filter_labels(self, boxes: np.ndarray, height: int, width: int) -> np.ndarray:
         """The label rows this dataset uses (sensor pixels); all of them for Gen1."""
@@ -219,8 +220,8 @@ class Gen1Dataset(torch.utils.data.Dataset):
                 src.append([str(p.name), st.st_size, st.st_mtime_ns])
         key = {"v": CACHE_VERSION, "T": self.T, "window_us": self.window_us, "rep": self.representation,
                "opts": self.rep_opts, "src": src}
-        if self.downsample != 1:  # keeps the keys of existing Gen1 caches unchanged
-            key["downsample"] = self.downsample
+        if self.label_rules:  # samples are cached by index: label rules that change them change the key
+            key["labels"] = self.label_rules  # (none for Gen1: existing caches keep their keys)
         return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     def _cache_file(self, i: int) -> Path:

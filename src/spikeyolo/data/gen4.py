@@ -93,6 +93,7 @@ class Gen4Dataset(Gen1Dataset):
         self.keep_classes = len(RVT_CLASSES) if mode == "rvt" else None
         self.downsample = 2 if cfg.get("downsample_by_2", True) else 1
         self.protocol = gen4_protocol(self.downsample == 2)
+        self.label_rules = {"classes": mode, "downsample": self.downsample, "filter": "rvt"}
         cfg = dict(cfg)
         cfg["names"] = list(cfg.get("names") or (RVT_CLASSES if mode == "rvt" else GEN4_CLASSES))
         super().__init__(cfg, split, *args, **kwargs)
