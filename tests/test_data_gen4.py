@@ -100,7 +100,7 @@ def test_gen4_dataset_applies_rvt_filters(gen4_data):
     assert max(float(g["boxes_xyxy"][:, 2].max()) for g in samples if len(g["cls"])) <= 640
     item = ds[0]
     assert item["img"].shape == (1, 4, 64, 64) and item["ori_shape"] == (360, 640)
-    every = build_dataset(load_data_config({**cfg, "classes": "all", "names": None}), "val", imgsz=64,
+    every = build_dataset(load_data_config({**cfg, "classes": "all", "names": None, "nc": None}), "val", imgsz=64,
                           augment=False, progress=False)
     assert len(every.names) == 7 and every.cache_path != ds.cache_path  # other samples: other cached frames
     assert 4 in {c for i in range(len(every)) for c in every.ground_truth(i)["cls"].tolist()}  # the bus
