@@ -127,3 +127,41 @@ def test_cli_trains_and_validates_with_the_gen4_protocol(gen4_data, tmp_path, ca
     w, h = (np.clip(r["x"] + r["w"], 0, 1279) - x1) / 2, (np.clip(r["y"] + r["h"], 0, 719) - y1) / 2
     ok = (w >= 5 / 2) & (h >= 5 / 2) & (w * w + h * h >= 30 ** 2) & (w >= 10) & (h >= 10)
     assert p["gt_boxes"] == int(ok.sum()) > 0
+
+
+class _CentreBox(torch.nn.Module):
+    """A stand-in detector: one 20x20 box at the input's centre; trained (config) with downsample 2."""
+
+    T, in_channels = 1, 2
+    config = {"names": ["a"], "T": 1, "in_channels": 2,
+              "events": {"window_us": 100_000, "representation": "counts", "representation_opts": {},
+                         "downsample": 2}}
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.inputs = []
+
+    def forward(self, x):
+        self.inputs.append(x.clone())
+        B, _, _, H, W = x.shape
+        out = torch.zeros(B, 5, 1)
+        out[:, 0, 0], out[:, 1, 0], out[:, 2, 0], out[:, 3, 0], out[:, 4, 0] = W / 2, H / 2, 20.0, 20.0, 0.9
+        return out
+
+
+def test_predict_follows_the_models_downsampling_and_writes_sensor_pixels(tmp_path):
+    from spikeyolo.engine.stream import predict_recording
+    from spikeyolo.events.io import write_dat
+
+    e = np.zeros(4, EVENT_DTYPE)
+    e["t"], e["x"], e["y"] = [10, 20, 30, 150_000], [1, 3, 1278, 5], [1, 2, 719, 7]
+    dat = write_dat(tmp_path / "g_td.dat", e, height=720, width=1280)
+    model = _CentreBox()
+    out = predict_recording(model, dat, tmp_path / "g_bbox.npy", imgsz=640, step_us=100_000, progress=False)
+    # halved: 640x360 frames, no resize at 640; of the first window's 3 events only the one at the odd pixel
+    # (1, 1) is kept (RVT's nearest-exact halving), at (0, 0): OFF count 1 in row 140 (the letterbox band above)
+    x = model.inputs[0][0, 0]
+    assert float(x.sum()) == 1.0 and float(x[0, 140, 0]) == 1.0
+    # the 20 px box at the input centre (320, 320) is at (320, 180) of the halved sensor: 40 px at (640, 360)
+    assert [tuple(round(float(b[k]), 3) for k in ("x", "y", "w", "h")) for b in out] == [(620, 340, 40, 40)]
