@@ -271,7 +271,8 @@ class Gen1Dataset(torch.utils.data.Dataset):
                                 self.representation, **self.rep_opts)
 
     def frames(self, i: int) -> np.ndarray:
-        """Frames of sample ``i`` at sensor resolution, ``float32 [T, C, H, W]`` (from the cache when built)."""
+        """Frames of sample ``i`` at the input resolution (the sensor's; divided by ``downsample`` for Gen4 as
+        RVT), ``float32 [T, C, H, W]`` (from the cache when built)."""
         if self.cache_path is not None:
             with np.load(self._cache_file(i)) as z:
                 return z["frames"]

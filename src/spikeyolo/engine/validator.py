@@ -284,7 +284,7 @@ def summary_table(metrics: dict, names) -> str:
                      f"AP50 {f(p['AP50'], 0)}, AP75 {f(p['AP75'], 0)} over {p['images']} timestamps")
     fr = metrics.get("snn/firing_rate")
     if "snn/energy_mJ" in metrics and (fr is None or not np.isfinite(fr)):  # the ANN twin: no spikes
-        lines.append(f"ANN twin: {metrics['snn/energy_mJ']:.3f} mJ per image (every conv as MACs at 4.6 pJ)")
+        lines.append(f"ANN twin: {metrics['snn/energy_mJ']:.3f} mJ per image (every conv as dense MACs)")
     elif "snn/energy_mJ" in metrics:
         if fr < SILENT_FIRING_RATE:
             lines.append(f"WARNING: the network is nearly silent (firing rate {fr:.4f} < {SILENT_FIRING_RATE}): "
