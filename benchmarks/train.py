@@ -3,8 +3,9 @@
     python benchmarks/train.py                     # scale n, 320 px, batch 8, on the bundled tree tiles
     python benchmarks/train.py --scale s --imgsz 640 --batch 16 --device 0
 
-A training step is what the trainer does per batch: forward in train mode, detection loss, backward, gradient
-clipping, SGD step and EMA update. Data loading is the training dataloader alone (mosaic + affine + HSV + flip),
+A training step is the trainer's own ``Trainer.train_step`` (forward in train mode, detection loss, backward,
+gradient clipping, SGD step and EMA update; AMP on CUDA; ``nbs`` = batch so every step updates the weights).
+Data loading is the training dataloader alone (mosaic + affine + HSV + flip),
 timed separately so the two can be compared (if loading is slower than training, add workers). Peak memory is
 the process's maximum resident set size (``resource.getrusage``), which includes the model, activations and
 the loader; on CUDA the peak allocated GPU memory is reported as well.
@@ -41,11 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="data YAML (default: the bundled tree tiles in a temp folder)")
     args = ap.parse_args(argv)
 
-    import spikeyolo
     from spikeyolo.data import build_dataloader, build_dataset
-    from spikeyolo.engine.ema import ModelEMA
-    from spikeyolo.engine.loss import DetectionLoss
-    from spikeyolo.engine.optim import build_optimizer
+    from spikeyolo.engine.trainer import TrainConfig, Trainer
     from spikeyolo.runs import select_device
 
     if args.threads:
@@ -58,7 +56,6 @@ def main(argv=None) -> int:
         tmp = tempfile.TemporaryDirectory()
         args.data = str(prepare_tree_dataset(Path(tmp.name) / "trees"))
     dataset = build_dataset(args.data, "train", imgsz=args.imgsz, augment=True)
-    names = list(dataset.names)
 
     # data loading alone
     load_rows = []
@@ -82,11 +79,13 @@ def main(argv=None) -> int:
     while len(batches) < args.iters + args.warmup:
         batches += list(loader)
     batches = batches[: args.iters + args.warmup]
-    model = spikeyolo.build_model(args.scale, nc=len(names), names=names, width=args.width).to(device).train()
-    params = sum(p.numel() for p in model.parameters())
-    criterion = DetectionLoss(model)
-    opt = build_optimizer(model, "SGD", 0.01)
-    ema = ModelEMA(model)
+    runs = tempfile.TemporaryDirectory()
+    cfg = TrainConfig(data=args.data, model=args.scale, width=args.width, imgsz=args.imgsz, batch=args.batch,
+                      nbs=args.batch, warmup_epochs=0, workers=0, val=False, plots=False, progress=False,
+                      verbose=False, project=runs.name, device=args.device)
+    trainer = Trainer(cfg)
+    trainer.setup(device)
+    params = sum(p.numel() for p in trainer.model.parameters())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
@@ -94,13 +93,7 @@ def main(argv=None) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t = time.perf_counter()
-        x = b["img"].to(device).float() / 255
-        loss, _ = criterion(model(x), {key: b[key].to(device) for key in ("cls", "bboxes", "batch_idx")})
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema.update(model)
+        trainer.train_step(b, k)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if k >= args.warmup:
@@ -122,6 +115,7 @@ def main(argv=None) -> int:
     print(f"| {'peak resident memory (MB)':<34} | {maxrss_mb():>12.0f} |")
     if device.type == "cuda":
         print(f"| {'peak GPU memory allocated (MB)':<34} | {torch.cuda.max_memory_allocated(device) / 2**20:>12.0f} |")
+    runs.cleanup()
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -33,7 +33,7 @@ def test_twin_has_the_same_blocks_with_an_activation_for_each_neuron(kind):
     assert _count(ann, ILIF) == 0 and _count(ann, Activation) == _count(snn, ILIF) == 88
     assert [k for k, _ in ann.named_parameters()] == [k for k, _ in snn.named_parameters()]
     assert spikeyolo.checkpoint.count_parameters(ann) == spikeyolo.checkpoint.count_parameters(snn)
-    assert ann.config["neuron"] == kind and ann.neuron == kind and snn.neuron == "ilif"
+    assert ann.config["neuron"] == kind and ann.neuron.kind == kind and snn.neuron.kind == "ilif"
 
 
 @pytest.mark.parametrize("kind,fn", [("relu", torch.relu), ("silu", nn.functional.silu)])
@@ -68,7 +68,7 @@ def test_twin_checkpoint_round_trip_and_fuse(tmp_path):
             m.running_var.uniform_(0.5, 2.0)
     spikeyolo.save(ann, tmp_path / "ann.pt")
     back = spikeyolo.load(tmp_path / "ann.pt").double()
-    assert back.neuron == "silu" and _count(back, ILIF) == 0
+    assert back.neuron.kind == "silu" and _count(back, ILIF) == 0
     x = torch.rand(1, 3, 64, 64, dtype=torch.float64)
     ref = ann.double().eval()(x)
     assert torch.equal(back(x), ref)
@@ -141,7 +141,7 @@ def test_cli_trains_the_twin_and_reports_its_energy(tiny_data, tmp_path, capsys)
     assert run_train(args) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     ckpt = spikeyolo.checkpoint.read_checkpoint(out["last"])
-    assert ckpt["config"]["neuron"] == "relu" and ckpt["train_args"]["neuron"] == "relu"
+    assert ckpt["config"]["neuron"] == "relu" and ckpt["train_args"]["neuron_kind"] == "relu"
     p = argparse.ArgumentParser()
     add_energy_args(p)
     assert run_energy(p.parse_args(["--weights", out["last"], "--data", str(tiny_data / "data.yaml"), "--imgsz",

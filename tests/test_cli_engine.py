@@ -62,7 +62,9 @@ def test_help_of_each_command(capsys):
     assert r.returncode == 0 and "--resume" in r.stdout  # the module entry point
 
 
-def test_train_augmentation_flags_reach_the_config(monkeypatch, tmp_path):
+@pytest.fixture
+def train_configs(monkeypatch):
+    """The TrainConfig each `spikeyolo train` call builds (the training itself is skipped)."""
     import spikeyolo.cli as cli_mod
 
     seen = []
@@ -75,7 +77,24 @@ def test_train_augmentation_flags_reach_the_config(monkeypatch, tmp_path):
             return {"stopped": False}
 
     monkeypatch.setattr(cli_mod, "Trainer", FakeTrainer)
+    return seen
+
+
+def test_train_augmentation_flags_reach_the_config(train_configs, tmp_path):
+    seen = train_configs
     assert main(["train", "--data", str(tmp_path / "d.yaml"), "--scale", "0.3", "--fliplr", "0"]) == 0
     assert main(["train", "--data", str(tmp_path / "d.yaml")]) == 0
     assert seen[0].hyp == {"scale": 0.3, "fliplr": 0.0}  # only what was given: datasets keep their defaults
     assert seen[1].hyp == {}
+
+
+def test_train_neuron_flags_build_the_official_gen1_neuron(train_configs, tmp_path):
+    from spikeyolo.engine.trainer import Trainer
+    from spikeyolo.neuron import ILIF, NeuronConfig
+
+    seen = train_configs
+    assert main(["train", "--data", str(tmp_path / "d.yaml"), "--decay", "0.5", "--input-gain", "0.5",
+                 "--model", "n", "--width", "0.0625"]) == 0
+    assert seen[0].neuron == NeuronConfig(decay=0.5, input_gain=0.5)
+    model = Trainer(seen[0])._build_model(["car", "pedestrian"])
+    assert {(m.decay, m.input_gain) for m in model.modules() if isinstance(m, ILIF)} == {(0.5, 0.5)}

@@ -16,7 +16,7 @@ from spikeyolo.data.gen1 import letterbox_frames
 from spikeyolo.engine import stream
 from spikeyolo.engine.stream import infer_representation, predict_recording
 from spikeyolo.events.io import read_bbox
-from spikeyolo.events.representations import events_to_frames
+from spikeyolo.events.representations import EventInput, events_to_frames
 
 TRAINED = {"window_us": 120_000, "representation": "counts", "representation_opts": {"norm": "log"}}
 
@@ -134,7 +134,7 @@ def test_record_event_settings_on_models():
     from spikeyolo.engine.trainer import record_event_settings
 
     class Events:
-        window_us, representation, rep_opts = np.int64(80_000), "histogram", {"bins": 3}
+        events = EventInput(np.int64(80_000), 2, "histogram", {"bins": 3})
 
     model = tiny(in_channels=6)
     record_event_settings(model, Events())
@@ -172,3 +172,16 @@ def test_trainer_writes_event_settings_into_checkpoints(tmp_path, frames_spy):
             project=str(tmp_path / "runs"), name="pred")
     assert frames_spy and all(t1 - t0 == 150_000 and T == 2 and opts == {"norm": "log"}
                               for t0, t1, T, kind, opts in frames_spy)
+
+
+def test_train_T_overrides_the_data_yaml(tmp_path):
+    """--T is not silently replaced by the data YAML's T: the dataset frames and the model both use it."""
+    from spikeyolo.engine.trainer import TrainConfig, Trainer
+
+    data = write_gen1(tmp_path / "gen1", BOXES, np.random.default_rng(1), n=2000, t_max=450_000, window_us=150_000,
+                      T=2, representation="counts")
+    cfg = TrainConfig(data=str(data), model="n", width=0.0625, imgsz=64, epochs=1, batch=2, nbs=2, workers=0,
+                      device="cpu", val=False, plots=False, progress=False, verbose=False, T=3,
+                      project=str(tmp_path / "runs"), name="ev")
+    result = Trainer(cfg).train()
+    assert torch.load(result["last"], weights_only=True)["config"]["T"] == 3

@@ -174,9 +174,15 @@ def test_build_dataset_dispatch_and_protocol_labels(gen1_cfg):
     assert isinstance(ds, Gen1Dataset) and ds.T == 2 and ds.representation == "counts"
     batch = collate([ds[0], ds[1]])
     assert batch["img"].shape == (2, 2, 2, 320, 320) and batch["batch_idx"].tolist() == [0, 0, 1]
+    # issue 11.13: the protocol scores the raw rows, as the Prophesee toolbox (duplicate track rows, a box
+    # crossing the border and a zero-width one included); RVT's variant clips to the sensor
     lab = ds.prophesee_ground_truth()["rec"]
-    assert lab.dtype == BBOX_DTYPE and lab["t"].tolist() == [300_000, 300_000, 400_000]
-    np.testing.assert_allclose(lab["w"], [20, 30, 4])
+    assert lab.dtype == BBOX_DTYPE and lab["t"].tolist() == [300_000] * 4 + [400_000]
+    assert lab["x"].tolist() == [10, -10, 50, 12, 300] and lab["w"].tolist() == [30, 30, 0, 30, 10]
+    clipped = ds.prophesee_ground_truth(clip_to_sensor=True)["rec"]
+    assert clipped["track_id"].tolist() == [1, 2, 1, 1]
+    np.testing.assert_array_equal(np.stack([clipped[k] for k in "xywh"], 1),
+                                  [[10, 20, 30, 40], [0, 230, 20, 10], [12, 22, 30, 40], [300, 0, 4, 10]])
 
 
 def test_pickles_without_memory_maps(gen1_cfg):

@@ -5,6 +5,7 @@ import struct
 import numpy as np
 import pytest
 
+from spikeyolo.events import io as dat_io
 from spikeyolo.events.io import (
     EVENT_DTYPE,
     DatFormatError,
@@ -82,13 +83,49 @@ def test_truncated_last_event_warns(tmp_path):
     assert ev["t"].tolist() == [10, 20] and ev["x"].tolist() == [1, 2]
 
 
-def test_backwards_timestamps_error(tmp_path):
-    f = _raw_file(tmp_path / "back_td.dat", [(100, 0), (200, 0), (150, 0)])
-    with pytest.raises(DatFormatError, match="back_td.dat.*backwards at event 2"):
+def test_garbage_time_order_is_rejected(tmp_path):
+    f = _raw_file(tmp_path / "back_td.dat", [(100, 0), (200, 0), (150, 0)])  # 1 of 3 events out of order
+    with pytest.raises(DatFormatError, match=r"back_td.dat: at least 1 of 3 events .*event 2.* not in time order"):
         read_dat(f)
 
 
-def test_uint32_wrap_around(tmp_path):
+@pytest.mark.parametrize("chunk", [7, 1 << 22])  # scanned in chunks of 7 events too: the clamp crosses chunks
+def test_small_backward_steps_are_clamped_with_a_warning(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(dat_io, "_SCAN_CHUNK", chunk)
+    # issue 11.12: 3 of 400 events (0.75%, under the 1% limit) are earlier than the event before them
+    t = np.arange(400) * 10
+    t[[50, 51, 300]] = [485, 470, 2995]  # after 490, 485 -> clamped to 490; 2995 after 2990 is fine
+    t[301] = 2000  # a single event far back (after 2995)
+    ev = _events(t, np.arange(400) % 304, np.zeros(400), np.ones(400))
+    f = _raw_file(tmp_path / "s_td.dat", [(int(a), int(x)) for a, x in zip(t, ev["x"])])
+    with pytest.warns(UserWarning, match=r"s_td.dat: 3 of 400 events .*by up to 995 us.*clamped"):
+        r = DatReader(f)
+    want = np.maximum.accumulate(t)  # brute force: each event gets the latest time seen so far
+    assert r.n_clamped == 3 and (want != t).sum() == 3
+    np.testing.assert_array_equal(r.read()["t"], want)
+    np.testing.assert_array_equal(r.read()["x"], ev["x"])  # no event lost or moved
+    for a, b in [(480, 500), (490, 491), (2000, 3000), (2995, 3005), (0, 10**6)]:
+        np.testing.assert_array_equal(r.read(a, b)["x"], ev["x"][(want >= a) & (want < b)])
+
+
+def test_header_size_is_capped_and_malformed_values_name_the_line(tmp_path):
+    # issue 11.11: a 100000x100000 header would have frames asking for tens of GiB
+    for name, header, msg in [
+        ("big", b"% Height 100000\n% Width 100000\n", r"big_td.dat: header line 1: Height 100000 outside 1..16384"),
+        ("prod", b"% Height 16000\n% Width 16000\n", r"prod_td.dat: sensor 16000x16000 is larger than"),
+        ("zero", b"% Date x\n% Width 0\n", r"zero_td.dat: header line 2: Width 0 outside"),
+        ("text", b"% Date x\n% Height 24O\n", r"text_td.dat: header line 2: Height '24O' is not an integer"),
+    ]:
+        f = _raw_file(tmp_path / f"{name}_td.dat", [(1, 1)], header=header)
+        with pytest.raises(DatFormatError, match=msg):
+            DatReader(f, check=False)
+    r = DatReader(_raw_file(tmp_path / "ok_td.dat", [(1, 1)], header=b"% Height 720\n% Width 1280\n"))
+    assert (r.height, r.width) == (720, 1280)
+
+
+@pytest.mark.parametrize("chunk", [2, 1 << 22])
+def test_uint32_wrap_around(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(dat_io, "_SCAN_CHUNK", chunk)
     big = 2**32 - 10
     f = _raw_file(tmp_path / "w_td.dat", [(big - 5, 1), (big, 2), (3, 3), (7, 4), (2**31, 5)])
     ev = read_dat(f)

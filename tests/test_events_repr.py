@@ -98,3 +98,27 @@ def test_histogram_vs_loop():
     got4 = events_to_frames(e, 1000, 2000, T, H, W, "histogram", bins=B, clip=4)
     np.testing.assert_allclose(got4, np.minimum(ref, 4) / 4, rtol=1e-6)
     assert ref.max() > 4  # the clip was exercised
+
+
+def test_event_input_owns_the_settings():
+    from spikeyolo.events.representations import EventInput
+
+    d = EventInput()
+    assert (d.window_us, d.T, d.representation, d.opts) == (250_000, 4, "spikeyolo", {})  # official Gen1
+    cfg = {"window_us": 50_000, "T": 2, "representation": "histogram", "representation_opts": {"bins": 3}}
+    ev = EventInput.from_data_config(cfg)
+    assert (ev.window_us, ev.T, ev.representation, ev.opts, ev.channels) == (50_000, 2, "histogram", {"bins": 3}, 6)
+    assert EventInput.from_data_config(cfg, T=5, options={"bins": 1}).T == 5  # given beats the YAML
+    assert EventInput.from_data_config({}) == d
+    # checkpoint: the events entry plus the model's T
+    assert ev.to_config() == {"window_us": 50_000, "representation": "histogram", "representation_opts": {"bins": 3}}
+    assert EventInput.from_checkpoint({"T": 2, "events": ev.to_config()}) == ev
+    assert EventInput.from_checkpoint({"T": 2}) is None
+    assert EventInput(1000, 2, "counts", {"norm": "log"}) == EventInput(1000, 2, "counts", (("norm", "log"),))
+    assert EventInput(1000, 2, "spikeyolo").background == 127 / 255
+    with pytest.raises(ValueError, match="window_us >= T"):
+        EventInput(window_us=3, T=4)
+    with pytest.raises(ValueError, match="unknown event representation"):
+        EventInput(representation="voxel")
+    with pytest.raises(AttributeError):
+        d.T = 2  # frozen

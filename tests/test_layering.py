@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "spikeyolo"
 
 # Floors, low to high. Each name is a top-level module or package of spikeyolo.
 FLOORS = [
-    ["version", "neuron", "boxes", "runs"],
+    ["version", "errors", "neuron", "boxes", "runs"],
     ["nms", "plots"],
     ["metrics"],
     ["nn"],

@@ -15,6 +15,15 @@ def iou_py(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
+def ciou_py(a, b):
+    """Complete-IoU from its definition (Zheng et al. 2020): IoU - rho^2/c^2 - alpha*v."""
+    iou = iou_py(a, b)
+    rho2 = ((a[0] + a[2]) / 2 - (b[0] + b[2]) / 2) ** 2 + ((a[1] + a[3]) / 2 - (b[1] + b[3]) / 2) ** 2
+    c2 = (max(a[2], b[2]) - min(a[0], b[0])) ** 2 + (max(a[3], b[3]) - min(a[1], b[1])) ** 2
+    v = 4 / math.pi**2 * (math.atan((b[2] - b[0]) / (b[3] - b[1])) - math.atan((a[2] - a[0]) / (a[3] - a[1]))) ** 2
+    return iou - rho2 / c2 - (v / (1 - iou + v) * v if v else 0.0)
+
+
 # ---------------------------------------------------------------- assigner
 
 
@@ -37,8 +46,8 @@ def test_assigner_one_gt_inside_outside():
     assert fg[0].tolist() == [True, True, False, False]
     assert labels[0].tolist() == [1, 1, 2, 2]  # background = num_classes
     assert boxes[0, 0].tolist() == gt and boxes[0, 1].tolist() == gt and boxes[0, 2].abs().sum() == 0
-    # metric s^0.5 * IoU^6; normalized by the GT's max metric, times its max IoU (1)
-    expected = [[0, 1.0], [0, 0.5**6], [0, 0], [0, 0]]
+    # metric s^0.5 * CIoU^6; normalized by the GT's max metric, times its max CIoU (1)
+    expected = [[0, 1.0], [0, ciou_py(gt, pboxes[1]) ** 6], [0, 0], [0, 0]]
     assert torch.allclose(tscores[0], torch.tensor(expected), atol=1e-5)
     # top-1: only the best-aligned anchor
     _, _, tscores1, fg1, _ = _assign(TaskAlignedAssigner(1, 2), scores, pboxes, points, [1], [gt])
@@ -48,9 +57,9 @@ def test_assigner_one_gt_inside_outside():
 def test_assigner_anchor_on_two_gts_keeps_highest_iou():
     A_box, B_box = [0.0, 0.0, 10.0, 10.0], [2.0, 0.0, 12.0, 10.0]
     pred = [0.5, 0.0, 10.5, 10.0]
-    iou_a, iou_b = iou_py(pred, A_box), iou_py(pred, B_box)
+    iou_a, iou_b = ciou_py(pred, A_box), ciou_py(pred, B_box)
     s_a, s_b = 0.05, 0.9  # class 0 for A, class 1 for B
-    # precondition: the alignment metric prefers B, the IoU prefers A
+    # precondition: the alignment metric prefers B, the CIoU prefers A
     assert s_b**0.5 * iou_b**6 > s_a**0.5 * iou_a**6 and iou_a > iou_b
     points = [[5.0, 5.0], [11.0, 5.0], [30.0, 5.0]]  # in both, in B only, in none
     pboxes = [pred, B_box, pred]
@@ -61,9 +70,41 @@ def test_assigner_anchor_on_two_gts_keeps_highest_iou():
     assert fg[0].tolist() == [True, True, False]
     assert labels[0, :2].tolist() == [0, 1] and gt_idx[0, :2].tolist() == [0, 1]
     assert boxes[0, 0].tolist() == A_box and boxes[0, 1].tolist() == B_box
-    # A's only positive is anchor 0: score = its max IoU; B's best positive has IoU 1
+    # A's only positive is anchor 0: score = its max CIoU; B's best positive has CIoU 1
     assert tscores[0, 0].tolist() == pytest.approx([iou_a, 0.0], abs=1e-5)
     assert tscores[0, 1].tolist() == pytest.approx([0.0, 1.0], abs=1e-5)
+
+
+def test_assigner_ranks_candidates_by_ciou_not_iou():
+    # issue 11.14a: top-1 of one GT. Anchor 0 predicts a shifted box (higher IoU, centre off), anchor 1 a shrunk
+    # concentric box (lower IoU, no centre or aspect penalty): IoU prefers anchor 0, CIoU (the reference) anchor 1
+    gt = [0.0, 0.0, 10.0, 10.0]
+    shifted, shrunk = [10 / 9, 0.0, 10 + 10 / 9, 10.0], [0.536, 0.536, 9.464, 9.464]
+    assert iou_py(gt, shifted) > iou_py(gt, shrunk) and ciou_py(gt, shifted) < ciou_py(gt, shrunk)
+    points = [[3.0, 5.0], [7.0, 5.0]]
+    labels, _, tscores, fg, _ = _assign(TaskAlignedAssigner(1, 1), [[0.5], [0.5]], [shifted, shrunk], points, [0],
+                                        [gt])
+    assert fg[0].tolist() == [False, True]
+    assert tscores[0, 1, 0].item() == pytest.approx(ciou_py(gt, shrunk), abs=1e-5)
+
+
+def test_assigner_conflict_goes_to_best_overlap_among_all_containing_gts():
+    # issue 11.14b: anchor X=(5,5) is the only candidate of GT1 and GT2 (so in both top-1s); GT3 also contains X
+    # but its top-1 is anchor Y. The reference gives X to the GT of highest overlap among all GTs containing it:
+    # GT3, although X is not in GT3's top-k (restricting to GT1/GT2 would give GT1).
+    gt1, gt2, gt3 = [0.0, 0.0, 10.0, 10.0], [2.0, 2.0, 8.0, 8.0], [1.0, 1.0, 20.0, 9.0]
+    p_x, p_y = [1.0, 1.0, 18.0, 9.0], gt3
+    over = [max(ciou_py(g, p_x), 0.0) for g in (gt1, gt2, gt3)]
+    assert over[2] > over[0] > over[1]
+    scores = [[0.9, 0.9], [0.9, 0.9]]
+    assert 0.9**0.5 * ciou_py(gt3, p_y) ** 6 > 0.9**0.5 * over[2] ** 6  # Y is GT3's top-1
+    labels, boxes, _, fg, gt_idx = _assign(TaskAlignedAssigner(1, 2), scores, [p_x, p_y], [[5.0, 5.0], [15.0, 5.0]],
+                                           [0, 0, 1], [gt1, gt2, gt3])
+    assert fg[0].tolist() == [True, True]
+    assert gt_idx[0].tolist() == [2, 2] and labels[0].tolist() == [1, 1] and boxes[0, 0].tolist() == gt3
+    ref = _reference_assign(scores, [p_x, p_y], [[5.0, 5.0], [15.0, 5.0]], [0, 0, 1], [gt1, gt2, gt3],
+                            [True] * 3, 1)
+    assert ref["conflicts"] == 1 and ref[0][0] == 2 and ref[1][0] == 2
 
 
 def test_assigner_zero_and_padded_gt():
@@ -195,7 +236,9 @@ def test_constructor_needs_args():
 
 
 def _reference_assign(scores, pboxes, points, labels, gts, valid, topk, alpha=0.5, beta=6.0):
-    """Plain-Python TAL for one image: {anchor: (gt, soft score)}."""
+    """Plain-Python TAL for one image, with the rules of the reference's assigner (ultralytics 8.0.x):
+    CIoU (clamped at 0) in the metric; an anchor in several GTs' top-k goes to the GT with the highest overlap
+    among all GTs that contain it (first one on ties). Returns {anchor: (gt, soft score)}."""
     A, n = len(points), len(gts)
     metric, ious, pos = {}, {}, {}
     for g in range(n):
@@ -205,11 +248,12 @@ def _reference_assign(scores, pboxes, points, labels, gts, valid, topk, alpha=0.
         cands = [a for a in range(A) if min(points[a][0] - x1, points[a][1] - y1, x2 - points[a][0],
                                             y2 - points[a][1]) > 0]
         for a in cands:
-            ious[g, a] = iou_py(gts[g], pboxes[a])
+            ious[g, a] = max(ciou_py(gts[g], pboxes[a]), 0.0)
             metric[g, a] = scores[a][labels[g]] ** alpha * ious[g, a] ** beta
         for a in sorted(cands, key=lambda a: -metric[g, a])[:topk]:
             pos.setdefault(a, []).append(g)
-    owner = {a: max(gs, key=lambda g: ious[g, a]) for a, gs in pos.items()}
+    owner = {a: gs[0] if len(gs) == 1 else max(range(n), key=lambda g: (ious.get((g, a), 0.0), -g))
+             for a, gs in pos.items()}
     out = {"conflicts": sum(len(gs) > 1 for gs in pos.values())}
     for a, g in owner.items():
         mine = [b for b, h in owner.items() if h == g]

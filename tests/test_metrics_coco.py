@@ -144,3 +144,16 @@ def test_precision_recall_two_classes_mean_f1():
     assert np.isnan(r["p_per_class"][2])
     _, prec, ap = pr_curves(tp, conf, cls, [0, 1], nc=3)
     assert np.isnan(ap[2]) and ap[0] == pytest.approx(1.0) and ap[1] == pytest.approx(0.5)
+
+
+def test_precision_is_zero_for_a_class_with_ground_truth_and_no_predictions():
+    # issue 11.2: class 1 has 1 GT and no detections; class 0 one TP. Per class P: c0 1, c1 0 -> mean 0.5
+    m = DetectionMetrics(nc=2)
+    m.update(np.array([[0, 0, 10, 10, 0.9, 0]]), np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), np.array([0, 1]))
+    r = m.compute(smooth=0.0)
+    assert r["p_per_class"].tolist() == [1.0, 0.0] and r["precision"] == pytest.approx(0.5)
+    assert r["r_per_class"].tolist() == [1.0, 0.0]
+    # no predictions at all: nothing is credited
+    empty = DetectionMetrics(nc=1)
+    empty.update(np.zeros((0, 6)), np.array([[0, 0, 10, 10]]), np.array([0]))
+    assert empty.compute()["precision"] == 0.0 and empty.compute()["recall"] == 0.0

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import spikeyolo
-from spikeyolo.nn.blocks import SNNBlock1, SNNBlock2
+from spikeyolo.model import StaticStem
+from spikeyolo.nn.blocks import SNNBlock1, SNNBlock2, Stem
 from spikeyolo.nn.units import BN_EPS, BN_MOMENTUM
 
 
@@ -90,3 +91,41 @@ def test_training_backward_reaches_the_stem():
     maps = model(torch.rand(2, 3, 64, 64))
     sum(m.square().mean() for m in maps).backward()
     assert model.layers[1].conv.weight.grad.abs().sum() > 0
+
+
+def test_detect_returns_raw_maps_in_eval_when_asked():
+    from spikeyolo.nn.head import returning_maps
+
+    model = spikeyolo.build_model("n", nc=3, width=0.0625).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        plain = model(x)
+        with returning_maps(model) as has_maps:
+            decoded, maps = model(x)
+        after = model(x)
+    assert has_maps and torch.equal(decoded, plain) and torch.equal(after, plain)
+    assert [tuple(m.shape) for m in maps] == [(1, 64 + 3, 8, 8), (1, 64 + 3, 4, 4), (1, 64 + 3, 2, 2)]
+    assert torch.equal(model.head.decode(maps), plain)
+    with returning_maps(torch.nn.Identity()) as has_maps:
+        assert not has_maps
+
+
+def test_static_stem_batchnorm_statistics_are_those_of_the_t_copies():
+    # issue 11.14: the reference convolves the T copies of a still image, so its BN running variance uses the
+    # unbiased factor of T*B*H*W values; the stem computed once must update its running stats the same way
+    torch.manual_seed(0)
+    static = StaticStem(3, 8, neuron=None).double().train()
+    plain = Stem(3, 8, neuron=None).double().train()
+    plain.load_state_dict(static.state_dict())
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    T = 3
+    for _ in range(2):
+        y_static = static(x.unsqueeze(0).expand(T, *x.shape))
+        y_plain = plain(x.unsqueeze(0).expand(T, *x.shape).contiguous())  # the reference: T real copies
+        torch.testing.assert_close(y_static, y_plain, rtol=1e-12, atol=1e-12)
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(getattr(static.bn, name), getattr(plain.bn, name), rtol=1e-12, atol=0)
+    assert static.bn.num_batches_tracked.item() == plain.bn.num_batches_tracked.item() == 2
+    # the difference being fixed is visible in float64: the factor of B*H*W values would differ
+    n, N = 2 * 8 * 8, T * 2 * 8 * 8
+    assert abs(n / (n - 1) - N / (N - 1)) > 1e-4

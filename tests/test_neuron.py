@@ -72,3 +72,30 @@ def test_carry_state_continues_the_recurrence():
 def test_invalid_D():
     with pytest.raises(ValueError, match="D must be a positive integer"):
         ILIF(D=0)
+
+
+def test_neuron_config_owns_the_settings():
+    from spikeyolo.neuron import NeuronConfig
+
+    assert NeuronConfig() == NeuronConfig(D=4, decay=0.25, input_gain=1.0, detach_reset=True)  # reference COCO
+    gen1 = NeuronConfig(decay=0.5, input_gain=0.5)
+    lif = gen1.build()
+    assert (lif.D, lif.decay, lif.input_gain, lif.detach_reset) == (4, 0.5, 0.5, True)
+    assert NeuronConfig.from_config({"D": 2, "decay": 0.5}) == NeuronConfig(D=2, decay=0.5)
+    assert NeuronConfig.from_config(gen1.to_config()) == gen1
+    assert gen1.replace(D=None, input_gain=1.0) == NeuronConfig(decay=0.5)
+    with pytest.raises(ValueError, match="D must be a positive integer"):
+        NeuronConfig(D=1.5)
+
+
+def test_model_and_checkpoint_keep_the_neuron(tmp_path):
+    import spikeyolo
+    from spikeyolo.neuron import NeuronConfig
+
+    gen1 = NeuronConfig(decay=0.5, input_gain=0.5)
+    model = spikeyolo.build_model("n", nc=2, width=0.0625, neuron=gen1)
+    assert model.neuron == gen1
+    assert {(m.decay, m.input_gain) for m in model.modules() if isinstance(m, ILIF)} == {(0.5, 0.5)}
+    config = torch.load(spikeyolo.save(model, tmp_path / "m.pt"), weights_only=True)["config"]
+    assert (config["decay"], config["input_gain"], config["D"]) == (0.5, 0.5, 4)  # flat keys, as before
+    assert spikeyolo.load(tmp_path / "m.pt").neuron == gen1

@@ -1,15 +1,20 @@
 """Importing official (ultralytics-fork) checkpoints: weights renamed correctly, and no code from the file runs."""
 
+import collections
+import io
+import pickle
 import re
 import sys
 import types
+import zipfile
 
 import pytest
 import torch
 from torch import nn
 
 import spikeyolo
-from spikeyolo.official import import_official, official_to_ours
+from spikeyolo.errors import CheckpointError
+from spikeyolo.official import MAX_MODULE_DEPTH, import_official, official_to_ours, read_official_state_dict
 
 # A few official key names, written out by hand from the reference code's module attributes.
 HAND_CASES = {
@@ -124,3 +129,111 @@ def test_code_in_the_file_never_runs(tmp_path):
     with pytest.raises(ValueError, match="cannot be read|no model weights"):
         import_official(path, "n")
     assert not (tmp_path / "pwned").exists()
+
+
+# ---------------------------------------------------------------- hostile files (issue 11.11)
+
+
+class Rec:
+    """A stand-in nn.Module record: whatever fields a test gives it."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+class FakeStorage:
+    def __init__(self, key, numel, storage_type=torch.FloatStorage):
+        self.pid = ("storage", storage_type, key, "cpu", numel)
+
+
+class FakeTensor:
+    def __init__(self, storage, size):
+        self.storage, self.size = storage, size
+
+    def __reduce__(self):
+        return torch._utils._rebuild_tensor_v2, (self.storage, 0, torch.Size(self.size), (1,), False,
+                                                  collections.OrderedDict())
+
+
+def _write_torch_zip(path, obj, records):
+    """A zip-format torch file laid out as torch.save does, with storages given as raw records."""
+    buf = io.BytesIO()
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, o):
+            return o.pid if isinstance(o, FakeStorage) else None
+
+    Pickler(buf, protocol=2).dump(obj)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("archive/data.pkl", buf.getvalue())
+        zf.writestr("archive/byteorder", "little")
+        for key, data in records.items():
+            zf.writestr(f"archive/data/{key}", data)
+        zf.writestr("archive/version", "3\n")
+    return path
+
+
+def test_storage_larger_than_its_record_is_refused(tmp_path):
+    # a pickle asking for 4 TB of floats backed by a 16-byte record must not allocate anything
+    w = FakeTensor(FakeStorage("0", 10**12), (10**12,))
+    path = _write_torch_zip(tmp_path / "huge.pt", {"ema": Rec(_parameters={"w": w})}, {"0": bytes(16)})
+    with pytest.raises(CheckpointError, match=r"huge.pt: .*'0' asks for 4000000000000 bytes; its record holds 16"):
+        read_official_state_dict(path)
+    # and a view past the end of an honest storage
+    w = FakeTensor(FakeStorage("0", 4), (1000,))
+    path = _write_torch_zip(tmp_path / "view.pt", {"ema": Rec(_parameters={"w": w})}, {"0": bytes(16)})
+    with pytest.raises(CheckpointError, match=r"view.pt: .*size \(1000,\) reaches element 1000 of a storage of 4"):
+        read_official_state_dict(path)
+    # the honest file reads back the bytes it holds
+    w = FakeTensor(FakeStorage("0", 4), (4,))
+    path = _write_torch_zip(tmp_path / "ok.pt", {"ema": Rec(_parameters={"w": w})},
+                            {"0": torch.tensor([1.0, 2.0, 3.0, 4.0]).numpy().tobytes()})
+    assert read_official_state_dict(path)["w"].tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_deep_and_cyclic_module_trees(tmp_path):
+    w = torch.zeros(2)
+    deep = Rec(_parameters={"w": w})
+    for _ in range(1500):
+        deep = Rec(_modules={"m": deep})
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20000)  # for pickling the test file only
+    try:
+        torch.save({"ema": deep}, tmp_path / "deep.pt")
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(CheckpointError, match=rf"deep.pt: .*deeper than {MAX_MODULE_DEPTH} levels"):
+        read_official_state_dict(tmp_path / "deep.pt")
+    cyc = Rec(_parameters={"w": w})
+    cyc._modules = {"again": cyc, "child": Rec(_modules={"up": cyc})}
+    torch.save({"ema": cyc}, tmp_path / "cyc.pt")
+    assert list(read_official_state_dict(tmp_path / "cyc.pt")) == ["w"]  # read once, no endless walk
+    with pytest.raises(CheckpointError, match="cyc.pt: does not match SpikeYOLO-n"):
+        import_official(tmp_path / "cyc.pt", "n")
+
+
+def test_tensor_valued_fields_and_entries(tmp_path):
+    torch.save({"ema": Rec(_parameters=torch.zeros(3))}, tmp_path / "field.pt")
+    with pytest.raises(CheckpointError, match="field.pt: .*field _parameters is a Tensor, not a dict"):
+        read_official_state_dict(tmp_path / "field.pt")
+    torch.save({"ema": torch.zeros(3), "model": torch.ones(2)}, tmp_path / "entry.pt")
+    with pytest.raises(CheckpointError, match="entry.pt: no model weights"):
+        read_official_state_dict(tmp_path / "entry.pt")
+    stem = {"1.encode_conv.weight": torch.zeros(()), "26.cv3.0.2.conv.weight": torch.zeros(())}  # 0-d tensors
+    torch.save({"ema": Rec(_parameters=stem)}, tmp_path / "scalar.pt")
+    with pytest.raises(CheckpointError, match="scalar.pt: not a SpikeYOLO checkpoint"):
+        spikeyolo.official.infer_official(tmp_path / "scalar.pt")
+
+
+def test_no_module_outside_the_allow_list_is_imported(tmp_path):
+    # 'this' prints the Zen of Python on import: a file naming this.Anything must not import it
+    cls = type("Anything", (), {"__module__": "this", "__qualname__": "Anything"})
+    sys.modules.setdefault("this", types.ModuleType("this"))
+    fake_this = sys.modules.pop("this")
+    fake_this.Anything = cls
+    sys.modules["this"] = fake_this
+    torch.save({"ema": cls()}, tmp_path / "this.pt")
+    del sys.modules["this"]
+    with pytest.raises(CheckpointError, match="this.pt: no model weights"):
+        read_official_state_dict(tmp_path / "this.pt")
+    assert "this" not in sys.modules

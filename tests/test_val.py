@@ -2,6 +2,7 @@
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -11,7 +12,8 @@ from torch import nn
 
 from _train_data import NAMES, make_dataset, read_labels
 from spikeyolo.data import build_dataloader, build_dataset
-from spikeyolo.engine.validator import Validator, fitness
+from spikeyolo.engine.report import fitness
+from spikeyolo.engine.validator import Validator
 
 IMGSZ = 64
 ANCHORS = 12
@@ -118,3 +120,75 @@ def test_noisy_predictions_match_pycocotools(tmp_path):
 def test_fitness():
     assert fitness({"map50": 0.5, "map": 0.3}) == pytest.approx(0.32)
     assert fitness({"map50": float("nan"), "map": 0.3}) == pytest.approx(0.27)
+
+
+# ---------------------------------------------------------------- image identity (issue 11.1)
+
+
+def _two_cameras(root, fmt):
+    """cam1/0001.png and cam2/0001.png (same stem), one box each at different places; YOLO or COCO JSON."""
+    boxes = {"cam1": (4, 4, 24, 28), "cam2": (36, 30, 60, 58)}  # xyxy pixels of 64x64 images
+    images, anns = [], []
+    for k, (cam, (x1, y1, x2, y2)) in enumerate(boxes.items()):
+        d = root / "images" / "val" / cam
+        d.mkdir(parents=True)
+        cv2.imwrite(str(d / "0001.png"), np.full((64, 64, 3), 40, np.uint8))
+        lab = root / "labels" / "val" / cam
+        lab.mkdir(parents=True)
+        cx, cy, w, h = (x1 + x2) / 128, (y1 + y2) / 128, (x2 - x1) / 64, (y2 - y1) / 64
+        lab.joinpath("0001.txt").write_text(f"1 {cx} {cy} {w} {h}\n")
+        images.append({"id": 17 - 13 * k, "file_name": f"{cam}/0001.png", "height": 64, "width": 64})
+        anns.append({"id": k + 1, "image_id": 17 - 13 * k, "category_id": 9, "iscrowd": 0,
+                     "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
+    if fmt == "coco":  # non-contiguous image ids (17, 4) and category ids (3, 9)
+        ann = root / "val.json"
+        ann.write_text(json.dumps({"images": images, "annotations": anns,
+                                   "categories": [{"id": 3, "name": "box"}, {"id": 9, "name": "disc"}]}))
+        return {"type": "coco", "path": str(root), "names": NAMES,
+                "val": {"images": [str(root / "images" / "val")], "annotations": str(ann)}}, boxes, ann
+    return {"path": str(root), "val": "images/val", "names": NAMES}, boxes, None
+
+
+def _predict_boxes(ds, boxes_by_cam):
+    """Scripted output for one batch: per image, the given box (input pixels) of the given camera, class 1."""
+    out = torch.zeros(len(ds), 4 + len(NAMES), ANCHORS)
+    for i in range(len(ds)):
+        cam = boxes_by_cam[ds.ground_truth(i)["im_file"].split("/")[-2]]
+        (gy, gx), (px, py) = ds[i]["ratio_pad"]
+        x1, y1, x2, y2 = cam
+        out[i, :4, 0] = torch.tensor([(x1 + x2) / 2 * gx + px, (y1 + y2) / 2 * gy + py, (x2 - x1) * gx,
+                                      (y2 - y1) * gy])
+        out[i, 5, 0] = 0.9
+    return out
+
+
+def test_images_with_the_same_stem_stay_apart(tmp_path):
+    data, boxes, _ = _two_cameras(tmp_path / "ds", "yolo")
+    ds = build_dataset(data, "val", imgsz=IMGSZ)
+    # each camera's image gets the OTHER camera's box: every detection is wrong (merging images by stem would
+    # pair each with the other image's ground truth and score mAP 1)
+    swapped = {"cam1": boxes["cam2"], "cam2": boxes["cam1"]}
+    loader = build_dataloader(ds, batch_size=2, workers=0, shuffle=False)
+    v = Validator(loader, device="cpu", save_dir=tmp_path / "val", save_json=True, compute_loss=False,
+                  progress=False)
+    m = v(ScriptedDetector([_predict_boxes(ds, swapped)]))
+    assert m["map50"] == 0.0 and m["map"] == 0.0 and m["precision"] == 0.0 and m["recall"] == 0.0
+    ids = sorted(p["image_id"] for p in json.loads((tmp_path / "val" / "predictions.json").read_text()))
+    assert ids == ["cam1/0001", "cam2/0001"]
+
+
+def test_coco_json_predictions_load_against_the_source_annotations(tmp_path):
+    data, boxes, ann = _two_cameras(tmp_path / "ds", "coco")
+    ds = build_dataset(data, "val", imgsz=IMGSZ)
+    loader = build_dataloader(ds, batch_size=2, workers=0, shuffle=False)
+    v = Validator(loader, device="cpu", save_dir=tmp_path / "val", save_json=True, compute_loss=False,
+                  progress=False)
+    m = v(ScriptedDetector([_predict_boxes(ds, boxes)]))
+    preds = json.loads((tmp_path / "val" / "predictions.json").read_text())
+    assert sorted(p["image_id"] for p in preds) == [4, 17] and {p["category_id"] for p in preds} == {9}
+    gt = COCO(str(ann))  # pycocotools on the user's own annotation file accepts the file as it is
+    ev = COCOeval(gt, gt.loadRes(str(tmp_path / "val" / "predictions.json")), "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert ev.stats[0] == pytest.approx(1.0) and m["map"] == pytest.approx(1.0)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import CheckpointError
 from .model import SpikeYOLO
 from .official import infer_official
 from .version import __version__
@@ -55,12 +56,12 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickled objects, a torn file, not a torch file at all
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not a spikeyolo checkpoint (it cannot be read as tensors and plain data: {e}). "
             "Official BICLab checkpoints are recognised by spikeyolo.load and spikeyolo.official.import_official."
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "config" not in ckpt:
-        raise ValueError(f"{path} is not a spikeyolo checkpoint (no 'format: spikeyolo' entry)")
+        raise CheckpointError(f"{path} is not a spikeyolo checkpoint (no 'format: spikeyolo' entry)")
     return ckpt
 
 
@@ -76,12 +77,16 @@ def load(path: str | Path, map_location="cpu", **official_kwargs) -> SpikeYOLO:
     ``official_kwargs`` such as ``T``, ``D``, ``decay`` apply to those)."""
     try:
         ckpt = read_checkpoint(path, map_location)
-    except ValueError as not_ours:
+    except CheckpointError as not_ours:
         try:
             return infer_official(path, **official_kwargs)
-        except ValueError:
+        except CheckpointError:
             raise not_ours from None
-    return model_from_checkpoint(ckpt).eval()
+    try:
+        return model_from_checkpoint(ckpt).eval()
+    except Exception as e:  # a readable file whose config or weights do not build the model it describes
+        raise CheckpointError(f"{path}: a spikeyolo checkpoint whose model cannot be rebuilt "
+                              f"({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -15,8 +15,9 @@ from .checkpoint import load, read_checkpoint
 from .demo import add_demo_options, run_demo_cli
 from .energy.run import run
 from .engine.predictor import predict
+from .engine.report import metrics_json, summary_table
 from .engine.trainer import TrainConfig, Trainer
-from .engine.validator import metrics_json, summary_table, validate
+from .engine.validator import validate
 from .export import export_onnx
 from .info import model_summary
 from .neuron import NEURONS
@@ -130,9 +131,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     _no_flag(p, "val", "no validation during training")
     _no_flag(p, "plots", "no plots")
     p.add_argument("--val-period", type=int, default=d.val_period, help="validate every N epochs (and the last)")
-    p.add_argument("--T", type=int, default=d.T, help="timesteps")
+    p.add_argument("--T", type=int, default=d.T, help="timesteps (default: the data YAML's T for event data, else 1)")
     p.add_argument("--D", type=int, default=d.D, help="largest integer spike (virtual timesteps at inference)")
-    p.add_argument("--neuron", default=d.neuron, choices=list(NEURONS),
+    p.add_argument("--decay", type=float, default=d.decay, help="I-LIF leak (the official Gen1 neuron: 0.5)")
+    p.add_argument("--input-gain", type=float, default=d.input_gain,
+                   help="I-LIF input gain (the official Gen1 neuron: 0.5)")
+    p.add_argument("--neuron", dest="neuron_kind", default=d.neuron_kind, choices=list(NEURONS),
                    help="ilif (the SNN) or relu/silu: the ANN twin, same blocks and head, T must be 1")
     p.add_argument("--width", type=float, default=None, help="override the width multiplier (tiny models)")
     p.add_argument("--depth", type=float, default=None, help="override the depth multiplier")

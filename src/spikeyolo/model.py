@@ -8,11 +8,12 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from .neuron import NEURONS
-from .nn.blocks import SPPF, Concat, Downsample, NeuronFactory, SNNBlock1, SNNBlock2, SpikeConv, Stem, Upsample
+from .neuron import NeuronConfig
+from .nn.blocks import SPPF, Concat, Downsample, SNNBlock1, SNNBlock2, SpikeConv, Stem, Upsample
 from .nn.head import Detect
 
 DEFAULT_CONFIG = "spikeyolo.yaml"
@@ -43,13 +44,34 @@ class Input(nn.Module):
 
 
 class StaticStem(Stem):
-    """The stem, computed once when all T input steps are the same image (an expanded view)."""
+    """The stem, computed once when all T input steps are the same image (an expanded view).
+
+    In training, BatchNorm's running variance gets the unbiased factor ``N / (N - 1)`` of the ``N = T*B*H*W``
+    values the reference normalizes (it convolves the T copies), not that of the ``B*H*W`` computed here.
+    """
 
     def forward(self, x):
         if x.shape[0] > 1 and x.stride(0) == 0:  # the T copies are one tensor: no need to convolve T times
-            y = super().forward(x[:1])
+            bn = self.bn
+            if self.training and bn.track_running_stats and bn.momentum is not None:
+                y = self._bn_over_copies(self.conv(x[0]), x.shape[0])[None]
+            else:
+                y = super().forward(x[:1])
             return y.expand(x.shape[0], *y.shape[1:])
         return super().forward(x)
+
+    def _bn_over_copies(self, z: torch.Tensor, copies: int) -> torch.Tensor:
+        """Training-mode BN of ``z [B, C, H, W]`` with running statistics updated as if over ``copies`` of it."""
+        bn = self.bn
+        y = F.batch_norm(z, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)  # batch statistics only
+        with torch.no_grad():
+            var, mean = torch.var_mean(z, dim=(0, 2, 3), correction=0)
+            n = z.numel() // z.shape[1] * copies
+            m = bn.momentum
+            bn.running_mean.mul_(1 - m).add_(mean, alpha=m)
+            bn.running_var.mul_(1 - m).add_(var * (n / (n - 1)), alpha=m)
+            bn.num_batches_tracked.add_(1)
+        return y
 
 
 BLOCKS = {"SNNBlock1": SNNBlock1, "SNNBlock2": SNNBlock2}
@@ -89,8 +111,7 @@ class SpikeYOLO(nn.Module):
         width = config.get("width") or width
         depth = config.get("depth") or depth
         symbols = {"nc": config["nc"], "p5_ratio": p5_ratio}
-        neuron = NeuronFactory(config["D"], config["decay"], config["input_gain"], config["detach_reset"],
-                               kind=config.get("neuron", "ilif"))  # checkpoints before the ANN twin: I-LIF
+        neuron = NeuronConfig.from_config(config)
 
         layers, froms, channels, strides = [], [], [], []
         for i, (src, repeats, name, args) in enumerate(spec["layers"]):
@@ -151,8 +172,8 @@ class SpikeYOLO(nn.Module):
     names = property(lambda self: self.config["names"])
     T = property(lambda self: self.config["T"])
     D = property(lambda self: self.config["D"])
+    neuron = property(lambda self: NeuronConfig.from_config(self.config))
     in_channels = property(lambda self: self.config["in_channels"])
-    neuron = property(lambda self: self.config.get("neuron", "ilif"))
 
     def forward(self, x: torch.Tensor):
         outputs: list = []
@@ -168,19 +189,24 @@ def build_config(
     model: str | Path | dict = "s",
     nc: int = 80,
     T: int = 1,
-    D: int = 4,
+    D: int | None = None,
     *,
+    neuron: NeuronConfig | str | None = None,
     in_channels: int = 3,
     names: list[str] | None = None,
-    decay: float = 0.25,
-    input_gain: float = 1.0,
-    detach_reset: bool = True,
+    decay: float | None = None,
+    input_gain: float | None = None,
+    detach_reset: bool | None = None,
     width: float | None = None,
     depth: float | None = None,
     imgsz: int = 640,
-    neuron: str = "ilif",
 ) -> dict:
-    """Plain-data description of a model (what checkpoints store)."""
+    """Plain-data description of a model (what checkpoints store). The neuron settings: ``neuron`` (a
+    :class:`NeuronConfig`, or its kind ``"ilif"``/``"relu"``/``"silu"``; default: the I-LIF), with ``D``,
+    ``decay``, ``input_gain``, ``detach_reset`` overriding its fields."""
+    if isinstance(neuron, str):
+        neuron = NeuronConfig(kind=neuron)
+    neuron = (neuron or NeuronConfig()).replace(D=D, decay=decay, input_gain=input_gain, detach_reset=detach_reset)
     if isinstance(model, str) and model in SCALES:
         scale, spec = model, load_spec(DEFAULT_CONFIG)
     else:
@@ -193,27 +219,24 @@ def build_config(
         raise ValueError(f"{len(names)} class names given for nc={nc}")
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
-    if neuron not in NEURONS:
-        raise ValueError(f"unknown neuron {neuron!r}; choose one of {NEURONS}")
-    if neuron != "ilif" and T != 1:
-        raise ValueError(f"the ANN twin (neuron={neuron!r}) has no time dimension: T must be 1, got {T} "
-                         "(for event data, set T: 1 in the data YAML)")
-    return dict(spec=spec, scale=scale, nc=int(nc), names=names, T=int(T), D=int(D), in_channels=int(in_channels),
-                decay=float(decay), input_gain=float(input_gain), detach_reset=bool(detach_reset),
-                width=width, depth=depth, imgsz=int(imgsz), neuron=neuron)
+    if not neuron.spiking and T != 1:
+        raise ValueError(f"the ANN twin (neuron={neuron.kind!r}) has no time dimension: T must be 1, got {T} "
+                         "(for event data, set T: 1 in the data YAML or pass --T 1)")
+    return dict(spec=spec, scale=scale, nc=int(nc), names=names, T=int(T), **neuron.to_config(),
+                in_channels=int(in_channels), width=width, depth=depth, imgsz=int(imgsz))
 
 
-def build_model(model: str | Path | dict = "s", nc: int = 80, T: int = 1, D: int = 4, **kwargs) -> SpikeYOLO:
+def build_model(model: str | Path | dict = "s", nc: int = 80, T: int = 1, D: int | None = None, **kwargs) -> SpikeYOLO:
     """Build a SpikeYOLO in train form.
 
     Args:
         model: a scale ``n``/``s``/``m``/``l`` of the shipped config, or a model YAML path / dict (its ``scale``
             key, else its first scale, is used).
         nc: number of classes. T: timesteps. D: largest integer spike (virtual timesteps at inference).
-        kwargs: ``in_channels`` (3 for images; event representations set theirs), ``names``, ``decay``,
-            ``input_gain``, ``detach_reset`` (I-LIF settings), ``neuron`` (``"ilif"``, default; ``"relu"`` or
-            ``"silu"`` builds the ANN twin: the same blocks and head with a real-valued activation in place of
-            every I-LIF, T must be 1), ``width``/``depth`` (override the scale's
+        kwargs: ``in_channels`` (3 for images; event representations set theirs), ``names``, ``neuron``
+            (a :class:`~spikeyolo.neuron.NeuronConfig`, or ``"ilif"`` (default), or ``"relu"``/``"silu"``: the
+            ANN twin, the same blocks and head with that activation in every I-LIF's place, T must be 1) or the
+            I-LIF fields ``decay``, ``input_gain``, ``detach_reset``; ``width``/``depth`` (override the scale's
             multipliers, e.g. for tiny test models), ``imgsz`` (for the class-bias prior).
     """
     return SpikeYOLO(build_config(model, nc, T, D, **kwargs))

@@ -18,6 +18,9 @@ architecture with every I-LIF replaced by an ordinary activation, the paper's AN
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -43,6 +46,64 @@ def quantize(u: torch.Tensor, D: int) -> torch.Tensor:
     return torch.clamp(u, 0, D).round_()  # inference: no gradient window to build
 
 
+NEURONS = ("ilif", "relu", "silu")
+"""Neuron kinds: the spiking I-LIF, or a real-valued activation in its place (the ANN twin)."""
+
+
+@dataclass(frozen=True)
+class NeuronConfig:
+    """The neuron settings of a model, their one owner: ``D`` (largest integer spike, the virtual timesteps at
+    inference), ``decay`` (leak), ``input_gain`` and ``detach_reset`` of the I-LIF, and ``kind``: ``"ilif"``
+    (default) or ``"relu"``/``"silu"`` for the ANN twin (that activation in every I-LIF's place; the I-LIF
+    settings are then unused). Defaults: the reference COCO code; the reference Gen1 code uses
+    ``NeuronConfig(decay=0.5, input_gain=0.5)``. A model config stores them as the flat keys ``D``, ``decay``,
+    ``input_gain``, ``detach_reset`` and ``neuron`` (the kind) (:meth:`to_config` / :meth:`from_config`)."""
+
+    D: int = 4
+    decay: float = 0.25
+    input_gain: float = 1.0
+    detach_reset: bool = True
+    kind: str = "ilif"
+
+    def __post_init__(self):
+        if int(self.D) != self.D or self.D < 1:
+            raise ValueError(f"ILIF: D must be a positive integer, got {self.D!r}")
+        if self.kind not in NEURONS:
+            raise ValueError(f"unknown neuron {self.kind!r}; choose one of {NEURONS}")
+        object.__setattr__(self, "D", int(self.D))
+        object.__setattr__(self, "decay", float(self.decay))
+        object.__setattr__(self, "input_gain", float(self.input_gain))
+        object.__setattr__(self, "detach_reset", bool(self.detach_reset))
+
+    @property
+    def spiking(self) -> bool:
+        return self.kind == "ilif"
+
+    def build(self) -> nn.Module:
+        """A new neuron with these settings: an :class:`ILIF`, or the ANN twin's :class:`Activation`."""
+        if not self.spiking:
+            return Activation(self.kind)
+        return ILIF(self.D, self.decay, self.input_gain, self.detach_reset)
+
+    def replace(self, **overrides) -> NeuronConfig:
+        """A copy with the given settings changed; ``None`` values keep the current ones."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_config(self) -> dict:
+        return {"D": self.D, "decay": self.decay, "input_gain": self.input_gain, "detach_reset": self.detach_reset,
+                "neuron": self.kind}
+
+    @classmethod
+    def from_config(cls, config: dict) -> NeuronConfig:
+        """The settings in a model config (missing keys take the defaults: checkpoints before the ANN twin
+        have no ``neuron`` key and are I-LIF models)."""
+        return cls().replace(D=config.get("D"), decay=config.get("decay"), input_gain=config.get("input_gain"),
+                             detach_reset=config.get("detach_reset"), kind=config.get("neuron"))
+
+
+_DEFAULT = NeuronConfig()
+
+
 class ILIF(nn.Module):
     """Integer LIF neuron over ``[T, ...]`` inputs, returning spike counts 0..D of the same shape.
 
@@ -56,14 +117,11 @@ class ILIF(nn.Module):
     e.g. over consecutive windows of an event stream; :func:`reset_state` clears it.
     """
 
-    def __init__(self, D: int = 4, decay: float = 0.25, input_gain: float = 1.0, detach_reset: bool = True):
+    def __init__(self, D: int = _DEFAULT.D, decay: float = _DEFAULT.decay, input_gain: float = _DEFAULT.input_gain,
+                 detach_reset: bool = _DEFAULT.detach_reset):
         super().__init__()
-        if int(D) != D or D < 1:
-            raise ValueError(f"ILIF: D must be a positive integer, got {D!r}")
-        self.D = int(D)
-        self.decay = float(decay)
-        self.input_gain = float(input_gain)
-        self.detach_reset = bool(detach_reset)
+        cfg = NeuronConfig(D, decay, input_gain, detach_reset)  # checks and normalizes the settings
+        self.D, self.decay, self.input_gain, self.detach_reset = cfg.D, cfg.decay, cfg.input_gain, cfg.detach_reset
         self.carry_state = False
         self.residual: torch.Tensor | None = None  # u - s after the last step, kept only when carry_state
 
@@ -97,10 +155,6 @@ class ILIF(nn.Module):
         return torch.stack(spikes)
 
 
-NEURONS = ("ilif", "relu", "silu")
-"""Neuron kinds of :func:`make_neuron`: the spiking I-LIF, or a real-valued activation (the ANN twin)."""
-
-
 class Activation(nn.Module):
     """A real-valued activation in the place of an I-LIF (the ANN twin): elementwise, any shape, no state."""
 
@@ -116,17 +170,6 @@ class Activation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
-
-
-def make_neuron(kind: str = "ilif", D: int = 4, decay: float = 0.25, input_gain: float = 1.0,
-                detach_reset: bool = True) -> nn.Module:
-    """An I-LIF (``kind="ilif"``, with the given settings) or a real-valued :class:`Activation` (``relu``,
-    ``silu``; the I-LIF settings are then unused)."""
-    if kind == "ilif":
-        return ILIF(D, decay, input_gain, detach_reset)
-    if kind in NEURONS:
-        return Activation(kind)
-    raise ValueError(f"unknown neuron {kind!r}; choose one of {NEURONS}")
 
 
 def is_spiking(model: nn.Module) -> bool:

@@ -9,21 +9,45 @@ files: they must be given (the README's releases: COCO T=1 D=4; Gen1 T=2 D=4 wit
 
 from __future__ import annotations
 
+import collections
+import io
 import pickle
 import re
-import types
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
 
+from .errors import CheckpointError
 from .model import SpikeYOLO, build_config
+from .neuron import NeuronConfig
 
-# globals a torch checkpoint needs to rebuild tensors: the only callables the unpickler will hand out
+
+# the only globals the unpickler hands out (everything else becomes an inert record): tensor rebuilding, plain
+# containers and torch value types. Nothing else a file names is ever imported.
+def _rebuild_tensor_checked(storage, offset, size, stride, *rest):
+    """``torch._utils._rebuild_tensor_v2`` after checking that the view lies inside its storage (torch would
+    grow the storage to fit, allocating whatever size the file names)."""
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise CheckpointError("a tensor without a storage")
+    dims = (offset, *size, *stride)
+    if len(size) != len(stride) or not all(isinstance(v, int) and v >= 0 for v in dims):
+        raise CheckpointError(f"bad tensor view: offset {offset}, size {tuple(size)}, stride {tuple(stride)}")
+    end = offset + sum((n - 1) * st for n, st in zip(size, stride)) + 1 if all(size) else 0
+    if end > storage.size():
+        raise CheckpointError(f"a tensor of size {tuple(size)} reaches element {end} of a storage of {storage.size()}")
+    return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, *rest)
+
+
 _TENSOR_GLOBALS = {
-    ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"), ("collections", "OrderedDict"),
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_checked,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch", "device"): torch.device,
+    ("torch", "Size"): torch.Size,
 }
+MAX_MODULE_DEPTH = 100  # nesting of nn.Module records (the official models are 4 deep)
 
 
 class _Inert:
@@ -37,20 +61,7 @@ class _Inert:
 
 
 def _inert_class(module: str, name: str) -> type:
-    return type(name, (_Inert,), {"__module__": f"inert.{module}"})
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) in _TENSOR_GLOBALS or (module == "torch" and name.endswith("Storage")):
-            return super().find_class(module, name)
-        if module == "torch" and name in ("device", "Size"):
-            return super().find_class(module, name)
-        if module == "copyreg" and name == "_reconstructor":
-            return _reconstruct
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        return _inert_class(module, name)
+    return type(str(name), (_Inert,), {"__module__": f"inert.{module}"})
 
 
 def _reconstruct(cls, base, state):
@@ -58,37 +69,139 @@ def _reconstruct(cls, base, state):
     return cls.__new__(cls) if isinstance(cls, type) and issubclass(cls, _Inert) else _Inert()
 
 
-_restricted_pickle = types.SimpleNamespace(Unpickler=_RestrictedUnpickler, load=None, __name__="restricted_pickle")
+def _storage_dtype(storage_type) -> torch.dtype:
+    if storage_type is torch.UntypedStorage:
+        return torch.uint8
+    dtype = getattr(storage_type, "dtype", None) if isinstance(storage_type, type) else None
+    if not isinstance(dtype, torch.dtype):
+        raise CheckpointError(f"storage type {storage_type!r} is not a torch storage")
+    return dtype
 
 
-def _state_dict_of(obj, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Walk an inert nn.Module record (``_parameters``, ``_buffers``, ``_modules``) into a flat state dict."""
-    state = obj.__dict__.get("_state", {}) if isinstance(obj, _Inert) else {}
-    if isinstance(state, tuple):  # (dict, slots) form
-        state = state[0] or {}
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles ``data.pkl`` of a zip-format torch file: allow-listed globals only; storages are read from the
+    zip's records after checking that each record holds the bytes the pickle asks for."""
+
+    def __init__(self, data: bytes, zf: zipfile.ZipFile, record_prefix: str):
+        super().__init__(io.BytesIO(data))
+        self._zf, self._prefix, self._storages = zf, record_prefix, {}
+
+    def find_class(self, module, name):
+        if (module, name) in _TENSOR_GLOBALS:
+            return _TENSOR_GLOBALS[module, name]
+        if module == "torch" and isinstance(name, str):
+            value = getattr(torch, name, None)
+            if isinstance(value, torch.dtype):
+                return value
+            if name.endswith("Storage") and isinstance(value, type) and issubclass(
+                    value, torch.storage.TypedStorage | torch.UntypedStorage):
+                return value
+        if module == "copyreg" and name == "_reconstructor":
+            return _reconstruct
+        return _inert_class(module, name)
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise CheckpointError(f"unknown persistent id {str(pid)[:80]}")
+        _, storage_type, key, _location, numel = pid
+        dtype = _storage_dtype(storage_type)
+        if not isinstance(numel, int) or numel < 0:
+            raise CheckpointError(f"storage {key!r}: bad size {numel!r}")
+        if key in self._storages:
+            return self._storages[key]
+        nbytes = numel * torch.empty((), dtype=dtype).element_size()
+        name = f"{self._prefix}{key}"
+        try:
+            info = self._zf.getinfo(name)
+        except KeyError:
+            raise CheckpointError(f"storage {key!r}: no record {name}") from None
+        if nbytes > info.file_size:
+            raise CheckpointError(f"storage {key!r} asks for {nbytes} bytes; its record holds {info.file_size}")
+        raw = bytearray(self._zf.read(name)[:nbytes])
+        data = torch.frombuffer(raw, dtype=torch.uint8).clone() if nbytes else torch.empty(0, dtype=torch.uint8)
+        typed = torch.storage.TypedStorage(wrap_storage=data.untyped_storage(), dtype=dtype, _internal=True)
+        self._storages[key] = typed
+        return typed
+
+
+def _load_restricted(path: Path):
+    """The object pickled in a zip-format torch file, rebuilt by :class:`_RestrictedUnpickler`."""
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError("not a zip-format torch file")
+    size = path.stat().st_size
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        big = [i for i in infos if i.file_size > size]
+        if big:  # a record claiming more bytes than the whole file: corrupt or a decompression bomb
+            raise CheckpointError(f"record {big[0].filename} claims {big[0].file_size} bytes, more than the file")
+        pkl = [i.filename for i in infos if i.filename.endswith("data.pkl")]
+        if len(pkl) != 1:
+            raise CheckpointError(f"expected one data.pkl record, found {len(pkl)}")
+        prefix = pkl[0][: -len("data.pkl")]
+        order = [i for i in infos if i.filename == prefix + "byteorder"]
+        if order and zf.read(order[0]).strip() not in (b"little", b""):
+            raise CheckpointError("big-endian tensor data is not supported")
+        with warnings.catch_warnings():  # torch.load also silences it: the file format names typed storages
+            warnings.filterwarnings("ignore", "TypedStorage is deprecated")
+            return _RestrictedUnpickler(zf.read(pkl[0]), zf, prefix + "data/").load()
+
+
+def _fields(obj, kind: str, where: str) -> dict:
+    value = obj.get(kind)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CheckpointError(f"module {where or '<root>'}: field {kind} is a {type(value).__name__}, not a dict")
+    return value
+
+
+def _state_dict_of(root) -> dict[str, torch.Tensor]:
+    """Walk inert nn.Module records (``_parameters``, ``_buffers``, ``_modules``) into a flat state dict.
+
+    Iterative, with a depth limit; a module met twice (shared, or a cycle) is read once."""
     out: dict[str, torch.Tensor] = {}
-    for kind in ("_parameters", "_buffers"):
-        for name, value in (state.get(kind) or {}).items():
-            if isinstance(value, torch.Tensor):
-                out[prefix + name] = value
-    for name, child in (state.get("_modules") or {}).items():
-        if child is not None:
-            out.update(_state_dict_of(child, f"{prefix}{name}."))
+    seen, stack = set(), [(root, "", 0)]
+    while stack:
+        obj, prefix, depth = stack.pop()
+        if id(obj) in seen or not isinstance(obj, _Inert):
+            continue
+        seen.add(id(obj))
+        if depth > MAX_MODULE_DEPTH:
+            raise CheckpointError(f"module tree deeper than {MAX_MODULE_DEPTH} levels")
+        state = obj.__dict__.get("_state", {})
+        if isinstance(state, tuple) and state:  # (dict, slots) form
+            state = state[0] or {}
+        if not isinstance(state, dict):
+            continue
+        for kind in ("_parameters", "_buffers"):
+            for name, value in _fields(state, kind, prefix).items():
+                if isinstance(value, torch.Tensor):
+                    out[f"{prefix}{name}"] = value
+        for name, child in _fields(state, "_modules", prefix).items():
+            stack.append((child, f"{prefix}{name}.", depth + 1))
     return out
 
 
 def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The weights of an official checkpoint (its EMA model if present), with official key names."""
+    """The weights of an official checkpoint (its EMA model if present), with official key names.
+
+    The file is never unpickled with its own classes: only tensors, plain containers and torch value types are
+    rebuilt (see :class:`_RestrictedUnpickler`). Every problem raises :class:`CheckpointError` naming the file."""
     path = Path(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", pickle_module=_restricted_pickle, weights_only=False)
-    except Exception as e:
-        raise ValueError(f"{path}: cannot be read as an official SpikeYOLO checkpoint ({e})") from None
-    model = ckpt.get("ema") or ckpt.get("model") if isinstance(ckpt, dict) else ckpt
-    state = _state_dict_of(model)
+        ckpt = _load_restricted(path)
+        model = ckpt if not isinstance(ckpt, dict) else ckpt.get("ema") if ckpt.get("ema") is not None else \
+            ckpt.get("model")
+        state = _state_dict_of(model)
+        state = {str(k).removeprefix("model."): v.float() for k, v in state.items()}
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: cannot be read as an official SpikeYOLO checkpoint ({e})") from None
+    except Exception as e:  # untrusted bytes: any failure of the parse is the file's fault, reported as such
+        raise CheckpointError(f"{path}: cannot be read as an official SpikeYOLO checkpoint "
+                              f"({type(e).__name__}: {str(e)[:200]})") from None
     if not state:
-        raise ValueError(f"{path}: no model weights found (expected an 'ema' or 'model' entry)")
-    return {k.removeprefix("model."): v.float() for k, v in state.items()}
+        raise CheckpointError(f"{path}: no model weights found (expected an 'ema' or 'model' entry)")
+    return state
 
 
 # official name -> ours, applied to keys of the form "<layer>.<rest>"; first matching rule wins
@@ -121,13 +234,13 @@ def infer_official(path: str | Path, **kwargs) -> SpikeYOLO:
     the official files do not record T, D or the neuron settings)."""
     state = read_official_state_dict(path)
     stem, cls = state.get("1.encode_conv.weight"), state.get("26.cv3.0.2.conv.weight")
-    if stem is None or cls is None:
-        raise ValueError(f"{path}: not a SpikeYOLO checkpoint (no stem conv or detection head found)")
+    if stem is None or cls is None or stem.dim() != 4 or cls.dim() != 4:
+        raise CheckpointError(f"{path}: not a SpikeYOLO checkpoint (no stem conv or detection head found)")
     scale = kwargs.pop("scale", None) or STEM_WIDTH_TO_SCALE.get(stem.shape[0])
     if scale is None:
-        raise ValueError(f"{path}: stem width {stem.shape[0]} matches no scale {STEM_WIDTH_TO_SCALE}")
+        raise CheckpointError(f"{path}: stem width {stem.shape[0]} matches no scale {STEM_WIDTH_TO_SCALE}")
     given = {k: kwargs.pop(k) for k in ("T", "D") if k in kwargs}
-    settings = {"T": 1, "D": 4, **given}
+    settings = {"T": 1, "D": NeuronConfig.D, **given}
     if not given:
         warnings.warn(f"{path}: official checkpoints do not record T, D or the neuron settings; assuming the COCO "
                       "release's T=1, D=4, decay 0.25, gain 1. For the Gen1 release use import_official(path, 's', "
@@ -136,11 +249,12 @@ def infer_official(path: str | Path, **kwargs) -> SpikeYOLO:
 
 
 def import_official(
-    path: str | Path, scale: str, nc: int = 80, T: int = 1, D: int = 4, names: list[str] | None = None,
+    path: str | Path, scale: str, nc: int = 80, T: int = 1, D: int | None = None, names: list[str] | None = None,
     state: dict | None = None, **kwargs
 ) -> SpikeYOLO:
-    """Build our model from an official checkpoint. ``kwargs`` go to :func:`spikeyolo.build_model`
-    (e.g. ``decay=0.5, input_gain=0.5`` for the Gen1 release). Shapes must match exactly."""
+    """Build our model from an official checkpoint. ``kwargs`` go to :func:`spikeyolo.model.build_config`
+    (``neuron=NeuronConfig(decay=0.5, input_gain=0.5)`` or ``decay=0.5, input_gain=0.5`` for the Gen1
+    release). Shapes must match exactly."""
     official = state if state is not None else read_official_state_dict(path)
     model = SpikeYOLO(build_config(scale, nc, T, D, names=names, **kwargs))
     ours = model.state_dict()
@@ -150,11 +264,12 @@ def import_official(
         if new not in ours:
             unexpected.append(key)
             continue
-        converted[new] = value.reshape(ours[new].shape) if new.endswith("dfl.bins") else value
+        fits = new.endswith("dfl.bins") and value.numel() == ours[new].numel()
+        converted[new] = value.reshape(ours[new].shape) if fits else value
     missing = sorted(set(ours) - set(converted))
     bad = [k for k in converted if converted[k].shape != ours[k].shape]
     if missing or unexpected or bad:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: does not match SpikeYOLO-{scale} with nc={nc}: {len(missing)} missing (e.g. {missing[:3]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(bad)} with other shapes (e.g. {bad[:3]})"
         )

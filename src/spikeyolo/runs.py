@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 
 def increment_path(path: str | Path, exist_ok: bool = False, mkdir: bool = True) -> Path:
@@ -116,3 +117,14 @@ def plain(obj):
 def plain_json(obj, **kw) -> str:
     """``obj`` as strict JSON text (see :func:`plain`); ``kw`` go to :func:`json.dumps`."""
     return json.dumps(plain(obj), **kw)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel / DataParallel / ``torch.compile`` wrappers (or the model)."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model

@@ -39,13 +39,14 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import SpikeYOLOError
 from .gen4 import GEN4_CLASSES, RVT_CLASSES
 
 TYPES = ("yolo", "coco", "voc", "gen1", "gen4")
 SPLITS = ("train", "val", "test")
 
 
-class DataConfigError(ValueError):
+class DataConfigError(SpikeYOLOError, ValueError):
     """A data YAML that cannot be used; the message names the file and the key."""
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..boxes import xyxy2xywh
+from ..errors import SpikeYOLOError
 from . import augment as A
 from .cache import cached, files_hash
 from .config import DataConfigError, load_data_config
@@ -26,7 +27,7 @@ MAX_LOGGED_WARNINGS = 10
 EVENT_DATASETS = {"gen1": Gen1Dataset, "gen4": Gen4Dataset}  # recordings + Prophesee boxes (type: gen1 / gen4)
 
 
-class DataError(ValueError):
+class DataError(SpikeYOLOError, ValueError):
     """A split with nothing usable left after reading (every image unreadable or skipped)."""
 
 
@@ -82,6 +83,7 @@ class DetectionDataset(torch.utils.data.Dataset):
     """
 
     keyed = True  # build_dataloader sends (index, epoch, mosaic) keys
+    in_channels = 3  # BGR images
 
     def __init__(
         self,
@@ -111,6 +113,8 @@ class DetectionDataset(torch.utils.data.Dataset):
         )
         self.stats.setdefault("skipped", 0)
         self.stats.setdefault("warnings", [])
+        # (image folders, annotation file) of a COCO-JSON split of whole images: predictions.json uses its ids
+        self.coco_source: tuple[list[str], str] | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -313,9 +317,10 @@ def build_dataset(
             f"first problems: {stats['warnings'][:3]}"
         )
     augment = split == "train" if augment is None else augment
-    return DetectionDataset(
-        records, cfg["names"], imgsz, augment, hyp, seed, tile_size, overlap, min_visibility, stats
-    )
+    ds = DetectionDataset(records, cfg["names"], imgsz, augment, hyp, seed, tile_size, overlap, min_visibility, stats)
+    if cfg["type"] == "coco" and not tile_size:
+        ds.coco_source = (list(cfg[split]["images"]), cfg[split]["annotations"])
+    return ds
 
 
 def _log(where: str, split: str, records: list, stats: dict) -> None:

@@ -34,13 +34,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..events.io import BBOX_DTYPE, DatReader, read_bbox, xyxy_to_bbox
-from ..events.representations import events_to_frames, representation_background, representation_channels
+from ..events.io import DatReader, read_bbox
+from ..events.representations import EventInput, events_to_frames
 from .augment import keep_boxes, sample_rng
 
-DEFAULT_WINDOW_US = 250_000
-DEFAULT_T = 4
-DEFAULT_REPRESENTATION = "spikeyolo"
 GEN1_HYP = {"fliplr": 0.5, "scale": 0.0, "translate": 0.0}  # training augmentation (see Gen1Dataset)
 CACHE_VERSION = 1
 
@@ -90,6 +87,15 @@ def downsample_events(events: np.ndarray, factor: int) -> np.ndarray:
     out["x"] //= factor
     out["y"] //= factor
     return out
+
+
+def _clip_rows(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """:data:`BBOX_DTYPE` rows clipped to ``width x height``; rows left without area dropped."""
+    x1, y1 = np.clip(boxes["x"], 0, width), np.clip(boxes["y"], 0, height)
+    x2, y2 = np.clip(boxes["x"] + boxes["w"], 0, width), np.clip(boxes["y"] + boxes["h"], 0, height)
+    out = boxes.copy()
+    out["x"], out["y"], out["w"], out["h"] = x1, y1, x2 - x1, y2 - y1
+    return out[(out["w"] > 0) & (out["h"] > 0)]
 
 
 def letterbox_frames(frames: np.ndarray, imgsz: int, pad_value: float = 0.0, zoom: float = 1.0, shift=(0, 0)):
@@ -153,19 +159,14 @@ class Gen1Dataset(torch.utils.data.Dataset):
         self.cfg = cfg
         self.split = split
         self.imgsz = int(imgsz)
-        self.T = int(T if T is not None else cfg.get("T", DEFAULT_T))
-        self.window_us = int(window_us if window_us is not None else cfg.get("window_us", DEFAULT_WINDOW_US))
-        self.representation = str(representation or cfg.get("representation", DEFAULT_REPRESENTATION))
-        self.rep_opts = dict(representation_opts if representation_opts is not None
-                             else cfg.get("representation_opts") or {})
-        self.in_channels = representation_channels(self.representation, **self.rep_opts)
-        self.pad_value = representation_background(self.representation)
+        self.events = EventInput.from_data_config(cfg, window_us=window_us, T=T, representation=representation,
+                                                  options=representation_opts)
+        self.in_channels = self.events.channels
+        self.pad_value = self.events.background
         self.names = list(cfg.get("names") or ["car", "pedestrian"])
         self.nc = len(self.names)
         self.augment, self.seed, self.epoch = bool(augment), int(seed), 0
         self.hyp = {k: float((hyp or {}).get(k, v)) for k, v in GEN1_HYP.items()}
-        if self.T < 1 or self.window_us < self.T:
-            raise ValueError(f"need T >= 1 and window_us >= T, got T={self.T}, window_us={self.window_us}")
 
         folders = cfg.get(split) or [str(Path(cfg["path"]) / split)]
         folders = [folders] if isinstance(folders, str | os.PathLike) else list(folders)
@@ -210,6 +211,12 @@ class Gen1Dataset(torch.utils.data.Dataset):
                 warnings.warn(f"{self.kind} cache {self.cache_path} not usable ({e}); frames computed on the fly",
                               stacklevel=2)
                 self.cache_path = None
+
+    # the event input settings, read from their owner
+    T = property(lambda self: self.events.T)
+    window_us = property(lambda self: self.events.window_us)
+    representation = property(lambda self: self.events.representation)
+    rep_opts = property(lambda self: self.events.opts)
 
     # ------------------------------------------------------------------ cache
     def _cache_key(self) -> str:
@@ -290,14 +297,26 @@ class Gen1Dataset(torch.utils.data.Dataset):
         return {"im_file": self.im_file(i), "image_id": self.im_file(i), "shape": self.sensor[name],
                 "cls": cls.copy(), "boxes_xyxy": xyxy.copy(), "t": t, "recording": name}
 
-    def prophesee_ground_truth(self) -> dict[str, np.ndarray]:
-        """All sample labels of this split per recording as :data:`BBOX_DTYPE` arrays (sensor pixels, after
-        the last-per-track rule, clipping and zero-area removal), for
-        :func:`spikeyolo.events.prophesee.evaluate_prophesee`."""
-        out = {name: [] for name, _, _ in self.recordings}
-        for r, t, cls, xyxy, tid in self.samples:
-            out[self.recordings[r][0]].append(xyxy_to_bbox(t, xyxy, cls, 1.0, tid))
-        return {k: (np.concatenate(v) if v else np.zeros(0, BBOX_DTYPE)) for k, v in out.items()}
+    def prophesee_ground_truth(self, clip_to_sensor: bool = False) -> dict[str, np.ndarray]:
+        """Ground truth per recording as :data:`BBOX_DTYPE` arrays for
+        :func:`spikeyolo.events.prophesee.evaluate_prophesee`: by default the raw ``_bbox.npy`` rows (classes
+        ``< nc``), every row the Prophesee toolbox scores, duplicates of a track and boxes crossing the border
+        included. ``clip_to_sensor=True`` is RVT's variant: boxes clipped to the sensor, those left without
+        area dropped. (The training labels of each sample also keep only the last row per track.) A dataset
+        with label rules (Gen4 as RVT) applies them first, and gives boxes in its input (downsampled) pixels."""
+        out, f = {}, self.downsample
+        for name, _dat, bbox in self.recordings:
+            h, w = self.sensor[name]
+            boxes = self.filter_labels(read_bbox(bbox), h * f, w * f)
+            boxes = boxes[boxes["class_id"] < self.nc]
+            boxes = boxes[np.argsort(boxes["t"], kind="stable")]
+            if f != 1:
+                for k in ("x", "y", "w", "h"):
+                    boxes[k] /= f
+            if clip_to_sensor:
+                boxes = _clip_rows(boxes, *self.sensor[name])
+            out[name] = boxes
+        return out
 
     def __getitem__(self, index) -> dict:
         if isinstance(index, tuple):

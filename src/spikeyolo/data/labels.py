@@ -17,6 +17,7 @@ outside is a warning and then clipped (COCO/VOC) or a skip (YOLO).
 from __future__ import annotations
 
 import json
+import math
 import os
 import xml.parsers.expat
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from ..boxes import xywh2xyxy
+from ..errors import FileFormatError
 
 IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 TOL = 1e-3  # normalized tolerance before a coordinate counts as outside [0, 1]
@@ -133,6 +135,10 @@ def parse_yolo_txt(text: str, nc: int, file: str, report: Report) -> tuple[np.nd
             report.warn(file, f"not a number in {line.strip()!r}", ln)
             bad = True
             continue
+        if not all(map(math.isfinite, (c, cx, cy, w, h))):
+            report.warn(file, f"not a finite number in {line.strip()!r}", ln)
+            bad = True
+            continue
         if c != int(c) or not 0 <= c < nc:
             report.warn(file, f"class id {parts[0]} outside 0..{nc - 1}", ln)
             bad = True
@@ -201,8 +207,16 @@ def read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list[
     """COCO JSON: ``bbox`` = x, y, w, h pixels; category ids mapped to 0..nc-1 in sorted id order.
 
     ``iscrowd`` annotations are left out (counted in ``report.crowd``). Images are looked up by ``file_name``
-    in each of ``image_dirs`` in turn.
+    in each of ``image_dirs`` in turn. A file that is not JSON of that structure raises
+    :class:`~spikeyolo.errors.FileFormatError` naming it.
     """
+    try:
+        return _read_coco(image_dirs, ann_file, report, names)
+    except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError, RecursionError) as e:
+        raise FileFormatError(f"{ann_file}: not a COCO annotation file ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list[str] | None) -> list[Record]:
     data = json.loads(Path(ann_file).read_text(encoding="utf-8"))
     cats = sorted(data.get("categories", []), key=lambda c: int(c["id"]))
     cat_map = {int(c["id"]): i for i, c in enumerate(cats)}
@@ -242,6 +256,15 @@ def read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list[
             boxes.append(_clip_px((x, y, x + w, y + h), shape, ann_file, report, where))
         records.append(Record(f, shape, *_finish(cls, boxes)))
     return records
+
+
+def coco_id_maps(image_dirs: list[str], ann_file: str) -> tuple[dict[str, int], list[int]]:
+    """The COCO JSON's own ids for what :func:`read_coco` made of it: ``{im_file: image id}`` (an image file as
+    ``read_coco`` names it, under any of ``image_dirs``) and ``category_ids[class index]``."""
+    data = json.loads(Path(ann_file).read_text(encoding="utf-8"))
+    cats = sorted(int(c["id"]) for c in data.get("categories", []))
+    images = {str(Path(d) / im["file_name"]): int(im["id"]) for im in data.get("images", []) for d in image_dirs}
+    return images, cats
 
 
 def parse_voc_xml(path: str) -> tuple[tuple[int, int] | None, list[dict]]:
@@ -298,7 +321,7 @@ def read_voc(
         if xf.is_file():
             try:
                 xml_shape, objects = parse_voc_xml(str(xf))
-            except (xml.parsers.expat.ExpatError, OSError, ValueError) as e:
+            except (xml.parsers.expat.ExpatError, OSError, ValueError, ArithmeticError) as e:
                 report.skip(xf, f"cannot parse XML ({e})")
                 continue
             if xml_shape is not None and xml_shape != shape:

@@ -25,8 +25,9 @@ import yaml
 
 from ..checkpoint import load
 from ..engine.predictor import Predictor, predict_source
+from ..engine.report import summary_table
 from ..engine.trainer import TrainConfig, Trainer
-from ..engine.validator import summary_table, validate
+from ..engine.validator import validate
 from ..events.simulator import make_gen1_dataset
 from ..neuron import NEURONS
 from ..runs import plain, select_device
@@ -48,7 +49,7 @@ DEMO_DEFAULTS = dict(
     val_period=10,
     workers=0,
     seed=0,
-    neuron="ilif",  # relu/silu: the ANN twin with the same recipe (image demo only: the event demo has T=2)
+    neuron_kind="ilif",  # --neuron relu/silu: the ANN twin, same recipe (image demo only: the event demo has T=2)
 )
 
 
@@ -70,7 +71,7 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
     setting("--close-mosaic", "close_mosaic", type=int)
     setting("--workers", "workers", type=int)
     setting("--seed", "seed", type=int)
-    setting("--neuron", "neuron", choices=list(NEURONS))
+    setting("--neuron", "neuron_kind", dest="neuron_kind", choices=list(NEURONS))
     p.add_argument("--device", default="cpu")
     p.add_argument("--events", action="store_true",
                    help="the event-camera variant: train on event recordings simulated from the same photos")
@@ -188,7 +189,7 @@ def run_event_demo(project: str | Path = "runs/demo", name: str = "trees_events"
 
 def run_demo_cli(args: argparse.Namespace) -> int:
     keys = ("epochs", "imgsz", "batch", "width", "model", "optimizer", "lr0", "close_mosaic", "device", "workers",
-            "seed", "neuron")
+            "seed", "neuron_kind")
     given = {k: getattr(args, k) for k in keys}  # None: the demo's own default (run_*demo merge them)
     if args.events:
         summary = run_event_demo(args.project, args.name or "trees_events", progress=not args.quiet, **given)

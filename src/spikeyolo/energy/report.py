@@ -27,7 +27,8 @@ from pathlib import Path
 
 from torch import nn
 
-from ..runs import plain_json
+from ..neuron import NeuronConfig
+from ..runs import plain_json, unwrap
 from .monitor import FiringRateMonitor, NeuronStats
 from .ops import STAGES, ConvGeometry, unit_geometry
 
@@ -242,7 +243,7 @@ def estimate_energy(
     rates: Mapping[str, float | NeuronStats],
     *,
     T: int = 1,
-    D: int = 4,
+    D: int = NeuronConfig.D,
     e_mac: float = E_MAC_PJ,
     e_ac: float = E_AC_PJ,
     first_layer: str = "mac",
@@ -320,13 +321,6 @@ def _input_size(geometry: list[ConvGeometry]) -> tuple[int, int]:
     return stem.hin, stem.win
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The model inside DDP / DataParallel / ``torch.compile`` wrappers (its ``config`` gives the geometry)."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
-
-
 class EnergyMeter:
     """Firing rates over a dataset -> energy report. For the end of validation and for every epoch's validation.
 
@@ -353,7 +347,7 @@ class EnergyMeter:
                  first_layer: str = "mac", geometry: str = "fused", synops: bool = True, sync: bool = False):
         if first_layer not in FIRST_LAYER:
             raise ValueError(f"first_layer must be one of {FIRST_LAYER}, got {first_layer!r}")
-        self.model = _unwrap(model) if model is not None else None
+        self.model = unwrap(model) if model is not None else None
         self.e_mac, self.e_ac = float(e_mac), float(e_ac)
         self.first_layer, self.geometry, self.measure_synops, self.sync = first_layer, geometry, synops, sync
         self._monitor: FiringRateMonitor | None = None
@@ -408,13 +402,13 @@ class EnergyMeter:
             imgsz = mon.inputs.common_size
         hw = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
         geometry = overrides.get("geometry", self.geometry)
-        arch = self.model if self.model is not None else _unwrap(mon.model)
+        arch = self.model if self.model is not None else unwrap(mon.model)
         key = (repr(getattr(arch, "config", id(arch))), hw, geometry)
         if key not in self._geometry_cache:
             self._geometry_cache[key] = unit_geometry(arch, hw, geometry)
         config = getattr(arch, "config", {}) or {}
         stats = mon.stats()
-        D = next(iter(stats.values())).D if stats else int(config.get("D", 4))
+        D = next(iter(stats.values())).D if stats else NeuronConfig.from_config(config).D
         T = mon.timesteps or int(config.get("T", 1))
         frames = mon.inputs.mean_frames
         report = estimate_energy(self._geometry_cache[key], stats, T=T, D=D,

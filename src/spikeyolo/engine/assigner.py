@@ -1,11 +1,15 @@
 """Task-aligned label assignment (Feng et al., "TOOD: Task-aligned One-stage Object Detection", ICCV 2021).
 
 For every ground-truth box the candidates are the anchors whose centre lies strictly inside it. Each candidate
-gets the alignment metric ``t = s^alpha * IoU^beta`` (``s``: the predicted score of the GT's class at that
-anchor, ``IoU``: between the predicted box at that anchor and the GT box). The ``topk`` candidates by ``t``
-become positives of that GT; an anchor positive for several GTs keeps the one it overlaps most (highest IoU).
-The classification target of a positive anchor is soft: ``t / max_t(GT) * max_IoU(GT)``, so the best-aligned
-anchor of each GT is trained towards that GT's best IoU.
+gets the alignment metric ``t = s^alpha * CIoU^beta`` (``s``: the predicted score of the GT's class at that
+anchor, ``CIoU``: the Complete-IoU, clamped at 0, between the predicted box at that anchor and the GT box). The
+``topk`` candidates by ``t`` become positives of that GT. An anchor positive for several GTs goes to the GT it
+overlaps most (highest CIoU) among *all* GTs it is a candidate of, even one whose top-k it was not in.
+The classification target of a positive anchor is soft: ``t / max_t(GT) * max_CIoU(GT)``, so the best-aligned
+anchor of each GT is trained towards that GT's best overlap.
+
+These are the rules of the reference's assigner (ultralytics 8.0.x ``TaskAlignedAssigner``, used by SpikeYOLO);
+``tests/test_loss.py`` checks them against a loop-by-loop implementation of the same rules.
 """
 
 from __future__ import annotations
@@ -71,10 +75,10 @@ class TaskAlignedAssigner(nn.Module):
                                torch.minimum(g[..., 2] - x, g[..., 3] - y))
         cand = (margin > self.eps) & valid[:, :, None]  # [B, n, A]
 
-        # IoU of predicted and GT boxes, and the predicted score of the GT's class, at candidates only
+        # CIoU of predicted and GT boxes, and the predicted score of the GT's class, at candidates only
         b_i, g_i, a_i = cand.nonzero(as_tuple=True)
         iou = torch.zeros(cand.shape, dtype=pd_bboxes.dtype, device=device)
-        iou[b_i, g_i, a_i] = bbox_iou(gt_bboxes[b_i, g_i], pd_bboxes[b_i, a_i]).clamp(min=0).to(iou.dtype)
+        iou[b_i, g_i, a_i] = bbox_iou(gt_bboxes[b_i, g_i], pd_bboxes[b_i, a_i], ciou=True).clamp(min=0).to(iou.dtype)
         score = torch.zeros_like(iou)
         score[b_i, g_i, a_i] = pd_scores[b_i, a_i, labels[b_i, g_i].clamp(0, C - 1)].to(iou.dtype)
         metric = score.pow(self.alpha) * iou.pow(self.beta)
@@ -85,12 +89,13 @@ class TaskAlignedAssigner(nn.Module):
         in_top = torch.zeros_like(cand).scatter_(-1, top, True)
         pos = in_top & cand  # [B, n, A]
 
-        # an anchor positive for several GTs keeps the GT with the highest IoU
+        # an anchor positive for several GTs goes to the GT with the highest overlap among all GTs containing it
+        # (iou is 0 outside the candidates), as the reference does
         multi = pos.sum(1, keepdim=True) > 1  # [B, 1, A]
         if multi.any():
-            best = (iou * pos).argmax(1, keepdim=True)  # [B, 1, A]
+            best = iou.argmax(1, keepdim=True)  # [B, 1, A]
             best_onehot = torch.zeros_like(pos).scatter_(1, best, True)
-            pos = torch.where(multi, best_onehot & pos, pos)
+            pos = torch.where(multi, best_onehot, pos)
 
         fg = pos.any(1)  # [B, A]
         gt_idx = pos.to(torch.uint8).argmax(1)  # [B, A]

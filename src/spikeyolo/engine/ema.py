@@ -14,11 +14,7 @@ import math
 import torch
 from torch import nn
 
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside a DistributedDataParallel / DataParallel wrapper (or the module itself)."""
-    wrapped = isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel))
-    return model.module if wrapped else model
+from ..runs import unwrap
 
 
 class ModelEMA:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..boxes import bbox2dist, bbox_iou, dist2bbox, make_anchors, xywh2xyxy
+from ..runs import unwrap
 from .assigner import TaskAlignedAssigner
 
 
@@ -55,7 +56,7 @@ class DetectionLoss:
                  box: float = 7.5, cls: float = 0.5, dfl: float = 1.5, topk: int = 10, alpha: float = 0.5,
                  beta: float = 6.0):
         if model is not None:
-            m = getattr(model, "module", model)
+            m = unwrap(model)
             nc = m.nc if nc is None else nc
             reg_max = m.reg_max if reg_max is None else reg_max
             strides = m.stride if strides is None else strides
@@ -71,8 +72,6 @@ class DetectionLoss:
         self.assigner = TaskAlignedAssigner(topk=topk, num_classes=self.nc, alpha=alpha, beta=beta)
 
     def __call__(self, preds, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(preds, tuple) and len(preds) == 2 and isinstance(preds[1], list | tuple):
-            preds = preds[1]  # (decoded, maps) as some heads return
         if len(preds) != len(self.strides):
             raise ValueError(f"expected {len(self.strides)} feature maps, got {len(preds)}")
         device = preds[0].device

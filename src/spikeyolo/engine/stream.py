@@ -23,39 +23,28 @@ import torch
 from tqdm import tqdm
 
 from ..boxes import clip_boxes, unletterbox
-from ..data.gen1 import DEFAULT_T, DEFAULT_WINDOW_US, downsample_events, letterbox_frames
+from ..data.gen1 import downsample_events, letterbox_frames
 from ..events.io import BBOX_DTYPE, write_bbox, xyxy_to_bbox
 from ..events.prophesee import evaluate_prophesee
 from ..events.readers import open_recording
-from ..events.representations import events_to_frames, representation_background, representation_channels
+from ..events.representations import EventInput, events_to_frames, representation_channels
 from ..neuron import reset_state, set_carry_state
 from ..nms import non_max_suppression
-from ..runs import plain
 
 DEFAULT_STEP_US = 50_000
-
-
-def model_event_settings(model) -> dict:
-    """The event input settings a model was trained with: ``model.config["events"]`` (``window_us``,
-    ``representation``, ``representation_opts``), or ``{}`` for a model without them (older checkpoints,
-    image models, stand-ins without a ``config``)."""
-    config = getattr(model, "config", None)
-    events = config.get("events") if isinstance(config, dict) else None
-    return dict(events) if isinstance(events, dict) else {}
+VIDEO_SCALE = 2  # the mp4 shows each window enlarged this many times (render_window's scale)
 
 
 def event_settings(dataset) -> dict | None:
-    """The event input settings of an event dataset (one with ``window_us``, e.g. ``Gen1Dataset``) as plain
-    data: ``{"window_us", "representation", "representation_opts"}`` (plus ``downsample`` when it is not 1);
-    ``None`` for image datasets."""
-    window_us = getattr(dataset, "window_us", None)
-    if window_us is None:
+    """The checkpoint entry ``config["events"]`` for a dataset: its :class:`EventInput` as plain data, or
+    ``None`` for image datasets (they have no ``events``)."""
+    events = getattr(dataset, "events", None)
+    if not isinstance(events, EventInput):
         return None
-    settings = {"window_us": int(window_us), "representation": str(dataset.representation),
-                "representation_opts": dict(dataset.rep_opts)}
+    config = events.to_config()
     if getattr(dataset, "downsample", 1) != 1:  # Gen4 as RVT: frames on the sensor halved
-        settings["downsample"] = int(dataset.downsample)
-    return plain(settings)
+        config["downsample"] = int(dataset.downsample)
+    return config
 
 
 def render_window(events, height: int, width: int, boxes_xyxy=None, cls=None, scores=None, names=None,
@@ -87,18 +76,18 @@ def render_window(events, height: int, width: int, boxes_xyxy=None, cls=None, sc
 
 
 def infer_representation(model, representation: str | None = None, opts: dict | None = None):
-    """``(kind, opts)`` for a model. The kind: the given one, else ``model.representation`` when set, else
-    the one it was trained with (``model.config["events"]``), else by channel count: 2 -> ``counts``,
-    3 -> ``spikeyolo``, 2k -> ``histogram`` with ``bins=k``. The options: the given ones (``{}`` means none),
-    else the trained ``representation_opts`` when the kind is the trained one, else none (options such as
-    ``norm`` cannot be guessed). The kind is checked against ``model.in_channels`` when the model has it."""
-    trained = model_event_settings(model)
+    """``(kind, opts)`` for a model. The kind: the given one, else the one it was trained with
+    (``model.config["events"]``), else by channel count: 2 -> ``counts``, 3 -> ``spikeyolo``, 2k ->
+    ``histogram`` with ``bins=k``. The options: the given ones (``{}`` means none), else the trained ones when
+    the kind is the trained one, else none (options such as ``norm`` cannot be guessed). The kind is checked
+    against ``model.in_channels`` when the model has it."""
+    trained = EventInput.from_checkpoint(getattr(model, "config", None))
     c = getattr(model, "in_channels", None)
-    if representation is None:
-        representation = getattr(model, "representation", None) or trained.get("representation")
+    if representation is None and trained is not None:
+        representation = trained.representation
     if opts is None:
-        same = representation is not None and representation == trained.get("representation")
-        opts = trained.get("representation_opts") if same else None
+        same = trained is not None and representation == trained.representation
+        opts = trained.opts if same else None
     opts = dict(opts or {})
     if representation is None:
         if c == 2:
@@ -115,6 +104,56 @@ def infer_representation(model, representation: str | None = None, opts: dict | 
         raise ValueError(f"representation {representation!r} {opts or ''} gives {have} channels but the model "
                          f"takes {int(c)}")
     return representation, opts
+
+
+def model_event_input(model, window_us: int | None = None, T: int | None = None,
+                      representation: str | None = None, options: dict | None = None) -> EventInput:
+    """The event input for ``model``: the settings given here, else those it was trained with
+    (:meth:`EventInput.from_checkpoint`), else the defaults; ``T`` else ``model.T``; the representation from
+    :func:`infer_representation`."""
+    trained = EventInput.from_checkpoint(getattr(model, "config", None)) or EventInput()
+    kind, opts = infer_representation(model, representation, options)
+    window_us = trained.window_us if window_us is None else int(window_us)
+    T = (getattr(model, "T", None) or trained.T) if T is None else int(T)
+    if window_us <= 0 or T < 1:
+        raise ValueError(f"need window_us > 0 and T >= 1, got {window_us}, {T}")
+    return EventInput(window_us=window_us, T=T, representation=kind, options=opts)
+
+
+def _window_ends(reader, window_us: int, step_us: int, t_start, t_end, window_ends):
+    """Window ends, lazily (a ``range``: windows are read on demand, batch by batch). Without ``t_start`` the
+    grid starts at 0 from the first window holding an event (a camera's clock may start hours from 0)."""
+    if window_ends is not None:
+        return [int(t) for t in window_ends]
+    first = reader.t_first
+    if t_start is not None:
+        t0 = int(t_start)
+    else:
+        t0 = 0 if first is None else max(0, (first - window_us) // step_us + 1) * step_us
+    t_last = (reader.t_last + 1) if first is not None else t0 + window_us
+    t_end = t_last if t_end is None else int(t_end)
+    return range(t0 + window_us, t_end + 1, step_us)
+
+
+def _video_writer(video_path, fps: float, height: int, width: int, scale: int):
+    Path(video_path).parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (scale * width, scale * height))
+    if not writer.isOpened():
+        raise RuntimeError(f"{video_path}: cannot open an mp4 writer (OpenCV without video support?)")
+    return writer
+
+
+def _sensor_detections(pred, ratio_pad, hw, conf, iou, max_det, downsample: int = 1):
+    """NMS, then boxes back to sensor pixels (input pixels x ``downsample``; kept when not empty after
+    clipping): ``[(xyxy, [n, 6])]``."""
+    out = []
+    for d in non_max_suppression(pred, conf_thres=conf, iou_thres=iou, max_det=max_det):
+        d = d.detach().float().cpu().reshape(-1, 6)
+        b = clip_boxes(unletterbox(d[:, :4], ratio_pad) * downsample, hw).numpy()
+        d = d.numpy()
+        ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+        out.append((b[ok], d[ok]))
+    return out
 
 
 @torch.no_grad()
@@ -144,21 +183,16 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
     smaller, as training did (boxes are still written in sensor pixels). ``video_path``: also write an mp4
     of every window with its boxes (frame by frame).
     """
-    trained = model_event_settings(model)
-    if window_us is None:
-        window_us = trained.get("window_us") or DEFAULT_WINDOW_US
-    if step_us is None:
-        step_us = window_us if carry_state else DEFAULT_STEP_US
-    if T is None:
-        T = getattr(model, "T", None) or DEFAULT_T
-    window_us, step_us, T = int(window_us), int(step_us), int(T)
-    if window_us <= 0 or step_us <= 0 or T < 1:
-        raise ValueError(f"need window_us > 0, step_us > 0 and T >= 1, got {window_us}, {step_us}, {T}")
-    representation, opts = infer_representation(model, representation, representation_opts)
-    f = int(downsample or trained.get("downsample") or 1)
+    ev_in = model_event_input(model, window_us, T, representation, representation_opts)
+    window_us = ev_in.window_us
+    step_us = int(step_us if step_us is not None else window_us if carry_state else DEFAULT_STEP_US)
+    if step_us <= 0:
+        raise ValueError(f"need step_us > 0, got {step_us}")
+    config = getattr(model, "config", None)
+    trained = config.get("events") if isinstance(config, dict) else None
+    f = int(downsample or (trained or {}).get("downsample") or 1)
     reader = open_recording(dat_path)
     H, W = reader.height, reader.width
-    pad_value = representation_background(representation)
     was_training = model.training
     model.eval()
     try:
@@ -172,25 +206,8 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
         set_carry_state(model, True)
         reset_state(model)
         batch = 1
-    if t_start is None:  # the grid of window ends starts at 0, from the first window holding an event (a
-        first = reader.t_first or 0  # camera's clock may start hours from 0)
-        t0 = max(0, (first - window_us) // step_us + 1) * step_us
-    else:
-        t0 = int(t_start)
-    t_last = (reader.t_last + 1) if reader.t_last is not None else t0 + window_us
-    t_end = t_last if t_end is None else int(t_end)
-    if window_ends is not None:
-        ends = [int(t) for t in window_ends]
-    else:
-        ends = range(t0 + window_us, t_end + 1, step_us)  # lazy: windows are read on demand, batch by batch
-
-    writer = None
-    if video_path is not None:
-        Path(video_path).parent.mkdir(parents=True, exist_ok=True)
-        fps = video_fps or 1e6 / step_us
-        writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (2 * W, 2 * H))
-        if not writer.isOpened():
-            raise RuntimeError(f"{video_path}: cannot open an mp4 writer (OpenCV without video support?)")
+    ends = _window_ends(reader, window_us, step_us, t_start, t_end, window_ends)
+    writer = None if video_path is None else _video_writer(video_path, video_fps or 1e6 / step_us, H, W, VIDEO_SCALE)
 
     results = []
     bar = tqdm(total=len(ends), desc=f"predict {Path(dat_path).name}", disable=not progress)
@@ -200,24 +217,17 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
             evs, imgs, rp = [], [], None
             for te in chunk:
                 ev = reader.read(te - window_us, te)
-                fr = events_to_frames(downsample_events(ev, f), te - window_us, te, T, H // f, W // f,
-                                      representation, **opts)
-                img, gain, pad = letterbox_frames(fr, imgsz, pad_value)
+                fr = events_to_frames(downsample_events(ev, f), te - window_us, te, ev_in.T, H // f, W // f,
+                                      ev_in.representation, **ev_in.opts)
+                img, gain, pad = letterbox_frames(fr, imgsz, ev_in.background)
                 evs.append(ev)
                 imgs.append(img)
                 rp = (gain, pad)
-            x = torch.from_numpy(np.stack(imgs)).to(device)
-            pred = model(x)
-            dets = non_max_suppression(pred, conf_thres=conf, iou_thres=iou, max_det=max_det)
-            for te, ev, d in zip(chunk, evs, dets):
-                d = d.detach().float().cpu().reshape(-1, 6)
-                b = clip_boxes(unletterbox(d[:, :4], rp) * f, (H, W)).numpy()  # sensor pixels
-                d = d.numpy()
-                ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-                b, d = b[ok], d[ok]
+            pred = model(torch.from_numpy(np.stack(imgs)).to(device))
+            for te, ev, (b, d) in zip(chunk, evs, _sensor_detections(pred, rp, (H, W), conf, iou, max_det, f)):
                 results.append(xyxy_to_bbox(te, b, d[:, 5].astype(np.int64), d[:, 4]))
                 if writer is not None:
-                    writer.write(render_window(ev, H, W, b, d[:, 5], d[:, 4], names))
+                    writer.write(render_window(ev, H, W, b, d[:, 5], d[:, 4], names, scale=VIDEO_SCALE))
             bar.update(len(chunk))
     finally:
         bar.close()
@@ -248,14 +258,15 @@ def evaluate_recordings(model, dataset, out_dir, step_us: int | None = None, con
     ``window_us``, ``step_us``.
     """
     out_dir = Path(out_dir)
+    ev_in = dataset.events
     dt, f = {}, int(getattr(dataset, "downsample", 1))
     gt = dataset.prophesee_ground_truth()
     for name, dat, _ in dataset.recordings:
         ends = np.unique(gt[name]["t"]) if step_us is None else None
         dt[name] = predict_recording(
-            model, dat, out_dir / f"{name}_bbox.npy", window_us=dataset.window_us,
-            step_us=step_us or dataset.window_us, T=dataset.T, representation=dataset.representation,
-            representation_opts=dataset.rep_opts, imgsz=dataset.imgsz, conf=conf, iou=iou,
+            model, dat, out_dir / f"{name}_bbox.npy", window_us=ev_in.window_us,
+            step_us=step_us or ev_in.window_us, T=ev_in.T, representation=ev_in.representation,
+            representation_opts=ev_in.opts, imgsz=dataset.imgsz, conf=conf, iou=iou,
             carry_state=carry_state, batch=batch, progress=progress, window_ends=ends, downsample=f)
         for k in ("x", "y", "w", "h"):  # the ground truth is in the dataset's (downsampled) input pixels
             dt[name][k] /= f
@@ -266,5 +277,5 @@ def evaluate_recordings(model, dataset, out_dir, step_us: int | None = None, con
     protocol_kwargs.setdefault("width", w)
     protocol_kwargs.setdefault("names", dataset.names)
     r = evaluate_prophesee(gt, dt, **protocol_kwargs)
-    r.update(representation=dataset.representation, T=dataset.T, window_us=dataset.window_us, step_us=step_us)
+    r.update(representation=ev_in.representation, T=ev_in.T, window_us=ev_in.window_us, step_us=step_us)
     return r

@@ -35,14 +35,16 @@ from ..checkpoint import atomic_torch_save, checkpoint_dict, load, read_checkpoi
 from ..data import build_dataloader, build_dataset, load_data_config
 from ..energy import EnergyMeter
 from ..model import build_model
+from ..neuron import NeuronConfig
 from ..plots import plot_results
-from ..runs import get_rng_state, increment_path, plain, seed_everything, select_device, set_rng_state
+from ..runs import get_rng_state, increment_path, plain, seed_everything, select_device, set_rng_state, unwrap
 from . import distributed as ddp
-from .ema import ModelEMA, unwrap
+from .ema import ModelEMA
 from .loss import DetectionLoss
 from .optim import LRSchedule, accumulate_steps, apply_warmup, build_optimizer, scaled_weight_decay, warmup_iters
+from .report import fitness, summary_table
 from .stream import event_settings
-from .validator import Validator, fitness, summary_table, to_input
+from .validator import Validator, to_input
 
 RESULTS_COLUMNS = [
     "epoch",
@@ -92,9 +94,12 @@ class TrainConfig:
     cls: float = 0.5
     dfl: float = 1.5
     hyp: dict = field(default_factory=dict)  # augmentation overrides: mosaic, translate, scale, hsv_*, fliplr
-    T: int = 1
-    D: int = 4
-    neuron: str = "ilif"  # "relu"/"silu": the ANN twin (same blocks and head, real-valued activations, T = 1)
+    T: int | None = None  # timesteps; None: the data's T for event data (its YAML, else 4), else 1
+    D: int = NeuronConfig.D  # I-LIF settings (see NeuronConfig; the official Gen1 neuron: decay 0.5, gain 0.5)
+    decay: float = NeuronConfig.decay
+    input_gain: float = NeuronConfig.input_gain
+    detach_reset: bool = NeuronConfig.detach_reset
+    neuron_kind: str = NeuronConfig.kind  # --neuron: "relu"/"silu" trains the ANN twin (same blocks and head, T 1)
     width: float | None = None  # override the scale's width multiplier (tiny models)
     depth: float | None = None
     val: bool = True
@@ -109,6 +114,10 @@ class TrainConfig:
     resume: str | None = None
     progress: bool = True
     verbose: bool = True
+
+    @property
+    def neuron(self) -> NeuronConfig:
+        return NeuronConfig(self.D, self.decay, self.input_gain, self.detach_reset, self.neuron_kind)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -182,38 +191,185 @@ class Trainer:
                 raise ValueError(f"{src} has nc={model.nc} but the data has {len(names)} classes")
             model.config["names"] = list(names)
             return model
-        return build_model(src, nc=len(names), T=cfg.T if T is None else T, D=cfg.D, names=list(names),
-                           in_channels=in_channels, width=cfg.width, depth=cfg.depth, imgsz=cfg.imgsz,
-                           neuron=cfg.neuron)
+        return build_model(src, nc=len(names), T=T or cfg.T or 1, neuron=cfg.neuron, names=list(names),
+                           in_channels=in_channels, width=cfg.width, depth=cfg.depth, imgsz=cfg.imgsz)
 
     def _loaders(self, data_cfg: dict, info: ddp.DistInfo):
         cfg = self.cfg
         hyp = dict(cfg.hyp)
         local_batch = max(cfg.batch // info.world_size, 1)
+        event_args = {"T": cfg.T} if data_cfg["type"] == "gen1" and cfg.T is not None else {}
         train_set = build_dataset(data_cfg, "train", imgsz=cfg.imgsz, augment=True, hyp=hyp, seed=cfg.seed,
-                                  progress=cfg.progress)
+                                  progress=cfg.progress, **event_args)
         train_loader = build_dataloader(train_set, batch_size=local_batch, workers=cfg.workers, shuffle=True,
                                         seed=cfg.seed, rank=info.rank, world_size=info.world_size)
         val_loader = None
         if cfg.val and info.main and data_cfg.get("val"):
             val_set = build_dataset(data_cfg, "val", imgsz=cfg.imgsz, augment=False, seed=cfg.seed,
-                                    progress=cfg.progress)
+                                    progress=cfg.progress, **event_args)
             val_loader = build_dataloader(val_set, batch_size=max(local_batch * 2, 1), workers=cfg.workers,
                                           shuffle=False, seed=cfg.seed, rank=0, world_size=1)
         return train_set, train_loader, val_loader
 
-    # -- the run ---------------------------------------------------------------------------------------------
+    # -- the run (YOLOX style: setup, then per epoch train_epoch -> train_step per batch, end_epoch) -----------
     def train(self) -> dict:
         device = select_device(self.cfg.device)
         info = ddp.setup(device)
         try:
-            return self._train(ddp.process_device(device, info), info)
+            self.setup(ddp.process_device(device, info), info)
+            for epoch in range(self.start_epoch, self.cfg.epochs):
+                mean_loss = self.train_epoch(epoch)
+                if mean_loss is None:
+                    break
+                self.end_epoch(epoch, mean_loss)
+            return self.finish()
         finally:
             ddp.cleanup()
 
-    def _train(self, device: torch.device, info: ddp.DistInfo) -> dict:
-        t_start = time.time()
-        resume_ckpt = None
+    def setup(self, device: torch.device, info: ddp.DistInfo | None = None) -> None:
+        """Run folder, data, model, optimizer, schedule, EMA, loss, validator, resumed state, results.csv."""
+        self.device, self.info = device, info or ddp.DistInfo()
+        self.t_start = time.time()
+        resume_ckpt = self._resolve_run()
+        cfg = self.cfg
+        self.say = self.log if (self.info.main and cfg.verbose) else (lambda *a, **k: None)
+        seed_everything(cfg.seed + self.info.rank, cfg.deterministic)
+        data_cfg = load_data_config(cfg.data)
+        self.names = list(data_cfg["names"])
+        self.train_set, self.train_loader, val_loader = self._loaders(data_cfg, self.info)
+        # event datasets bring their input channels and timesteps (their EventInput, which took --T when given)
+        events = getattr(self.train_set, "events", None)
+        model = self._build_model(self.names, self.train_set.in_channels, events.T if events else cfg.T or 1)
+        self.model = model = model.to(device).train()
+        record_event_settings(model, self.train_set)
+        self._build_optimization()
+        self.start_epoch, self.best_fitness, self.best_metrics = 0, -math.inf, None
+        if resume_ckpt is not None:
+            self._load_train_state(resume_ckpt)
+        self.net = model
+        if self.info.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.validator = None
+        if val_loader is not None:
+            self.validator = Validator(val_loader, names=self.names, device=device, conf=cfg.conf, iou=cfg.iou,
+                                       max_det=cfg.max_det, save_dir=self.save_dir, half=self.use_amp,
+                                       energy=self.energy, progress=cfg.progress)
+        self.nb = len(self.train_loader)
+        self.nw = warmup_iters(cfg.warmup_epochs, self.nb, cfg.warmup_min_iters)
+        self.last_step = self.nb * self.start_epoch - 1
+        self.csv_path, self.weights = self.save_dir / "results.csv", self.save_dir / "weights"
+        if self.info.main:
+            self._start_files(resume_ckpt is not None)
+        if resume_ckpt is not None:
+            rng = resume_ckpt["train_state"]["rng"]
+            set_rng_state(rng[self.info.rank if self.info.rank < len(rng) else 0])
+            self.say(f"resuming {self.save_dir} at epoch {self.start_epoch + 1}/{cfg.epochs}")
+        self.stopped, self.last_metrics, self.epoch = None, self.best_metrics, self.start_epoch - 1
+
+    def train_epoch(self, epoch: int) -> torch.Tensor | None:
+        """One pass over the training data; the mean ``[box, cls, dfl]`` loss, or None when it stopped on a
+        non-finite loss (``self.stopped`` says why)."""
+        cfg, nb = self.cfg, self.nb
+        self.t_epoch = time.time()
+        self._set_epoch(self.train_set, self.train_loader, epoch)
+        self.schedule.set_epoch(epoch)
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.last_step = nb * epoch - 1  # every epoch ends with an optimizer step
+        mean_loss = torch.zeros(3)
+        bar = tqdm(total=nb, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=cfg.verbose,
+                   disable=not (self.info.main and cfg.progress))
+        try:
+            for i, batch in zip(range(nb), self.train_loader):
+                items = self.train_step(batch, i + nb * epoch)
+                mean_loss = (mean_loss * i + items) / (i + 1)
+                bar.set_postfix_str(f"box {mean_loss[0]:.3f} cls {mean_loss[1]:.3f} dfl {mean_loss[2]:.3f} "
+                                    f"inst {len(batch['cls'])} size {batch['img'].shape[-1]}", refresh=False)
+                bar.update()
+        except NonFiniteLossError as e:
+            self.stopped = str(e)
+            return None
+        finally:
+            bar.close()
+        self.epoch = epoch
+        return mean_loss
+
+    def train_step(self, batch: dict, ni: int) -> torch.Tensor:
+        """Batch ``ni`` (counted over the whole run): warm-up, forward (AMP on CUDA), loss, backward, and the
+        optimizer step (clip, EMA) when ``nbs`` images have accumulated or the epoch ends. Returns the loss
+        items ``[box, cls, dfl]`` (CPU)."""
+        cfg, nb = self.cfg, self.nb
+        epoch, i = divmod(ni, nb)
+        if ni <= self.nw and self.nw > 0:
+            apply_warmup(self.optimizer, ni, self.nw, self.schedule.factor(epoch), cfg.warmup_bias_lr,
+                         cfg.warmup_momentum, cfg.momentum)
+            accumulate = max(1, round(float(np.interp(ni, [0, self.nw], [1, cfg.nbs / cfg.batch]))))
+        else:
+            accumulate = accumulate_steps(cfg.batch, cfg.nbs)
+        x = to_input(batch["img"], self.device)
+        targets = {k: batch[k].to(self.device) for k in ("cls", "bboxes", "batch_idx")}
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            preds = self.net(x)
+        loss, items = self.criterion(preds, targets)
+        if not ddp.all_true(bool(torch.isfinite(loss).item()), self.info, self.device):
+            raise NonFiniteLossError(f"training loss is {loss.item()} (items {items.tolist()}) at epoch {epoch + 1}, "
+                                     f"batch {i + 1}/{nb}")
+        self.scaler.scale(loss * self.info.world_size).backward()
+        if ni - self.last_step >= accumulate or i == nb - 1:
+            self._step(self.model, self.optimizer, self.scaler, self.ema)
+            self.last_step = ni
+        return items.detach().float().cpu()
+
+    def end_epoch(self, epoch: int, mean_loss: torch.Tensor) -> None:
+        """Validate (main process), write results.csv and the checkpoints, log; then the ``on_epoch_end`` hook."""
+        metrics = {}
+        if self.info.main:
+            metrics = self._validate(epoch)
+            fit = fitness(metrics) if metrics else -float(mean_loss.sum())
+            improved = fit > self.best_fitness and (bool(metrics) or self.validator is None)
+            if improved:
+                self.best_fitness, self.best_metrics = fit, {**plain(metrics), "epoch": epoch + 1}
+            self.last_metrics = metrics or self.last_metrics
+            self._write_row(self.csv_path, epoch, mean_loss, metrics, _lr_columns(self.optimizer))
+            self._save(epoch, metrics, fit, improved)
+            self._log_epoch(epoch, metrics)
+        else:
+            self._gather_rng(self.info)
+        ddp.barrier(self.info)
+        self.on_epoch_end(epoch, metrics)
+
+    def finish(self) -> dict:
+        """The run's summary (and results.png, the best epoch's table)."""
+        cfg, weights, stopped = self.cfg, self.weights, self.stopped
+        result = {"save_dir": str(self.save_dir), "last": str(weights / "last.pt"), "best": str(weights / "best.pt"),
+                  "epochs": cfg.epochs, "epochs_done": self.epoch + 1, "time_s": time.time() - self.t_start,
+                  "best_fitness": self.best_fitness, "best_metrics": self.best_metrics,
+                  "last_metrics": plain(self.last_metrics) if self.last_metrics else None, "stopped": stopped}
+        if not self.info.main:
+            return result
+        if stopped:
+            kept = "weights/last.pt keeps the last good epoch" if (weights / "last.pt").exists() else \
+                "no epoch finished, so no checkpoint was written"
+            self.log(f"STOPPED: {stopped}. Nothing was written for this epoch; {kept} ({self.save_dir}). "
+                     "Try a lower --lr0, a longer warm-up, or check the data.")
+        if cfg.plots and self.csv_path.exists():
+            try:
+                plot_results(self.csv_path)
+            except Exception as e:  # plotting must never lose a finished run
+                self.log(f"warning: results.png not written: {e}")
+        best = self.best_metrics
+        if cfg.verbose and best and "map50" in best:
+            self.log(f"\n{result['epochs_done']} epochs in {result['time_s'] / 60:.1f} min. "
+                     f"Best epoch {best['epoch']} ({weights / 'best.pt'}):")
+            self.log(summary_table(best, self.names))
+            self.log(f"results: {self.save_dir}")
+        return result
+
+    # -- set-up and end-of-epoch pieces ----------------------------------------------------------------------
+    def _resolve_run(self) -> dict | None:
+        """The run folder (a new one, or the resumed run's); the checkpoint to resume from, if any."""
+        resume_ckpt, info = None, self.info
         if self.cfg.resume:
             last = resolve_resume(self.cfg.resume)
             resume_ckpt = read_checkpoint(last)
@@ -224,185 +380,85 @@ class Trainer:
         else:
             save_dir = increment_path(Path(self.cfg.project) / self.cfg.name, self.cfg.exist_ok) if info.main else None
         self.save_dir = Path(ddp.broadcast(str(save_dir) if save_dir else None, info))
-        cfg = self.cfg
-        say = self.log if (info.main and cfg.verbose) else (lambda *a, **k: None)
+        return resume_ckpt
 
-        seed_everything(cfg.seed + info.rank, cfg.deterministic)
-        data_cfg = load_data_config(cfg.data)
-        names = list(data_cfg["names"])
-        train_set, train_loader, val_loader = self._loaders(data_cfg, info)
-        # event datasets bring their own input channels and timesteps (frames arrive as [B, T, C, H, W])
-        model = self._build_model(names, int(getattr(train_set, "in_channels", 3)),
-                                  int(getattr(train_set, "T", cfg.T))).to(device).train()
-        record_event_settings(model, train_set)
-        self.model = model
-
-        accumulate = accumulate_steps(cfg.batch, cfg.nbs)
+    def _build_optimization(self) -> None:
+        cfg, model = self.cfg, self.model
         wd = scaled_weight_decay(cfg.weight_decay, cfg.batch, cfg.nbs)
-        optimizer = build_optimizer(model, cfg.optimizer, cfg.lr0, cfg.momentum, wd)
-        schedule = LRSchedule(optimizer, cfg.epochs, cfg.lrf, cfg.cos_lr)
-        use_amp = cfg.amp and device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau) if info.main else None
-        criterion = DetectionLoss(model, box=cfg.box, cls=cfg.cls, dfl=cfg.dfl)
+        self.weight_decay = wd
+        self.optimizer = build_optimizer(model, cfg.optimizer, cfg.lr0, cfg.momentum, wd)
+        self.schedule = LRSchedule(self.optimizer, cfg.epochs, cfg.lrf, cfg.cos_lr)
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau) if self.info.main else None
+        self.criterion = DetectionLoss(model, box=cfg.box, cls=cfg.cls, dfl=cfg.dfl)
 
-        start_epoch, best_fitness, best_metrics = 0, -math.inf, None
-        if resume_ckpt is not None:
-            st = resume_ckpt["train_state"]
-            model.load_state_dict(st["model"])
-            optimizer.load_state_dict(st["optimizer"])
-            schedule.load_state_dict(st["schedule"])
-            if st.get("scaler"):
-                scaler.load_state_dict(st["scaler"])
-            if ema is not None:
-                ema.ema.load_state_dict(resume_ckpt["state_dict"])
-                ema.load_state_dict(st["ema"])
-            start_epoch, best_fitness = int(st["epoch"]) + 1, float(st["best_fitness"])
-            best_metrics = st.get("best_metrics")
-            if start_epoch >= cfg.epochs:
-                say(f"{self.save_dir} already finished its {cfg.epochs} epochs; nothing to resume")
+    def _load_train_state(self, ckpt: dict) -> None:
+        st = ckpt["train_state"]
+        self.model.load_state_dict(st["model"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.schedule.load_state_dict(st["schedule"])
+        if st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
+        if self.ema is not None:
+            self.ema.ema.load_state_dict(ckpt["state_dict"])
+            self.ema.load_state_dict(st["ema"])
+        self.start_epoch, self.best_fitness = int(st["epoch"]) + 1, float(st["best_fitness"])
+        self.best_metrics = st.get("best_metrics")
+        if self.start_epoch >= self.cfg.epochs:
+            self.say(f"{self.save_dir} already finished its {self.cfg.epochs} epochs; nothing to resume")
 
-        net = model
-        if info.enabled:
-            ids = [device.index] if device.type == "cuda" else None
-            net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        validator = None
-        if val_loader is not None:
-            validator = Validator(val_loader, names=names, device=device, conf=cfg.conf, iou=cfg.iou,
-                                  max_det=cfg.max_det, save_dir=self.save_dir, half=use_amp, energy=self.energy,
-                                  progress=cfg.progress)
+    def _start_files(self, resumed: bool) -> None:
+        """weights/, args.yaml and results.csv (a resumed run keeps the rows of the epochs its checkpoint saw)."""
+        cfg = self.cfg
+        self.weights.mkdir(parents=True, exist_ok=True)
+        (self.save_dir / "args.yaml").write_text(yaml.safe_dump(plain(dataclasses.asdict(cfg)), sort_keys=False))
+        rows = []
+        if resumed and self.csv_path.exists():
+            with open(self.csv_path, newline="") as f:
+                rows = [r for r in list(csv.reader(f))[1:] if r and int(r[0]) <= self.start_epoch]
+        with open(self.csv_path, "w", newline="") as f:
+            csv.writer(f).writerows([RESULTS_COLUMNS, *rows])
+        model = self.model
+        self.say(f"training {type(unwrap(model)).__name__} ({sum(p.numel() for p in model.parameters()):,} params) "
+                 f"on {self.device} x{self.info.world_size}, {len(self.train_set)} train images, {self.nb} "
+                 f"batches/epoch, accumulate {accumulate_steps(cfg.batch, cfg.nbs)}, weight decay "
+                 f"{self.weight_decay:.3g}, results in {self.save_dir}")
 
-        nb = len(train_loader)
-        nw = warmup_iters(cfg.warmup_epochs, nb, cfg.warmup_min_iters)
-        csv_path = self.save_dir / "results.csv"
-        weights = self.save_dir / "weights"
-        if info.main:
-            weights.mkdir(parents=True, exist_ok=True)
-            (self.save_dir / "args.yaml").write_text(yaml.safe_dump(plain(dataclasses.asdict(cfg)), sort_keys=False))
-            rows = []
-            if resume_ckpt is not None and csv_path.exists():  # keep the epochs the checkpoint has seen
-                with open(csv_path, newline="") as f:
-                    rows = [r for r in list(csv.reader(f))[1:] if r and int(r[0]) <= start_epoch]
-            with open(csv_path, "w", newline="") as f:
-                csv.writer(f).writerows([RESULTS_COLUMNS, *rows])
-            say(f"training {type(unwrap(model)).__name__} ({sum(p.numel() for p in model.parameters()):,} params) "
-                f"on {device} x{info.world_size}, {len(train_set)} train images, {nb} batches/epoch, "
-                f"accumulate {accumulate}, weight decay {wd:.3g}, results in {self.save_dir}")
-        if resume_ckpt is not None:
-            set_rng_state(resume_ckpt["train_state"]["rng"][info.rank if info.rank < len(
-                resume_ckpt["train_state"]["rng"]) else 0])
-            say(f"resuming {self.save_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
+    def _validate(self, epoch: int) -> dict:
+        cfg = self.cfg
+        final = epoch == cfg.epochs - 1
+        if self.validator is None or not ((epoch + 1) % max(cfg.val_period, 1) == 0 or final):
+            return {}
+        self.validator.plots = cfg.plots and final
+        return self.validator(self.ema.ema)
 
-        stopped, last_metrics = None, best_metrics
-        epoch = start_epoch - 1
-        for epoch in range(start_epoch, cfg.epochs):
-            t_epoch = time.time()
-            self._set_epoch(train_set, train_loader, epoch)
-            schedule.set_epoch(epoch)
-            net.train()
-            optimizer.zero_grad(set_to_none=True)
-            mean_loss = torch.zeros(3)
-            last_step = nb * epoch - 1  # every epoch ends with an optimizer step (below)
-            bar = range(nb)
-            it = iter(train_loader)
-            if info.main and cfg.progress:
-                bar = tqdm(bar, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=cfg.verbose)
-            try:
-                for i in bar:
-                    batch = next(it)
-                    ni = i + nb * epoch
-                    if ni <= nw and nw > 0:
-                        apply_warmup(optimizer, ni, nw, schedule.factor(epoch), cfg.warmup_bias_lr,
-                                     cfg.warmup_momentum, cfg.momentum)
-                        accumulate = max(1, round(float(np.interp(ni, [0, nw], [1, cfg.nbs / cfg.batch]))))
-                    else:
-                        accumulate = accumulate_steps(cfg.batch, cfg.nbs)
-                    x = to_input(batch["img"], device)
-                    targets = {k: batch[k].to(device) for k in ("cls", "bboxes", "batch_idx")}
-                    with torch.autocast(device.type, enabled=use_amp):
-                        preds = net(x)
-                    loss, items = criterion(preds, targets)
-                    finite = ddp.all_true(bool(torch.isfinite(loss).item()), info, device)
-                    if not finite:
-                        raise NonFiniteLossError(
-                            f"training loss is {loss.item()} (items {items.tolist()}) at epoch {epoch + 1}, "
-                            f"batch {i + 1}/{nb}")
-                    scaler.scale(loss * info.world_size).backward()
-                    if ni - last_step >= accumulate or i == nb - 1:
-                        self._step(model, optimizer, scaler, ema)
-                        last_step = ni
-                    mean_loss = (mean_loss * i + items.detach().float().cpu()) / (i + 1)
-                    if hasattr(bar, "set_postfix_str"):
-                        bar.set_postfix_str(
-                            f"box {mean_loss[0]:.3f} cls {mean_loss[1]:.3f} dfl {mean_loss[2]:.3f} "
-                            f"inst {len(batch['cls'])} size {x.shape[-1]}")
-            except NonFiniteLossError as e:
-                stopped = str(e)
-                if hasattr(bar, "close"):
-                    bar.close()
-                break
-            lrs = _lr_columns(optimizer)
+    def _save(self, epoch: int, metrics: dict, fit: float, improved: bool) -> None:
+        state = {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.use_amp else {},
+            "ema": self.ema.state_dict(),
+            "epoch": epoch,
+            "best_fitness": self.best_fitness,
+            "best_metrics": self.best_metrics,
+            "rng": self._gather_rng(self.info),
+        }
+        common = {"train_args": plain(dataclasses.asdict(self.cfg)), "epoch": epoch, "metrics": plain(metrics),
+                  "fitness": fit}
+        atomic_torch_save(checkpoint_dict(self.ema.ema, train_state=state, **common), self.weights / "last.pt")
+        if improved:
+            atomic_torch_save(checkpoint_dict(self.ema.ema, **common), self.weights / "best.pt")
 
-            metrics = {}
-            if info.main:
-                final = epoch == cfg.epochs - 1
-                if validator is not None and ((epoch + 1) % max(cfg.val_period, 1) == 0 or final):
-                    validator.plots = cfg.plots and final
-                    metrics = validator(ema.ema)
-                fit = fitness(metrics) if metrics else -float(mean_loss.sum())
-                improved = fit > best_fitness and (bool(metrics) or validator is None)
-                if improved:
-                    best_fitness, best_metrics = fit, {**plain(metrics), "epoch": epoch + 1}
-                last_metrics = metrics or last_metrics
-                self._write_row(csv_path, epoch, mean_loss, metrics, lrs)
-                state = {
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "scaler": scaler.state_dict() if use_amp else {},
-                    "ema": ema.state_dict(),
-                    "epoch": epoch,
-                    "best_fitness": best_fitness,
-                    "best_metrics": best_metrics,
-                    "rng": self._gather_rng(info),
-                }
-                common = {"train_args": plain(dataclasses.asdict(cfg)), "epoch": epoch,
-                          "metrics": plain(metrics), "fitness": fit}
-                atomic_torch_save(checkpoint_dict(ema.ema, train_state=state, **common), weights / "last.pt")
-                if improved:
-                    atomic_torch_save(checkpoint_dict(ema.ema, **common), weights / "best.pt")
-                if cfg.verbose:
-                    msg = f"epoch {epoch + 1}/{cfg.epochs} done in {time.time() - t_epoch:.1f}s"
-                    if metrics:
-                        msg += (f": P {metrics['precision']:.3f} R {metrics['recall']:.3f} "
-                                f"mAP50 {metrics['map50']:.3f} mAP50-95 {metrics['map']:.3f}")
-                    say(msg)
-            else:
-                self._gather_rng(info)
-            ddp.barrier(info)
-            self.on_epoch_end(epoch, metrics)
-
-        result = {"save_dir": str(self.save_dir), "last": str(weights / "last.pt"), "best": str(weights / "best.pt"),
-                  "epochs": cfg.epochs, "epochs_done": epoch + 1 if stopped is None else epoch,
-                  "time_s": time.time() - t_start, "best_fitness": best_fitness, "best_metrics": best_metrics,
-                  "last_metrics": plain(last_metrics) if last_metrics else None, "stopped": stopped}
-        if info.main:
-            if stopped:
-                kept = "weights/last.pt keeps the last good epoch" if (weights / "last.pt").exists() else \
-                    "no epoch finished, so no checkpoint was written"
-                self.log(f"STOPPED: {stopped}. Nothing was written for this epoch; {kept} ({self.save_dir}). "
-                         "Try a lower --lr0, a longer warm-up, or check the data.")
-            if cfg.plots and csv_path.exists():
-                try:
-                    plot_results(csv_path)
-                except Exception as e:  # plotting must never lose a finished run
-                    self.log(f"warning: results.png not written: {e}")
-            if cfg.verbose and best_metrics and "map50" in best_metrics:
-                self.log(f"\n{result['epochs_done']} epochs in {result['time_s'] / 60:.1f} min. "
-                         f"Best epoch {best_metrics['epoch']} ({weights / 'best.pt'}):")
-                self.log(summary_table(best_metrics, names))
-                self.log(f"results: {self.save_dir}")
-        return result
+    def _log_epoch(self, epoch: int, metrics: dict) -> None:
+        if not self.cfg.verbose:
+            return
+        msg = f"epoch {epoch + 1}/{self.cfg.epochs} done in {time.time() - self.t_epoch:.1f}s"
+        if metrics:
+            msg += (f": P {metrics['precision']:.3f} R {metrics['recall']:.3f} "
+                    f"mAP50 {metrics['map50']:.3f} mAP50-95 {metrics['map']:.3f}")
+        self.say(msg)
 
     # -- pieces ----------------------------------------------------------------------------------------------
     def on_epoch_end(self, epoch: int, metrics: dict) -> None:

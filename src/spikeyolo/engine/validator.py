@@ -29,28 +29,21 @@ from tqdm import tqdm
 from ..boxes import clip_boxes, unletterbox, xywh2xyxy
 from ..checkpoint import checkpoint_imgsz, load
 from ..data import build_dataloader, build_dataset, load_data_config
+from ..data.labels import coco_id_maps
 from ..energy import EnergyMeter
-from ..energy.report import SILENT_FIRING_RATE
 from ..events.io import BBOX_DTYPE, xyxy_to_bbox
 from ..events.prophesee import evaluate_prophesee
 from ..metrics.coco import coco_evaluate, write_coco_json
 from ..metrics.detection import DetectionMetrics
 from ..nms import non_max_suppression
+from ..nn.head import returning_maps
 from ..plots import image_grid, plot_pr_curve
-from ..runs import increment_path, plain_json, select_device
-from .ema import unwrap
+from ..runs import increment_path, select_device, unwrap
 from .loss import DetectionLoss
+from .report import fitness
 from .stream import event_settings
 
 COCO_MAX_DETS = 100  # the COCO protocol's maxDets (NMS may keep more; COCO scores the 100 best per image)
-
-
-def fitness(metrics: dict) -> float:
-    """The model-selection score: 0.1 * mAP50 + 0.9 * mAP50-95 (NaN counts as 0)."""
-    m50, m = metrics.get("map50", 0.0), metrics.get("map", 0.0)
-    m50 = 0.0 if m50 is None or not np.isfinite(m50) else m50
-    m = 0.0 if m is None or not np.isfinite(m) else m
-    return 0.1 * float(m50) + 0.9 * float(m)
 
 
 def to_input(img: torch.Tensor, device) -> torch.Tensor:
@@ -73,29 +66,6 @@ def _input_boxes(batch: dict, sel: torch.Tensor, input_hw) -> torch.Tensor:
     return xywh2xyxy(batch["bboxes"][sel].float() * torch.tensor([w, h, w, h], dtype=torch.float32))
 
 
-def forward_with_maps(model: nn.Module, x: torch.Tensor):
-    """Eval-mode forward that also returns the head's raw maps (for the validation loss), if it exposes them.
-
-    The head's ``decode(maps)`` is wrapped for the duration of the call; models without one return ``None``.
-    """
-    head = getattr(unwrap(model), "head", None)
-    if head is None or not hasattr(head, "decode"):
-        return model(x), None
-    captured = {}
-    original = head.decode
-
-    def decode(maps):
-        captured["maps"] = maps
-        return original(maps)
-
-    head.decode = decode
-    try:
-        out = model(x)
-    finally:
-        del head.decode
-    return out, captured.get("maps")
-
-
 def _image_ground_truth(dataset, index_of: dict, batch: dict, k: int, input_hw) -> tuple:
     """Ground truth of image ``k`` of the batch: the dataset's own (exact, original pixels) when it has
     ``ground_truth(i)``, else the batch labels mapped back through ``ratio_pad``."""
@@ -106,6 +76,19 @@ def _image_ground_truth(dataset, index_of: dict, batch: dict, k: int, input_hw) 
         cls = torch.as_tensor(np.asarray(gt["cls"], dtype=np.float32)).reshape(-1)
         return boxes, cls
     return batch_ground_truth(batch, k, input_hw)
+
+
+def _score_image(batch: dict, k: int, d: torch.Tensor, gt: tuple, det: DetectionMetrics, gts: list, preds: list,
+                 event_dets: dict) -> None:
+    """Image ``k``'s detections ``d [n, 6]`` (input pixels) back in original pixels, scored and collected."""
+    boxes = clip_boxes(unletterbox(d[:, :4], batch["ratio_pad"][k]), batch["ori_shape"][k])
+    gt_boxes, gt_cls = gt
+    image_id = batch["im_file"][k]  # unique (a stem is not: cam1/0001.jpg, cam2/0001.jpg)
+    det.update(torch.cat((boxes, d[:, 4:6]), 1), gt_boxes, gt_cls)
+    gts.append({"image_id": image_id, "shape": tuple(batch["ori_shape"][k]), "boxes_xyxy": gt_boxes, "cls": gt_cls})
+    preds.append((image_id, boxes, d[:, 4], d[:, 5]))
+    if "recording" in batch:  # event data: detections per recording, stamped with the label time
+        event_dets.setdefault(batch["recording"][k], []).append((int(batch["t"][k]), boxes, d[:, 4:6]))
 
 
 def _bgr_images(img: torch.Tensor) -> list[np.ndarray]:
@@ -130,7 +113,9 @@ class Validator:
         device: where the model runs.
         conf, iou, max_det: NMS settings (0.001, 0.7, 300 as the reference validation).
         save_dir: where predictions.json and plots go (None: nowhere).
-        save_json: write ``predictions.json`` (COCO results format, ``image_id`` = file stem).
+        save_json: write ``predictions.json`` (COCO results format). ``image_id`` and ``category_id`` are the
+            annotation file's own for a COCO-JSON split; otherwise the file stem (relative path when two
+            images share a stem) and the class index.
         plots: write ``PR_curve.png``, ``val_batch0_labels.jpg`` and ``val_batch0_pred.jpg``.
         compute_loss: also report the validation loss (needs a head with ``decode``).
         half: run under float16 autocast (CUDA only; the weights stay float32).
@@ -181,8 +166,9 @@ class Validator:
             t0 = time.perf_counter()
             x = to_input(batch["img"], self.device)
             t1 = time.perf_counter()
-            with torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
-                out, maps = forward_with_maps(model, x)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.half), returning_maps(model) as has_maps:
+                out = model(x)
+            out, maps = out if has_maps else (out, None)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             t2 = time.perf_counter()
@@ -190,26 +176,16 @@ class Validator:
                 on_dev = {k: batch[k].to(self.device) for k in ("cls", "bboxes", "batch_idx")}
                 loss_sum += self.loss_fn([m.float() for m in maps], on_dev)[1].detach().float().cpu()
                 n_loss_batches += 1
-            dets = non_max_suppression(out.float(), self.conf, self.iou, self.max_det)
-            input_hw = tuple(x.shape[-2:])
-            batch_preds = []
+            dets = [d.detach().float().cpu() for d in non_max_suppression(out.float(), self.conf, self.iou,
+                                                                         self.max_det)]
             for k, d in enumerate(dets):
-                d = d.detach().float().cpu()
-                boxes = clip_boxes(unletterbox(d[:, :4], batch["ratio_pad"][k]), batch["ori_shape"][k])
-                gt_boxes, gt_cls = _image_ground_truth(dataset, index_of, batch, k, input_hw)
-                image_id = Path(batch["im_file"][k]).stem
-                det.update(torch.cat((boxes, d[:, 4:6]), 1), gt_boxes, gt_cls)
-                gts.append({"image_id": image_id, "shape": tuple(batch["ori_shape"][k]),
-                            "boxes_xyxy": gt_boxes, "cls": gt_cls})
-                preds.append((image_id, boxes, d[:, 4], d[:, 5]))
-                batch_preds.append(d)
-                if "recording" in batch:
-                    event_dets.setdefault(batch["recording"][k], []).append((int(batch["t"][k]), boxes, d[:, 4:6]))
+                gt = _image_ground_truth(dataset, index_of, batch, k, tuple(x.shape[-2:]))
+                _score_image(batch, k, d, gt, det, gts, preds, event_dets)
             t3 = time.perf_counter()
             t_pre, t_inf, t_post = t_pre + t1 - t0, t_inf + t2 - t1, t_post + t3 - t2
             n_images += len(dets)
             if self.plots and bi == 0 and self.save_dir is not None:
-                self._plot_batch(batch, batch_preds, names)
+                self._plot_batch(batch, dets, names)
         energy = self.energy.stop() if self.energy is not None else {}
         if was_training:
             model.train()
@@ -231,19 +207,24 @@ class Validator:
         if hasattr(dataset, "prophesee_ground_truth"):  # event recordings: the field's standard protocol too
             result["protocol"] = "per-sample"
             result["prophesee"] = _prophesee(dataset, event_dets, names)
-        if energy and self.save_dir is not None and hasattr(self.energy, "report"):
-            report = self.energy.report()
-            report.save_csv(self.save_dir / "energy_layers.csv")
-            report.save_json(self.save_dir / "energy.json")
         result["fitness"] = fitness(result)
         self.predictions = preds
         if self.save_dir is not None:
-            if self.save_json:
-                write_coco_json(preds, self.save_dir / "predictions.json")
-            if self.plots:
-                grid, prec, ap = det.pr_curves()
-                plot_pr_curve(grid, prec, ap, names, self.save_dir / "PR_curve.png")
+            self._save_outputs(bool(energy), preds, det, names, dataset)
         return result
+
+    def _save_outputs(self, energy: bool, preds: list, det: DetectionMetrics, names, dataset) -> None:
+        """Files beside the metrics: the energy report, COCO predictions JSON and the PR curve."""
+        if energy and hasattr(self.energy, "report"):
+            report = self.energy.report()
+            report.save_csv(self.save_dir / "energy_layers.csv")
+            report.save_json(self.save_dir / "energy.json")
+        if self.save_json:
+            class_ids, image_ids = _json_ids(dataset)
+            write_coco_json(preds, self.save_dir / "predictions.json", class_ids=class_ids, image_ids=image_ids)
+        if self.plots:
+            grid, prec, ap = det.pr_curves()
+            plot_pr_curve(grid, prec, ap, names, self.save_dir / "PR_curve.png")
 
     def _plot_batch(self, batch: dict, dets: list[torch.Tensor], names) -> None:
         images = _bgr_images(batch["img"])
@@ -258,51 +239,13 @@ class Validator:
                    [d[:, 4].numpy() for d in keep], names=names, path=self.save_dir / "val_batch0_pred.jpg")
 
 
-def summary_table(metrics: dict, names) -> str:
-    """A readable table: all classes, then per class (AP50, AP50-95)."""
-    def f(x, w=7):
-        return f"{x:{w}.3f}" if x is not None and np.isfinite(x) else f"{'-':>{w}}"
-
-    lines = [f"{'class':>16} {'images':>7} {'labels':>7} {'P':>7} {'R':>7} {'mAP50':>7} {'mAP50-95':>9}"]
-    lines.append(
-        f"{'all':>16} {metrics['images']:>7} {metrics['instances']:>7} {f(metrics['precision'])} "
-        f"{f(metrics['recall'])} {f(metrics['map50'])} {f(metrics['map'], 9)}"
-    )
-    names = list(names.values()) if isinstance(names, dict) else list(names)
-    if len(names) > 1:
-        for i, n in enumerate(names):
-            a50, a = metrics["ap50_per_class"][i], metrics["ap_per_class"][i]
-            if a50 is not None and np.isfinite(a50):
-                lines.append(f"{n:>16} {'':>7} {'':>7} {'':>7} {'':>7} {f(a50)} {f(a, 9)}")
-    if "protocol" in metrics:
-        lines[0] += f"   (protocol: {metrics['protocol']})"
-    if "prophesee" in metrics:
-        p = metrics["prophesee"]
-        st = p.get("settings") or {"skip_us": 500_000, "min_box_diag": 30, "min_box_side": 10, "time_tol_us": 50_000}
-        lines.append(f"protocol prophesee ({st['skip_us'] / 1e6:g} s skip, min diag {st['min_box_diag']:g} / side "
-                     f"{st['min_box_side']:g} px, +-{st['time_tol_us'] / 1e3:g} ms): AP {f(p['AP'], 0)}, "
-                     f"AP50 {f(p['AP50'], 0)}, AP75 {f(p['AP75'], 0)} over {p['images']} timestamps")
-    fr = metrics.get("snn/firing_rate")
-    if "snn/energy_mJ" in metrics and (fr is None or not np.isfinite(fr)):  # the ANN twin: no spikes
-        lines.append(f"ANN twin: {metrics['snn/energy_mJ']:.3f} mJ per image (every conv as dense MACs)")
-    elif "snn/energy_mJ" in metrics:
-        if fr < SILENT_FIRING_RATE:
-            lines.append(f"WARNING: the network is nearly silent (firing rate {fr:.4f} < {SILENT_FIRING_RATE}): "
-                         "its energy and the ANN/SNN ratio are not meaningful")
-        lines.append(f"SNN: firing rate {metrics['snn/firing_rate']:.3f} (mean spike count per neuron and step), "
-                     f"{metrics['snn/synops'] / 1e9:.3f} G synaptic ops, {metrics['snn/energy_mJ']:.3f} mJ per image"
-                     + (f" (ANN twin {metrics['snn/ann_energy_mJ']:.3f} mJ)" if "snn/ann_energy_mJ" in metrics else ""))
-    sp = metrics["speed"]
-    lines.append(
-        f"speed: {sp['preprocess']:.1f} ms preprocess, {sp['inference']:.1f} ms inference, "
-        f"{sp['postprocess']:.1f} ms postprocess per image"
-    )
-    return "\n".join(lines)
-
-
-def metrics_json(metrics: dict, **extra) -> str:
-    """A result as one line of strict JSON (for ``--json``)."""
-    return plain_json({**metrics, **extra})
+def _json_ids(dataset) -> tuple:
+    """(class_ids, image_ids) for predictions.json: a COCO-JSON split's own ids, else the defaults."""
+    source = getattr(dataset, "coco_source", None)
+    if source is None:
+        return None, None
+    images, cats = coco_id_maps(*source)
+    return cats, images
 
 
 def _prophesee(dataset, event_dets: dict, names) -> dict:

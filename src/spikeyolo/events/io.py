@@ -13,8 +13,14 @@ the published format description; no code from the Apache-2.0 Prophesee toolbox 
 
 Reading is memory-mapped; a time window is found by binary search on the timestamp column, so only the pages
 of the window (plus log2(n) probes) are touched. Timestamps are uint32 microseconds; a backwards jump of more
-than 2**31 is taken as a uint32 wrap-around (2**32 is added from there on); any other backwards jump is an
-error naming the file.
+than 2**31 is taken as a uint32 wrap-around (2**32 is added from there on). Real Gen1 recordings are not sorted
+everywhere: an event earlier than one before it gets the time of the latest event before it (clamped to
+non-decreasing, as RVT does), counted in one warning; a file with more than ``MAX_OUT_OF_ORDER`` (1%) of its
+events out of order is rejected as not being in time order.
+
+The header's ``Height`` and ``Width`` are positive integers of at most 16384 (x and y are 14-bit fields) with
+a product of at most ``MAX_PIXELS``: frames are allocated from them, so a corrupt header must not ask for
+gigabytes. Every format problem raises :class:`DatFormatError` naming the file (and header line).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import FileFormatError
 
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<u2"), ("y", "<u2"), ("p", "u1")])
 """Decoded events: ``t`` int64 microseconds (after wrap-around), ``x``, ``y`` uint16, ``p`` uint8 (0 OFF, 1 ON)."""
@@ -41,9 +49,12 @@ TD_EVENT_TYPE = 0
 _WRAP = 1 << 32
 _HALF = 1 << 31
 _SCAN_CHUNK = 1 << 22  # events per chunk when scanning timestamps (32 MiB of records)
+MAX_OUT_OF_ORDER = 0.01  # fraction of events earlier than a preceding one above which a file is rejected
+MAX_SIDE = 1 << 14  # x and y are 14-bit fields
+MAX_PIXELS = 1 << 24  # 16.8 Mpixel: above every Prophesee sensor (Gen4: 1280x720); bounds frame allocations
 
 
-class DatFormatError(ValueError):
+class DatFormatError(FileFormatError):
     """A ``.dat`` file that does not follow the format (the message names the file)."""
 
 
@@ -72,13 +83,33 @@ def _parse_header(path: Path) -> tuple[list[str], int, int]:
         return lines, ev_type, f.tell()
 
 
-def _header_dict(lines: list[str]) -> dict[str, str]:
+def _header_dict(lines: list[str]) -> dict[str, tuple[str, int]]:
+    """``{key: (value, header line number)}`` of the ``% Key value`` lines."""
     out = {}
-    for ln in lines:
+    for i, ln in enumerate(lines, 1):
         key, _, value = ln.partition(" ")
         if key:
-            out[key] = value.strip()
+            out[key] = (value.strip(), i)
     return out
+
+
+def _sensor_size(path: Path, header: dict[str, tuple[str, int]]) -> tuple[int, int]:
+    """(height, width) from the header (240 x 304, Gen1's, when absent), checked against the caps."""
+    size = {}
+    for key, default in (("Height", 240), ("Width", 304)):
+        value, line = header.get(key, (str(default), None))
+        where = f"{path}: header line {line}" if line else str(path)
+        try:
+            v = int(value)
+        except ValueError:
+            raise DatFormatError(f"{where}: {key} {value!r} is not an integer") from None
+        if not 0 < v <= MAX_SIDE:
+            raise DatFormatError(f"{where}: {key} {v} outside 1..{MAX_SIDE}")
+        size[key] = v
+    if size["Height"] * size["Width"] > MAX_PIXELS:
+        raise DatFormatError(f"{path}: sensor {size['Width']}x{size['Height']} is larger than {MAX_PIXELS} pixels; "
+                             "the header is corrupt")
+    return size["Height"], size["Width"]
 
 
 class DatReader:
@@ -89,17 +120,18 @@ class DatReader:
     ``[t_start, t_end)``, ``read_index(i0, i1)``, ``iter_windows(window_us, step_us)``.
 
     Opening scans the timestamp column once, in chunks of 4M events (bounded memory), to find uint32
-    wrap-arounds and reject backwards timestamps; ``check=False`` skips the scan (then timestamps are trusted
-    to be non-decreasing without wrap-around, and windowed reads touch only the pages they need).
+    wrap-arounds and events out of time order (clamped, see the module docstring; ``n_clamped`` counts them);
+    ``check=False`` skips the scan (then timestamps are trusted to be non-decreasing without wrap-around, and
+    windowed reads touch only the pages they need).
     """
 
     def __init__(self, path: str | os.PathLike, check: bool = True):
         self.path = Path(path)
         lines, self.event_type, self.offset = _parse_header(self.path)
         self.header_lines = lines
-        self.header = _header_dict(lines)
-        self.height = int(self.header.get("Height", 240))
-        self.width = int(self.header.get("Width", 304))
+        header = _header_dict(lines)
+        self.header = {k: v for k, (v, _) in header.items()}
+        self.height, self.width = _sensor_size(self.path, header)
         size = self.path.stat().st_size - self.offset
         n, rest = divmod(size, EVENT_SIZE)
         if rest:
@@ -110,6 +142,9 @@ class DatReader:
                      if n else np.zeros(0, RAW_DTYPE))
         # segments of constant wrap count: start indices and the wrap count of each
         self._seg_start = np.zeros(1, np.int64)
+        # events out of time order: their indices and the (unwrapped) time they are clamped to
+        self._fix_idx, self._fix_t = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        self.n_clamped = 0
         if check and n:
             self._scan()
 
@@ -120,39 +155,58 @@ class DatReader:
         return f"DatReader({str(self.path)!r}, events={self.n}, {self.width}x{self.height})"
 
     def _scan(self) -> None:
-        starts = [0]
-        prev = None
+        starts, fix_idx, fix_t = [0], [], []
+        wraps, prev_raw, run_max, back_max = 0, None, None, 0
+        limit = int(MAX_OUT_OF_ORDER * self.n)
         ts = self._raw["t"]
         for a in range(0, self.n, _SCAN_CHUNK):
-            chunk = np.asarray(ts[a:a + _SCAN_CHUNK]).astype(np.int64)
-            if prev is not None:
-                chunk = np.concatenate(([prev], chunk))
-                base = a - 1
-            else:
-                base = a
-            d = np.diff(chunk)
-            back = np.flatnonzero(d < 0)
-            if back.size:
-                bad = back[d[back] >= -_HALF]
-                if bad.size:
-                    i = base + int(bad[0]) + 1
+            t = np.asarray(ts[a:a + _SCAN_CHUNK]).astype(np.int64)  # raw, then unwrapped in place
+            wrap_at = np.flatnonzero(np.diff(t, prepend=t[0] if prev_raw is None else prev_raw) < -_HALF)
+            starts.extend(int(a + w) for w in wrap_at)
+            prev_raw = int(t[-1])
+            if wrap_at.size:
+                k = np.zeros(len(t), np.int64)
+                k[wrap_at] = 1
+                t += np.cumsum(k) * _WRAP
+            t += wraps * _WRAP
+            wraps += len(wrap_at)
+            rm = np.maximum.accumulate(t)
+            if run_max is not None:
+                np.maximum(rm, run_max, out=rm)
+            behind = np.flatnonzero(t < rm)
+            if behind.size:
+                fix_idx.append(a + behind)
+                fix_t.append(rm[behind])
+                self.n_clamped += int(behind.size)
+                back_max = max(back_max, int((rm[behind] - t[behind]).max()))
+                if self.n_clamped > limit:
                     raise DatFormatError(
-                        f"{self.path}: timestamps go backwards at event {i} "
-                        f"({int(chunk[bad[0]])} -> {int(chunk[bad[0] + 1])} us); events must be in time order"
-                    )
-                starts.extend(int(base + b + 1) for b in back)
-            prev = int(chunk[-1])
+                        f"{self.path}: at least {self.n_clamped} of {self.n} events are earlier than an event before "
+                        f"them (first at event {int(fix_idx[0][0])}); more than {MAX_OUT_OF_ORDER:.0%} out of "
+                        "order: the events are not in time order")
+            run_max = int(rm[-1])
         self._seg_start = np.asarray(starts, np.int64)
+        if fix_idx:
+            self._fix_idx, self._fix_t = np.concatenate(fix_idx), np.concatenate(fix_t)
+            warnings.warn(f"{self.path}: {self.n_clamped} of {self.n} events are earlier than an event before them "
+                          f"(by up to {back_max} us); their timestamps are clamped to non-decreasing", stacklevel=3)
 
     def _unwrap(self, i0: int, raw_t: np.ndarray) -> np.ndarray:
+        """Unwrapped, clamped timestamps of events ``i0, i0 + 1, ...`` from their raw values."""
         t = raw_t.astype(np.int64)
         if len(self._seg_start) > 1 and len(t):
             idx = np.arange(i0, i0 + len(t))
             t += (np.searchsorted(self._seg_start, idx, side="right") - 1).astype(np.int64) * _WRAP
+        if len(self._fix_idx) and len(t):
+            a, b = np.searchsorted(self._fix_idx, [i0, i0 + len(t)])
+            t[self._fix_idx[a:b] - i0] = self._fix_t[a:b]
         return t
 
     def time_at(self, i: int) -> int:
-        """Unwrapped timestamp of event ``i``."""
+        """Unwrapped (and clamped) timestamp of event ``i``."""
+        j = int(np.searchsorted(self._fix_idx, i))
+        if j < len(self._fix_idx) and self._fix_idx[j] == i:
+            return int(self._fix_t[j])
         k = int(np.searchsorted(self._seg_start, i, side="right") - 1)
         return int(self._raw["t"][i]) + k * _WRAP
 
@@ -165,32 +219,20 @@ class DatReader:
         return self.time_at(self.n - 1) if self.n else None
 
     def index_of(self, t: int) -> int:
-        """First event index with timestamp ``>= t`` (binary search; ``len(self)`` when none)."""
-        if not self.n:
-            return 0
-        seg = self._seg_start
-        ends = np.append(seg[1:], self.n)
-        for k in range(len(seg)):
-            a, b = int(seg[k]), int(ends[k])
-            last = int(self._raw["t"][b - 1]) + k * _WRAP
-            if t <= last:
-                local = t - k * _WRAP
-                if local <= 0:
-                    return a
-                return self._lower_bound(a, b, local)
-        return self.n
-
-    def _lower_bound(self, lo: int, hi: int, value: int) -> int:
-        """First index in ``[lo, hi)`` whose raw timestamp is ``>= value``. A plain bisection over the
-        memory map: ``np.searchsorted`` would first copy the strided timestamp column (the whole file)."""
-        ts = self._raw["t"]
+        """First event index with timestamp ``>= t`` (``len(self)`` when none). A plain bisection over the
+        memory map on the unwrapped, clamped (so non-decreasing) times: ``np.searchsorted`` would first copy the
+        strided timestamp column (the whole file)."""
+        lo, hi = 0, self.n
         while hi - lo > 64:
             mid = (lo + hi) // 2
-            if int(ts[mid]) < value:
+            if self.time_at(mid) < t:
                 lo = mid + 1
             else:
                 hi = mid
-        return lo + int(np.searchsorted(np.ascontiguousarray(ts[lo:hi]), value, side="left"))
+        if hi <= lo:
+            return lo
+        times = self._unwrap(lo, np.asarray(self._raw["t"][lo:hi]))
+        return lo + int(np.searchsorted(times, t, side="left"))
 
     def read_index(self, i0: int, i1: int) -> np.ndarray:
         """Events ``i0 <= i < i1`` decoded to :data:`EVENT_DTYPE`."""

@@ -1,15 +1,18 @@
 """Event-camera detection protocols. Every result dict names its ``protocol``.
 
-``prophesee`` (the Prophesee toolbox / RVT protocol, re-implemented from its description; the community's
-standard for Gen1 and 1Mpx):
+``prophesee`` (the Prophesee toolbox's ``evaluate_detection`` / RVT protocol, re-implemented from its
+description; the community's standard for Gen1 and 1Mpx):
 
 1. Filter ground truth and detections alike: drop boxes with ``t <= skip_us`` (the first 0.5 s of a
    recording have too little event history), with ``w**2 + h**2 < min_box_diag**2`` or with ``w`` or ``h``
-   ``< min_box_side`` (Gen1: 30 / 10 px; 1Mpx: 60 / 20).
+   ``< min_box_side`` (Gen1: 30 / 10 px; 1Mpx: 60 / 20), computed in the boxes' own float32 as the toolbox.
 2. Evaluate only at the (filtered) ground-truth timestamps of each recording: each becomes one COCO image of
    ``height x width``; the detections with ``|t_det - t_gt| <= time_tol_us`` (50 ms) are pooled into it.
 3. COCO AP (pycocotools or faster-coco-eval, max 100 detections per image): AP (=mAP@[.5:.95]), AP50,
-   AP75, AP_S, AP_M, AP_L.
+   AP75, AP_S, AP_M, AP_L. Boxes go to COCO as the rows' own ``x, y, w, h`` and scores as their float32
+   values, unrounded; areas are ``w * h`` in float32. The ground truth is every row given (the raw
+   ``_bbox.npy`` rows, duplicates and boxes crossing the border included), as the toolbox scores them.
+   With no detections at all every AP is 0 (the toolbox crashes there).
 
 ``per-sample`` (the official SpikeYOLO Gen1 evaluation, with COCO instead of ultralytics' AP code): every
 sample is one image, no filters, no time tolerance.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..metrics.coco import coco_evaluate
+from ..metrics.coco import coco_evaluate, evaluate_coco_dicts
 from .io import to_bbox_array
 
 GEN1_NAMES = ("car", "pedestrian")
@@ -28,20 +31,14 @@ GEN1_NAMES = ("car", "pedestrian")
 def filter_boxes(boxes: np.ndarray, skip_us: int = 500_000, min_box_diag: float = 30,
                  min_box_side: float = 10) -> np.ndarray:
     """Keep boxes (structured, fields ``t, w, h``) with ``t > skip_us``, ``w^2 + h^2 >= min_box_diag^2`` and
-    ``w, h >= min_box_side``."""
+    ``w, h >= min_box_side``, computed in the dtype of ``w`` and ``h`` (float32 for box files)."""
     boxes = np.asarray(boxes)
     if boxes.size == 0:
         return boxes
-    w = boxes["w"].astype(np.float64)
-    h = boxes["h"].astype(np.float64)
+    w, h = boxes["w"], boxes["h"]
     keep = (boxes["t"].astype(np.int64) > skip_us) & (w * w + h * h >= float(min_box_diag) ** 2)
-    keep &= (w >= min_box_side) & (h >= min_box_side)
+    keep &= (w >= float(min_box_side)) & (h >= float(min_box_side))
     return boxes[keep]
-
-
-def _xyxy(b: np.ndarray) -> np.ndarray:
-    x, y = b["x"].astype(np.float64), b["y"].astype(np.float64)
-    return np.stack((x, y, x + b["w"], y + b["h"]), 1).reshape(-1, 4)
 
 
 def _result(protocol: str, r: dict, **extra) -> dict:
@@ -71,44 +68,50 @@ def evaluate_prophesee(gt_by_recording: dict, dt_by_recording: dict, height: int
 
     Returns ``protocol="prophesee"``, ``AP``, ``AP50``, ``AP75``, ``AP_S``, ``AP_M``, ``AP_L``, per-class APs,
     ``images`` (evaluated GT timestamps), ``gt_boxes`` and ``dt_boxes`` (after filtering, detections counted
-    once per image they are pooled into), and the settings used.
+    once per image they are pooled into), and the settings used. Class ids outside ``names`` are not scored
+    (the toolbox's COCO categories are ``names``).
     """
-    gts, preds = [], []
-    n_gt = n_dt = 0
+    images, anns, dets = [], [], []
     for rec in sorted(gt_by_recording):
         gt = _boxes(gt_by_recording[rec])
         dt = dt_by_recording.get(rec)
-        dt = _boxes(dt) if dt is not None and len(dt) else None
+        dt = _boxes(dt) if dt is not None and len(dt) else np.zeros(0, gt.dtype if gt.size else None)
         if apply_filter:
             gt = filter_boxes(gt, skip_us, min_box_diag, min_box_side)
-            dt = filter_boxes(dt, skip_us, min_box_diag, min_box_side) if dt is not None else None
+            dt = filter_boxes(dt, skip_us, min_box_diag, min_box_side)
         if gt.size == 0:
             continue
         gt = gt[np.argsort(gt["t"], kind="stable")]
-        if dt is not None and dt.size:
-            dt = dt[np.argsort(dt["t"], kind="stable")]
-            dt_t = dt["t"].astype(np.int64)
+        dt = dt[np.argsort(dt["t"], kind="stable")] if dt.size else dt
+        dt_t = dt["t"].astype(np.int64) if dt.size else np.zeros(0, np.int64)
         ts, starts = np.unique(gt["t"], return_index=True)
         ends = np.append(starts[1:], len(gt))
         for t, a, b in zip(ts.astype(np.int64), starts, ends):
-            image_id = f"{rec}_{t}"
-            g = gt[a:b]
-            gts.append({"image_id": image_id, "shape": (height, width), "boxes_xyxy": _xyxy(g),
-                        "cls": g["class_id"].astype(np.int64)})
-            n_gt += len(g)
-            if dt is not None and dt.size:
-                i0 = np.searchsorted(dt_t, t - time_tol_us, side="left")
-                i1 = np.searchsorted(dt_t, t + time_tol_us, side="right")
-                d = dt[i0:i1]
-                if len(d):
-                    preds.append((image_id, _xyxy(d), d["confidence"].astype(np.float64),
-                                  d["class_id"].astype(np.int64)))
-                    n_dt += len(d)
-    r = coco_evaluate(gts, preds, list(names))
-    return _result("prophesee", r, images=len(gts), gt_boxes=n_gt, dt_boxes=n_dt,
+            image_id = len(images) + 1
+            images.append({"id": image_id, "height": int(height), "width": int(width), "file_name": f"{rec}_{t}"})
+            anns += [_annotation(g, image_id, len(anns) + k + 1) for k, g in enumerate(gt[a:b])]
+            i0 = np.searchsorted(dt_t, t - time_tol_us, side="left")
+            i1 = np.searchsorted(dt_t, t + time_tol_us, side="right")
+            dets += [_detection(d, image_id) for d in dt[i0:i1]]
+    nc = len(names)
+    gt_dict = {"images": images, "annotations": anns, "categories": [{"id": i, "name": str(n)}
+                                                                      for i, n in enumerate(names)]}
+    r = evaluate_coco_dicts(gt_dict, dets, nc, float32_det_area=True)
+    return _result("prophesee", r, images=len(images), gt_boxes=len(anns), dt_boxes=len(dets),
                    settings={"height": height, "width": width, "time_tol_us": time_tol_us,
                              "min_box_diag": min_box_diag, "min_box_side": min_box_side, "skip_us": skip_us,
                              "filter": apply_filter})
+
+
+def _annotation(g, image_id: int, ann_id: int) -> dict:
+    """One ground-truth row as the toolbox writes it: its own x, y, w, h; area ``w * h`` in float32."""
+    return {"id": ann_id, "image_id": image_id, "category_id": int(g["class_id"]), "iscrowd": 0,
+            "bbox": [float(g["x"]), float(g["y"]), float(g["w"]), float(g["h"])], "area": float(g["w"] * g["h"])}
+
+
+def _detection(d, image_id: int) -> dict:
+    return {"image_id": image_id, "category_id": int(d["class_id"]), "score": float(d["confidence"]),
+            "bbox": [float(d["x"]), float(d["y"]), float(d["w"]), float(d["h"])]}
 
 
 def evaluate_per_sample(gts: list[dict], preds: list, names=GEN1_NAMES) -> dict:

@@ -18,6 +18,8 @@ Kinds (:func:`representation_channels` gives ``C``):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 KINDS = ("counts", "spikeyolo", "histogram")
@@ -96,3 +98,69 @@ def events_to_frames(events, t0: int, t1: int, T: int, height: int, width: int, 
         frame[ls[last]] = p[o][last].astype(np.float32)
     frame = frame.reshape(T, 1, H, W)
     return np.repeat(frame, 3, axis=1)
+
+
+@dataclass(frozen=True)
+class EventInput:
+    """How events become network input, the one owner of these settings: windows of ``window_us``
+    microseconds split into ``T`` bins, encoded by ``representation`` with its ``options`` (e.g.
+    ``{"bins": 10}`` for ``histogram``, ``{"norm": "log"}`` for ``counts``). The defaults are the official
+    SpikeYOLO Gen1 ones (250 ms, T = 4, ``spikeyolo``). ``options`` may be given as a dict; it is kept as
+    sorted ``(key, value)`` pairs so the object stays frozen and hashable (:attr:`opts` gives the dict).
+
+    A data YAML holds the settings as ``window_us``, ``T``, ``representation``, ``representation_opts``; a
+    checkpoint as ``config["events"] = {"window_us", "representation", "representation_opts"}`` beside the
+    model's own ``config["T"]`` (T is stored once, with the model).
+    """
+
+    window_us: int = 250_000
+    T: int = 4
+    representation: str = "spikeyolo"
+    options: tuple = ()
+
+    def __post_init__(self):
+        opts = self.options.items() if isinstance(self.options, dict) else (self.options or ())
+        object.__setattr__(self, "options", tuple(sorted((str(k), v) for k, v in opts)))
+        object.__setattr__(self, "window_us", int(self.window_us))
+        object.__setattr__(self, "T", int(self.T))
+        object.__setattr__(self, "representation", str(self.representation))
+        if self.T < 1 or self.window_us < self.T:
+            raise ValueError(f"need T >= 1 and window_us >= T, got T={self.T}, window_us={self.window_us}")
+        representation_channels(self.representation, **self.opts)  # unknown kinds fail here
+
+    @property
+    def opts(self) -> dict:
+        return dict(self.options)
+
+    @property
+    def channels(self) -> int:
+        return representation_channels(self.representation, **self.opts)
+
+    @property
+    def background(self) -> float:
+        return representation_background(self.representation)
+
+    @classmethod
+    def from_data_config(cls, cfg: dict, window_us: int | None = None, T: int | None = None,
+                         representation: str | None = None, options: dict | None = None) -> EventInput:
+        """Settings given here, else from the data config ``cfg``, else the defaults."""
+        d = cls()
+        return cls(window_us=window_us if window_us is not None else cfg.get("window_us", d.window_us),
+                   T=T if T is not None else cfg.get("T", d.T),
+                   representation=representation or cfg.get("representation", d.representation),
+                   options=options if options is not None else cfg.get("representation_opts") or {})
+
+    def to_config(self) -> dict:
+        """The checkpoint entry ``config["events"]`` (plain data; T is the model's ``config["T"]``)."""
+        return {"window_us": self.window_us, "representation": self.representation,
+                "representation_opts": self.opts}
+
+    @classmethod
+    def from_checkpoint(cls, config: dict) -> EventInput | None:
+        """The settings a model config (``model.config`` or a checkpoint's ``config``) was trained with, or
+        None for a model trained on images."""
+        events = config.get("events") if isinstance(config, dict) else None
+        if not isinstance(events, dict):
+            return None
+        return cls(window_us=events["window_us"], T=config.get("T", cls.T),
+                   representation=events["representation"], options=events.get("representation_opts") or {})

@@ -45,11 +45,13 @@ def _backend():
         return COCO, COCOeval, "pycocotools"
 
 
-def coco_results(preds, class_ids=None, image_ids=None) -> list[dict]:
+def coco_results(preds, class_ids=None, image_ids=None, decimals: tuple[int, int] | None = None) -> list[dict]:
     """Predictions -> COCO results list (``image_id``, ``category_id``, ``bbox`` xywh pixels, ``score``).
 
     ``class_ids``: optional sequence mapping a class index to a COCO category id (default: the index itself).
     ``image_ids``: optional dict mapping the given image id to the id written (default: unchanged).
+    ``decimals``: ``(box, score)`` decimals to round to (for compact JSON files); None (evaluation) keeps every
+    digit, since rounding can turn a non-match into a match (IoU 0.499996 -> 0.5).
     """
     out = []
     for image_id, boxes, scores, cls in preds:
@@ -59,28 +61,35 @@ def coco_results(preds, class_ids=None, image_ids=None) -> list[dict]:
         img = image_ids[image_id] if image_ids is not None else image_id
         for b, s, c in zip(xywh, scores, cls):
             cat = class_ids[int(c)] if class_ids is not None else int(c)
-            out.append({
-                "image_id": img,
-                "category_id": int(cat),
-                "bbox": [round(float(v), 3) for v in b],
-                "score": round(float(s), 5),
-            })
+            box, score = [float(v) for v in b], float(s)
+            if decimals is not None:
+                box, score = [round(v, decimals[0]) for v in box], round(score, decimals[1])
+            out.append({"image_id": img, "category_id": int(cat), "bbox": box, "score": score})
     return out
 
 
-def write_coco_json(preds, path: str | os.PathLike, class_ids=None, numeric_ids: bool = False) -> Path:
-    """Write predictions in the COCO results format (``image_id``, ``category_id``, ``bbox`` xywh pixels,
-    ``score``). ``image_id`` is the image file stem (a string) when the given id is a path or a string, so
-    that it matches a ground truth keyed the same way; with ``numeric_ids`` an all-digit stem is written as an
-    int (the official COCO annotation files use ints: ``000000000139.jpg`` -> 139). ``class_ids`` maps class
-    index -> category id (default: the index). Returns the path."""
-    def stem(i):
-        if not isinstance(i, str | os.PathLike):
-            return i
-        s = Path(i).stem
-        return int(s) if numeric_ids and s.isdigit() else s
+def json_image_ids(image_files, numeric_ids: bool = False) -> dict:
+    """``{image file: image_id}`` for a results file: the file stem when the stems are unique (an int for an
+    all-digit stem with ``numeric_ids``: ``000000000139.jpg`` -> 139, as the COCO files number images), else the
+    path relative to the images' common folder without its extension (``cam1/0001``, ``cam2/0001``)."""
+    files = list(dict.fromkeys(str(f) for f in image_files))
+    stems = [Path(f).stem for f in files]
+    if len(set(stems)) == len(stems):
+        return {f: int(s) if numeric_ids and s.isdigit() else s for f, s in zip(files, stems)}
+    root = os.path.commonpath([os.path.abspath(f) for f in files])
+    return {f: Path(os.path.relpath(os.path.abspath(f), root)).with_suffix("").as_posix() for f in files}
 
-    data = coco_results([(stem(i), b, s, c) for i, b, s, c in preds], class_ids=class_ids)
+
+def write_coco_json(preds, path: str | os.PathLike, class_ids=None, numeric_ids: bool = False,
+                    image_ids: dict | None = None) -> Path:
+    """Write predictions in the COCO results format (``image_id``, ``category_id``, ``bbox`` xywh pixels,
+    ``score``; boxes rounded to 3 decimals, scores to 5). ``image_ids`` maps each prediction's image id (its
+    image file) to the id written, e.g. a COCO JSON's own ids; by default :func:`json_image_ids` (file stems, or
+    relative paths when stems repeat). ``class_ids`` maps class index -> category id (default: the index).
+    Returns the path."""
+    if image_ids is None:
+        image_ids = json_image_ids([p[0] for p in preds], numeric_ids)
+    data = coco_results(preds, class_ids=class_ids, image_ids=image_ids, decimals=(3, 5))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
@@ -128,12 +137,19 @@ def coco_evaluate(gts, preds, names, max_dets: int = 100, verbose: bool = False)
     Values COCO reports as -1 (nothing to evaluate) become ``nan``; with no predictions at all, every AP of a
     class that has GT is 0.
     """
-    COCO, COCOeval, backend = _backend()
     names_d = dict(enumerate(names)) if not isinstance(names, dict) else dict(names)
     ids = {g["image_id"]: k + 1 for k, g in enumerate(gts)}
     gt_dict = coco_ground_truth(gts, names_d, image_ids=ids)
     dets = coco_results([p for p in preds if p[0] in ids], image_ids=ids)
-    nc = max(names_d) + 1 if names_d else 0
+    return evaluate_coco_dicts(gt_dict, dets, max(names_d) + 1 if names_d else 0, max_dets, verbose)
+
+
+def evaluate_coco_dicts(gt_dict: dict, dets: list[dict], nc: int, max_dets: int = 100, verbose: bool = False,
+                        float32_det_area: bool = False) -> dict:
+    """COCO bbox evaluation of a COCO dataset dict and a results list whose category ids are the class indices
+    ``0..nc-1``; returns what :func:`coco_evaluate` does. ``float32_det_area``: detection areas (which decide
+    AP_S/M/L) computed as ``w * h`` in float32, as the Prophesee toolbox's float32 box arrays give them."""
+    COCO, COCOeval, backend = _backend()
     nan = float("nan")
     has_gt = np.zeros(nc, dtype=bool)
     for a in gt_dict["annotations"]:
@@ -152,6 +168,9 @@ def coco_evaluate(gts, preds, names, max_dets: int = 100, verbose: bool = False)
         coco_gt.dataset = gt_dict
         coco_gt.createIndex()
         coco_dt = coco_gt.loadRes(dets)
+        if float32_det_area:
+            for a in coco_dt.dataset["annotations"]:
+                a["area"] = float(np.float32(a["bbox"][2]) * np.float32(a["bbox"][3]))
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         ev.params.maxDets = [1, 10, max_dets]
         ev.evaluate()

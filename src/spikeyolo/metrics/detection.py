@@ -6,7 +6,8 @@ How the numbers are defined (the way YOLO trainers report P and R):
    positive when an unmatched ground-truth box of the same class overlaps it with IoU >= threshold (it takes
    the one with the highest IoU), else a false positive.
 2. Per class ``c`` and confidence ``t`` on a grid over [0, 1]: ``P_c(t)`` = TP / detections among detections
-   with score >= ``t`` (1 when there are none), ``R_c(t)`` = TP / number of GT boxes of class ``c``.
+   with score >= ``t`` (1 when the class has detections but none at or above ``t``; 0 at every ``t`` for a
+   class with ground truth and no detections at all), ``R_c(t)`` = TP / number of GT boxes of class ``c``.
 3. ``F1_c(t) = 2 P R / (P + R)``; the reported confidence is the ``t`` maximizing the mean F1 over the
    classes that have ground truth (the curve smoothed by a moving average over ``smooth`` of its length on
    each side); reported P and R are the class means at that ``t``.
@@ -89,6 +90,7 @@ def confidence_curves(tp, conf, pred_cls, gt_cls, nc: int, n_conf: int = 1000):
     for c in range(nc):
         t, s = _per_class_sorted(tp, conf, pred_cls, c)
         if not len(t):
+            p[c] = 0.0  # nothing detected: no precision to credit (a class with GT would otherwise show P = 1)
             continue
         cum_tp = np.concatenate(([0.0], np.cumsum(t)))
         # number of detections with score >= threshold (scores sorted descending)

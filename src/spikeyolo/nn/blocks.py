@@ -10,52 +10,40 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..neuron import make_neuron
+from ..neuron import NeuronConfig
 from .units import ConvBN, RepConvBN, SepRepConvBN, time_distributed
-
-
-class NeuronFactory:
-    """Makes neurons with one model-wide setting: I-LIF (D, decay, input gain, detach), or for the ANN twin a
-    real-valued activation (``kind="relu"``/``"silu"``) in the same places."""
-
-    def __init__(self, D=4, decay=0.25, input_gain=1.0, detach_reset=True, kind="ilif"):
-        self.kind = kind
-        self.kwargs = dict(D=D, decay=decay, input_gain=input_gain, detach_reset=detach_reset)
-
-    def __call__(self) -> nn.Module:
-        return make_neuron(self.kind, **self.kwargs)
 
 
 class Stem(ConvBN):
     """The first layer: 7x7 stride-4 conv (with bias) + BN on the real-valued image, no neuron (a MAC layer)."""
 
-    def __init__(self, c1, c2, k=7, s=4, p=2, *, neuron: NeuronFactory):
+    def __init__(self, c1, c2, k=7, s=4, p=2, *, neuron: NeuronConfig):
         super().__init__(c1, c2, k, s, p, conv_bias=True, lif=None)
 
 
 class Downsample(ConvBN):
     """``I-LIF -> Conv(k, s, p, bias) -> BN`` (the reference keeps a redundant conv bias before BN)."""
 
-    def __init__(self, c1, c2, k=3, s=2, p=1, *, neuron: NeuronFactory):
-        super().__init__(c1, c2, k, s, p, conv_bias=True, lif=neuron())
+    def __init__(self, c1, c2, k=3, s=2, p=1, *, neuron: NeuronConfig):
+        super().__init__(c1, c2, k, s, p, conv_bias=True, lif=neuron.build())
 
 
 class SpikeConv(ConvBN):
     """``I-LIF -> Conv(k, s, pad k//2) -> BN`` (the reference's MS_StandardConv / SpikeConv)."""
 
-    def __init__(self, c1, c2, k=1, s=1, *, neuron: NeuronFactory):
-        super().__init__(c1, c2, k, s, lif=neuron())
+    def __init__(self, c1, c2, k=1, s=1, *, neuron: NeuronConfig):
+        super().__init__(c1, c2, k, s, lif=neuron.build())
 
 
 class SepConv(nn.Module):
     """Inverted separable conv: pointwise expand x2, 7x7 depthwise, SepRepConv back to C; a neuron before each."""
 
-    def __init__(self, c, expansion=2, k=7, *, neuron: NeuronFactory):
+    def __init__(self, c, expansion=2, k=7, *, neuron: NeuronConfig):
         super().__init__()
         ch = int(expansion * c)
-        self.pw = ConvBN(c, ch, 1, lif=neuron())
-        self.dw = ConvBN(ch, ch, k, groups=ch, lif=neuron())
-        self.rep = SepRepConvBN(ch, c, lif=neuron())
+        self.pw = ConvBN(c, ch, 1, lif=neuron.build())
+        self.dw = ConvBN(ch, ch, k, groups=ch, lif=neuron.build())
+        self.rep = SepRepConvBN(ch, c, lif=neuron.build())
 
     def forward(self, x):
         return self.rep(self.dw(self.pw(x)))
@@ -65,7 +53,7 @@ class SNNBlock1(nn.Module):
     """SNN-Block-1 (reference ``MS_AllConvBlock``): ``x + SepConv(x)``, then a residual pair of standard 3x3 convs
     ``C -> rC -> C``. Used at the low (high-resolution) stages."""
 
-    def __init__(self, c, ratio=4, k=7, *, neuron: NeuronFactory):
+    def __init__(self, c, ratio=4, k=7, *, neuron: NeuronConfig):
         super().__init__()
         self.sep = SepConv(c, 2, k, neuron=neuron)
         self.conv1 = SpikeConv(c, int(c * ratio), 3, neuron=neuron)
@@ -80,11 +68,11 @@ class SNNBlock2(nn.Module):
     """SNN-Block-2 (reference ``MS_ConvBlock``): ``x + SepConv(x)``, then a residual pair of re-parameterizable
     convs ``C -> rC -> C``. Used at the high (low-resolution) stages."""
 
-    def __init__(self, c, ratio=3, k=7, *, neuron: NeuronFactory):
+    def __init__(self, c, ratio=3, k=7, *, neuron: NeuronConfig):
         super().__init__()
         self.sep = SepConv(c, 2, k, neuron=neuron)
-        self.conv1 = RepConvBN(c, int(c * ratio), lif=neuron())
-        self.conv2 = RepConvBN(int(c * ratio), c, lif=neuron())
+        self.conv1 = RepConvBN(c, int(c * ratio), lif=neuron.build())
+        self.conv2 = RepConvBN(int(c * ratio), c, lif=neuron.build())
 
     def forward(self, x):
         x = x + self.sep(x)
@@ -95,7 +83,7 @@ class SPPF(nn.Module):
     """Spatial pyramid pooling (fast): spiking 1x1 reduce, three chained 5x5 max-pools on the real-valued
     result, concatenation, spiking 1x1 back to c2."""
 
-    def __init__(self, c1, c2, k=5, *, neuron: NeuronFactory):
+    def __init__(self, c1, c2, k=5, *, neuron: NeuronConfig):
         super().__init__()
         c_ = c1 // 2
         self.cv1 = SpikeConv(c1, c_, 1, neuron=neuron)

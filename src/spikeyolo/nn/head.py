@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from ..boxes import dist2bbox, make_anchors
-from .blocks import NeuronFactory, SpikeConv
+from ..neuron import NeuronConfig
+from .blocks import SpikeConv
 from .units import ConvBias
 
 
@@ -33,26 +35,28 @@ class Detect(nn.Module):
     ``SpikeConv3x3 -> SpikeConv3x3 -> Conv1x1(nc)``. The time axis is averaged here, after the last convs.
 
     Train mode returns the raw maps ``[B, 4*reg_max + nc, H_i, W_i]``; eval mode decodes them to
-    ``[B, 4 + nc, A]`` (xywh in input pixels, sigmoid class scores).
+    ``[B, 4 + nc, A]`` (xywh in input pixels, sigmoid class scores), or returns ``(decoded, maps)`` while
+    ``return_maps`` is set (see :func:`returning_maps`; the validator's loss needs the maps).
     """
 
-    def __init__(self, nc: int, ch: list[int], strides: list[int], reg_max: int = 16, *, neuron: NeuronFactory):
+    def __init__(self, nc: int, ch: list[int], strides: list[int], reg_max: int = 16, *, neuron: NeuronConfig):
         super().__init__()
         self.nc, self.reg_max, self.no = nc, reg_max, nc + 4 * reg_max
         self.strides = [int(s) for s in strides]
         c2, c3 = max(16, ch[0] // 4, 4 * reg_max), max(ch[0], min(nc, 100))
         self.box = nn.ModuleList(
             nn.Sequential(SpikeConv(c, c2, 3, neuron=neuron), SpikeConv(c2, c2, 3, neuron=neuron),
-                          ConvBias(c2, 4 * reg_max, 1, lif=neuron()))
+                          ConvBias(c2, 4 * reg_max, 1, lif=neuron.build()))
             for c in ch
         )
         self.cls = nn.ModuleList(
             nn.Sequential(SpikeConv(c, c3, 3, neuron=neuron), SpikeConv(c3, c3, 3, neuron=neuron),
-                          ConvBias(c3, nc, 1, lif=neuron()))
+                          ConvBias(c3, nc, 1, lif=neuron.build()))
             for c in ch
         )
         self.dfl = DFL(reg_max)
         self._anchor_cache: tuple | None = None
+        self.return_maps = False
 
     @property
     def stride(self) -> torch.Tensor:
@@ -66,7 +70,9 @@ class Detect(nn.Module):
 
     def forward(self, xs: list[torch.Tensor]):
         maps = [torch.cat((b(x), c(x)), 2).mean(0) for x, b, c in zip(xs, self.box, self.cls)]
-        return maps if self.training else self.decode(maps)
+        if self.training:
+            return maps
+        return (self.decode(maps), maps) if self.return_maps else self.decode(maps)
 
     def anchors(self, maps: list[torch.Tensor]):
         key = (tuple(m.shape[-2:] for m in maps), maps[0].device, maps[0].dtype)
@@ -82,3 +88,17 @@ class Detect(nn.Module):
         dist = self.dfl(flat[:, : 4 * self.reg_max])
         boxes = dist2bbox(dist, points, xywh=True, dim=1) * strides
         return torch.cat((boxes, flat[:, 4 * self.reg_max :].sigmoid()), 1)
+
+
+@contextmanager
+def returning_maps(model: nn.Module):
+    """While inside, every :class:`Detect` of ``model`` returns ``(decoded, maps)`` in eval mode. Yields
+    whether the model has one (stand-ins without a Detect head keep their plain output)."""
+    heads = [m for m in model.modules() if isinstance(m, Detect)]
+    for h in heads:
+        h.return_maps = True
+    try:
+        yield bool(heads)
+    finally:
+        for h in heads:
+            h.return_maps = False
