@@ -1,65 +1,127 @@
-"""Batch-1 inference latency of the train, fused and spike-driven forms, printed as a table.
+"""Inference latency, peak memory and accuracy of every form and precision, printed as a table.
 
-    python benchmarks/infer.py [--scales n s] [--sizes 320 640] [--repeats 3] [--threads N] [--device cuda]
+    python benchmarks/infer.py                                   # quick: n@320, batch 1 (a few minutes, 2 cores)
+    python benchmarks/infer.py --scales n s --sizes 320 640 --batches 1 8 --memory   # the full grid
+    python benchmarks/infer.py --weights runs/demo/trees/weights/best.pt --data runs/demo/trees_data/data.yaml
 
-The forms run side by side in one process, so the ratios are comparable even on a busy machine; the max
-output difference is taken against the train form on the same input.
+Forms: train, fused, deploy fp32 / bf16 (torch), deploy fp32 / int8 (onnxruntime), and with --spike-driven the
+spike-driven form (D times the conv work). Every round runs each form once, in turn, so the ratios to the train
+form survive a noisy machine; the latency is the median over rounds. ``--memory`` measures each form's peak
+resident memory in a fresh subprocess (one forward pass; includes the Python, torch and model baseline).
+``--weights`` / ``--data`` add held-out mAP50 of a trained checkpoint under each form (random weights otherwise:
+timings only).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import torch
 
 import spikeyolo
+from spikeyolo.deploy import deploy
+from spikeyolo.engine.validator import validate
+
+FORMS = ("train", "fused", "deploy-fp32", "deploy-bf16", "ort-fp32", "ort-int8", "spike-driven")
+PRECISION = {"deploy-fp32": ("fp32", "torch"), "deploy-bf16": ("bf16", "torch"), "ort-fp32": ("fp32", "onnxruntime"),
+             "ort-int8": ("int8", "onnxruntime")}
 
 
-def latency(model, x, repeats: int) -> tuple[float, torch.Tensor]:
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+def make_form(model, form: str, imgsz: int):
+    if form == "train":
+        return model
+    if form == "fused":
+        return spikeyolo.fuse(model)
+    if form == "spike-driven":
+        return spikeyolo.to_spike_driven(model)
+    precision, backend = PRECISION[form]
+    return deploy(model, precision, backend, **({"imgsz": imgsz} if backend == "onnxruntime" else {}))
+
+
+def time_forms(forms: dict, x: torch.Tensor, rounds: int) -> dict[str, float]:
+    times = {name: [] for name in forms}
     with torch.inference_mode():
-        out = model(x)  # warm-up (allocator, oneDNN / cuDNN algorithm caches)
-        times = []
-        for _ in range(repeats):
-            sync()
-            t0 = time.perf_counter()
-            out = model(x)
-            sync()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+        for m in forms.values():
+            m(x)  # warm-up: allocator, oneDNN primitive caches, ORT session
+        for _ in range(rounds):
+            for name, m in forms.items():
+                t0 = time.perf_counter()
+                m(x)
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def peak_memory_mb(form: str, scale: str, size: int, batch: int, threads: int) -> float:
+    """Peak RSS (MB) of a fresh process that builds ``form`` and runs one forward pass."""
+    cmd = [sys.executable, __file__, "--_memory-of", form, "--scales", scale, "--sizes", str(size), "--batches",
+           str(batch), "--threads", str(threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def map50_of(weights: str, data: str, form: str) -> float:
+    precision, backend = PRECISION.get(form, (None, None))
+    if form in ("fused", "spike-driven"):
+        return float("nan")  # validate runs the train or deploy form only
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics, _ = validate(weights, data, batch=4, workers=0, plots=False, progress=False, project=tmp,
+                              precision=precision, backend=backend, device="cpu", energy=None)
+    return float(metrics["map50"])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scales", nargs="+", default=["n", "s"])
-    p.add_argument("--sizes", nargs="+", type=int, default=[320, 640])
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--skip-spike-driven", action="store_true", help="the spike-driven form is D times the work")
+    p.add_argument("--scales", nargs="+", default=["n"])
+    p.add_argument("--sizes", nargs="+", type=int, default=[320])
+    p.add_argument("--batches", nargs="+", type=int, default=[1])
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds (each runs every form once)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--forms", nargs="+", default=[f for f in FORMS if f != "spike-driven"], choices=FORMS)
+    p.add_argument("--spike-driven", action="store_true", help="also the spike-driven form (D times the work)")
+    p.add_argument("--memory", action="store_true", help="peak resident memory per form (a subprocess each)")
+    p.add_argument("--weights", default=None, help="trained checkpoint: its held-out mAP50 per form")
+    p.add_argument("--data", default=None, help="data YAML for --weights (its val split)")
+    p.add_argument("--_memory-of", dest="memory_of", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    forms_wanted = ["train"] + [f for f in args.forms if f != "train"] + (["spike-driven"] if args.spike_driven else [])
+    if args.memory_of:  # child process of --memory
+        model = spikeyolo.build_model(args.scales[0], nc=80).eval()
+        m = make_form(model, args.memory_of, args.sizes[0])
+        del model
+        with torch.inference_mode():
+            m(torch.rand(args.batches[0], 3, args.sizes[0], args.sizes[0]))
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        return
+    maps = {}
+    if args.weights:
+        if not args.data:
+            p.error("--weights needs --data")
+        maps = {f: map50_of(args.weights, args.data, f) for f in forms_wanted}
+
+    print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, float32 input, median of "
+          f"{args.rounds} alternating rounds; random weights (mAP50 column: {args.weights or 'not measured'})")
+    print(f"| scale | size | batch | {'form':<12} | {'ms':>9} | vs train | peak MB | mAP50 |")
+    print("|---|---|---|---|---|---|---|---|")
     torch.manual_seed(0)
-    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, {args.device} ({where}), batch 1, float32, median of {args.repeats}")
-    print(f"{'scale':>5} {'size':>5} {'form':>13} {'ms':>9} {'vs train':>9} {'max |diff|':>11}")
     for scale in args.scales:
-        model = spikeyolo.build_model(scale, nc=80).eval().to(args.device)
-        forms = {"train": model, "fused": spikeyolo.fuse(model)}
-        if not args.skip_spike_driven:
-            forms["spike-driven"] = spikeyolo.to_spike_driven(model)
+        model = spikeyolo.build_model(scale, nc=80).eval()
         for size in args.sizes:
-            x = torch.rand(1, 3, size, size, device=args.device)
-            base, ref = None, None
-            for name, m in forms.items():
-                t, out = latency(m, x, args.repeats)
-                base = base or t
-                ref = out if ref is None else ref
-                diff = (out - ref).abs().max().item()
-                print(f"{scale:>5} {size:>5} {name:>13} {t * 1e3:9.1f} {base / t:8.2f}x {diff:11.2e}", flush=True)
+            forms = {f: make_form(model, f, size) for f in forms_wanted}
+            for batch in args.batches:
+                x = torch.rand(batch, 3, size, size)
+                t = time_forms(forms, x, args.rounds)
+                for f in forms_wanted:
+                    mem = f"{peak_memory_mb(f, scale, size, batch, args.threads):.0f}" if args.memory else "-"
+                    acc = f"{maps[f]:.3f}" if f in maps else "-"
+                    print(f"| {scale} | {size} | {batch} | {f:<12} | {t[f] * 1e3:9.1f} | {t['train'] / t[f]:7.2f}x "
+                          f"| {mem:>7} | {acc:>5} |", flush=True)
 
 
 if __name__ == "__main__":

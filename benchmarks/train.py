@@ -2,6 +2,8 @@
 
     python benchmarks/train.py                     # scale n, 320 px, batch 8, on the bundled tree tiles
     python benchmarks/train.py --scale s --imgsz 640 --batch 16 --device 0
+    python benchmarks/train.py --amp                # bfloat16 autocast on CPU (float16 on CUDA), as train --amp
+    python benchmarks/train.py --amp-vs-fp32        # fp32 and amp steps alternated in one process
 
 A training step is the trainer's own ``Trainer.train_step`` (forward in train mode, detection loss, backward,
 gradient clipping, SGD step and EMA update; AMP on CUDA; ``nbs`` = batch so every step updates the weights).
@@ -39,6 +41,10 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[0], help="loader worker counts to time")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--amp", action="store_true", help="autocast the forward (bfloat16 on CPU, float16 on CUDA)")
+    ap.add_argument("--amp-vs-fp32", action="store_true",
+                    help="time fp32 and amp steps alternately on the same batches (two trainers); peak memory is "
+                         "then that of both, so measure memory with separate --amp / plain runs")
     ap.add_argument("--data", default=None, help="data YAML (default: the bundled tree tiles in a temp folder)")
     args = ap.parse_args(argv)
 
@@ -80,24 +86,29 @@ def main(argv=None) -> int:
         batches += list(loader)
     batches = batches[: args.iters + args.warmup]
     runs = tempfile.TemporaryDirectory()
-    cfg = TrainConfig(data=args.data, model=args.scale, width=args.width, imgsz=args.imgsz, batch=args.batch,
-                      nbs=args.batch, warmup_epochs=0, workers=0, val=False, plots=False, progress=False,
-                      verbose=False, project=runs.name, device=args.device)
-    trainer = Trainer(cfg)
-    trainer.setup(device)
-    params = sum(p.numel() for p in trainer.model.parameters())
+    modes = [False, True] if args.amp_vs_fp32 else [args.amp]
+    trainers = {}
+    for amp in modes:
+        cfg = TrainConfig(data=args.data, model=args.scale, width=args.width, imgsz=args.imgsz, batch=args.batch,
+                          nbs=args.batch, warmup_epochs=0, workers=0, val=False, plots=False, progress=False,
+                          verbose=False, project=runs.name, name=f"amp{int(amp)}", device=args.device, amp=amp)
+        trainers[amp] = Trainer(cfg)
+        trainers[amp].setup(device)
+    params = sum(p.numel() for p in trainers[modes[0]].model.parameters())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    step_times = {amp: [] for amp in modes}
     for k, b in enumerate(batches):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        trainer.train_step(b, k)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if k >= args.warmup:
-            times.append(time.perf_counter() - t)
+        for amp, trainer in trainers.items():  # alternated: the ratio survives a noisy machine
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t = time.perf_counter()
+            trainer.train_step(b, k)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if k >= args.warmup:
+                step_times[amp].append(time.perf_counter() - t)
+    times = step_times[modes[-1]]
     step = sum(times) / len(times)
     train_ips = args.batch / step
 
@@ -106,7 +117,12 @@ def main(argv=None) -> int:
           f"{len(dataset)} training tiles")
     print(f"| {'measure':<34} | {'value':>12} |")
     print(f"|{'-' * 36}|{'-' * 14}|")
-    print(f"| {'train step (s/batch, mean)':<34} | {step:>12.3f} |")
+    label = f"train step, {'amp' if modes[-1] else 'fp32'} (s/batch, mean)"
+    print(f"| {label:<34} | {step:>12.3f} |")
+    if args.amp_vs_fp32:
+        fp32 = sum(step_times[False]) / len(step_times[False])
+        print(f"| {'train step, fp32 (s/batch, mean)':<34} | {fp32:>12.3f} |")
+        print(f"| {'  amp speed-up over fp32':<34} | {fp32 / step:>11.2f}x |")
     print(f"| {'train images/s':<34} | {train_ips:>12.2f} |")
     for w, ips in load_rows:
         label = f"data loading images/s ({w} workers)"

@@ -16,13 +16,14 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "spikeyolo"
 
 # Floors, low to high. Each name is a top-level module or package of spikeyolo.
 FLOORS = [
-    ["version", "errors", "neuron", "boxes", "runs"],
+    ["version", "errors", "argtypes", "neuron", "boxes", "runs"],
     ["nms", "plots"],
     ["metrics"],
     ["nn"],
     ["model"],
     ["fuse", "official"],
-    ["spike_driven", "export", "checkpoint"],
+    ["spike_driven", "export", "checkpoint", "ort"],
+    ["deploy"],
     ["events"],
     ["data"],
     ["energy"],
@@ -167,7 +168,7 @@ def test_in_function_imports_only_for_optional_heavy_deps():
 def test_checks_catch_bad_graphs():
     """The checks on made-up graphs: an upward import, a sideways one and a cycle are all reported."""
     up = {"spikeyolo.neuron": {"spikeyolo.engine.trainer"}, "spikeyolo.engine.trainer": set()}
-    assert layering_errors(up) == ["spikeyolo.neuron (floor 0) imports spikeyolo.engine.trainer (floor 10)"]
+    assert layering_errors(up) == ["spikeyolo.neuron (floor 0) imports spikeyolo.engine.trainer (floor 11)"]
     sideways = {"spikeyolo.fuse": {"spikeyolo.official"}}
     assert len(layering_errors(sideways)) == 1
     down = {"spikeyolo.engine.trainer": {"spikeyolo.data.dataset", "spikeyolo.engine.loss"}}

@@ -113,3 +113,22 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypat
     assert ck["train_state"]["epoch"] == 0  # the last good (first) epoch
     assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
     assert len(list(csv.reader(open(tmp_path / "runs" / "nan" / "results.csv")))) == 2  # header + epoch 1
+
+
+def test_cpu_amp_runs_the_convs_in_bf16_and_is_off_by_default(data, tmp_path, monkeypatch):
+    """``amp=True`` on CPU autocasts the training forward to bfloat16; the default (None) keeps CPU in float32."""
+    seen = []
+    real_conv = torch.nn.Conv2d._conv_forward
+
+    def record(self, x, w, b):
+        y = real_conv(self, x, w, b)
+        if torch.is_grad_enabled():  # training steps, not validation
+            seen.append(y.dtype)
+        return y
+
+    monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", record)
+    result = Trainer(cfg(data, tmp_path, epochs=1, name="amp", amp=True)).train()
+    assert result["stopped"] is None and seen and set(seen) == {torch.bfloat16}
+    seen.clear()
+    Trainer(cfg(data, tmp_path, epochs=1, name="fp32")).train()
+    assert seen and set(seen) == {torch.float32}

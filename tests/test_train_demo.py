@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from spikeyolo.cli import main
 
 
+@pytest.mark.slow  # a whole demo run end to end (79 s in `pytest --durations` on the shared 2-core machine)
 def test_demo_flow_tiny(tmp_path, capsys):
     argv = ["demo", "--project", str(tmp_path), "--epochs", "1", "--imgsz", "64", "--width", "0.0625", "--batch", "8",
             "--quiet", "--json"]
@@ -21,6 +24,7 @@ def test_demo_flow_tiny(tmp_path, capsys):
     assert not train & {p.name for p in drawn}
 
 
+@pytest.mark.slow  # simulates recordings, then a whole event demo run (43 s there)
 def test_event_demo_flow_tiny(tmp_path, capsys, monkeypatch):
     """`spikeyolo demo --events` at toy size: simulated recordings (short ones here), train, held-out val under
     both protocols, and the simulated data reused until its settings change."""

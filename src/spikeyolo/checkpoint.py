@@ -6,18 +6,22 @@ Nothing in it needs unpickling of arbitrary objects, so a downloaded file cannot
 
 from __future__ import annotations
 
+import copy
+import errno
+import io
 import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 from .model import SpikeYOLO
 from .official import infer_official
 from .version import __version__
 
 FORMAT = "spikeyolo"
+RUNTIME_SETTINGS = ("T", "D")  # settings a saved model can run with other values of (no weight depends on them)
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
@@ -25,11 +29,23 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    buf = io.BytesIO()  # serialized first, written by plain file I/O: a full disk raises ENOSPC naming the file
+    torch.save(obj, buf)
     try:
-        torch.save(obj, tmp)
+        _write_bytes(tmp, buf.getbuffer())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_bytes(path: Path, data) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
 
 
 def checkpoint_dict(model: SpikeYOLO, **extra) -> dict:
@@ -52,7 +68,7 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """The raw checkpoint dict, validated; loads with ``weights_only=True``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(errno.ENOENT, "checkpoint not found", str(path))
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickled objects, a torn file, not a torch file at all
@@ -71,22 +87,44 @@ def model_from_checkpoint(ckpt: dict, key: str = "state_dict") -> SpikeYOLO:
     return model
 
 
-def load(path: str | Path, map_location="cpu", **official_kwargs) -> SpikeYOLO:
+def load(path: str | Path, map_location="cpu", **settings) -> SpikeYOLO:
     """Load a train-form model in eval mode: a file saved by :func:`save` (or a run's ``last.pt``/``best.pt``),
-    or an official BICLab SpikeYOLO checkpoint, imported without unpickling its objects (see ``official.py``;
-    ``official_kwargs`` such as ``T``, ``D``, ``decay`` apply to those)."""
+    or an official BICLab SpikeYOLO checkpoint, imported without unpickling its objects (see ``official.py``).
+
+    ``settings``: ``T`` and ``D`` run a saved model with other timesteps / largest spike (its weights do not
+    depend on them; ``model.config`` records the values used). Official checkpoints also take the neuron
+    settings ``decay``, ``input_gain`` and ``scale``, ``nc`` (see ``official.infer_official``); those raise
+    :class:`~spikeyolo.errors.InputError` for a spikeyolo checkpoint, whose file records them."""
     try:
         ckpt = read_checkpoint(path, map_location)
     except CheckpointError as not_ours:
         try:
-            return infer_official(path, **official_kwargs)
+            return infer_official(path, **settings)
         except CheckpointError:
             raise not_ours from None
     try:
-        return model_from_checkpoint(ckpt).eval()
+        return model_from_checkpoint(with_runtime_settings(ckpt, path, settings)).eval()
+    except InputError:
+        raise
     except Exception as e:  # a readable file whose config or weights do not build the model it describes
         raise CheckpointError(f"{path}: a spikeyolo checkpoint whose model cannot be rebuilt "
                               f"({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def with_runtime_settings(ckpt: dict, path, settings: dict) -> dict:
+    """The checkpoint with ``T`` / ``D`` replaced in a copy of its config; other settings are refused."""
+    other = sorted(set(settings) - set(RUNTIME_SETTINGS))
+    if other:
+        raise InputError(f"{path}: {other} cannot be changed for a spikeyolo checkpoint (it records them); "
+                         f"only {list(RUNTIME_SETTINGS)} can")
+    for k, v in settings.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise InputError(f"{path}: {k} must be a positive integer, got {v!r}")
+    if not settings:
+        return ckpt
+    config = copy.deepcopy(ckpt["config"])
+    config.update(settings)
+    return {**ckpt, "config": config}
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -7,22 +7,40 @@ it and returns an exit code. Commands with `--json` print one JSON object as the
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 
-from .checkpoint import load, read_checkpoint
+from .argtypes import (
+    below_one,
+    image_size,
+    nonneg_float,
+    nonneg_int,
+    open_unit,
+    positive_float,
+    positive_int,
+    probability,
+)
+from .checkpoint import checkpoint_imgsz, load, read_checkpoint
+from .data.loader import default_workers
 from .demo import add_demo_options, run_demo_cli
+from .deploy import check_precision, export_deploy
 from .energy.run import run
 from .engine.predictor import predict
 from .engine.report import metrics_json, summary_table
-from .engine.trainer import TrainConfig, Trainer
+from .engine.trainer import RESUME_MAY_CHANGE, TrainConfig, Trainer
 from .engine.validator import validate
+from .errors import InputError, SpikeYOLOError
 from .export import export_onnx
 from .info import model_summary
 from .neuron import NEURONS
+from .ort import read_metadata
 from .runs import plain
 from .version import __version__
+
+VERBOSE_ENV = "SPIKEYOLO_VERBOSE"  # set to 1 to see the traceback of a user error (as --verbose does)
 
 
 def print_json(obj: dict) -> None:
@@ -30,11 +48,21 @@ def print_json(obj: dict) -> None:
     print(json.dumps(obj, default=float), flush=True)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" where a flag has a default worth showing (not None, False or already in the text)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or action.nargs == 0:
+            return text
+        return super()._get_help_string(action)
+
+
 # --- info -----------------------------------------------------------------------------------------------------
 def add_info_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="s", help="scale n/s/m/l, a model YAML, or a checkpoint .pt")
-    p.add_argument("--nc", type=int, default=80, help="number of classes (ignored for a checkpoint)")
-    p.add_argument("--imgsz", type=int, default=640, help="square input size for the MAC count")
+    p.add_argument("--nc", type=positive_int, default=80, help="number of classes (ignored for a checkpoint)")
+    p.add_argument("--imgsz", type=image_size, default=640, help="square input size for the MAC count")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
@@ -50,13 +78,13 @@ def run_info(args: argparse.Namespace) -> int:
 def add_energy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="a spikeyolo checkpoint .pt")
     p.add_argument("--data", required=True, help="data YAML; its val split is run")
-    p.add_argument("--imgsz", type=int, default=None, help="square input size (default: the checkpoint's)")
-    p.add_argument("--batch", type=int, default=8, help="batch size")
-    p.add_argument("--max-batches", type=int, default=None, help="stop after this many batches")
+    p.add_argument("--imgsz", type=image_size, default=None, help="square input size (default: the checkpoint's)")
+    p.add_argument("--batch", type=positive_int, default=8, help="batch size")
+    p.add_argument("--max-batches", type=positive_int, default=None, help="stop after this many batches")
     p.add_argument("--device", default="cpu", help="cpu, 0, cuda:1, mps")
-    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
-    p.add_argument("--e-mac", type=float, default=4.6, help="energy per MAC in pJ")
-    p.add_argument("--e-ac", type=float, default=0.9, help="energy per AC in pJ")
+    p.add_argument("--workers", type=nonneg_int, default=0, help="data-loading worker processes")
+    p.add_argument("--e-mac", type=nonneg_float, default=4.6, help="energy per MAC in pJ")
+    p.add_argument("--e-ac", type=nonneg_float, default=0.9, help="energy per AC in pJ")
     p.add_argument("--first-layer", choices=("mac", "ac"), default="mac", help="charge the stem as MACs or ACs")
     p.add_argument("--geometry", choices=("fused", "train"), default="fused",
                    help="conv shapes of the fused (paper) or the unfused train form")
@@ -84,17 +112,34 @@ def run_energy(args: argparse.Namespace) -> int:
 def add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="checkpoint .pt")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
-    p.add_argument("--imgsz", type=int, default=640, help="square input size (a multiple of 32)")
+    p.add_argument("--imgsz", type=image_size, default=None,
+                   help="square input size, a multiple of 32 (default: the size the checkpoint was trained at)")
+    p.add_argument("--precision", choices=["fp32", "int8"], default=None,
+                   help="export the deploy form (fast, for `val`/`predict --weights file.onnx`) in this precision; "
+                        "default: the fused form (one conv per neuron, for hardware mapping)")
     p.add_argument("--output", default=None, help="output file (default: the weights path with the new suffix)")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset version")
 
 
 def run_export(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else Path(args.weights).with_suffix(".onnx")
-    result = export_onnx(load(args.weights), out, args.imgsz, args.opset)
+    imgsz = args.imgsz or checkpoint_imgsz(args.weights)
+    if args.precision is None:
+        result, what = export_onnx(load(args.weights), out, imgsz, args.opset), "the fused form"
+    else:
+        result = export_deploy(load(args.weights), out, args.precision, imgsz, args.opset)
+        what = f"the deploy form ({args.precision}, {result['int8_convs']} int8 convs)"
     check = "" if result["max_abs_diff"] is None else f", onnxruntime max |diff| {result['max_abs_diff']:.2e}"
-    print(f"exported the fused form to {out}{check}")
+    print(f"exported {what} at {imgsz}x{imgsz} to {out}{check}")
     return 0
+
+
+def _add_precision_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default=None,
+                   help="run the deploy form in this precision (bf16: torch; int8: onnxruntime); "
+                        "default: the train form (with energy metrics)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
+                   help="deploy-form runtime (default: torch, onnxruntime for int8 and .onnx weights)")
 
 
 # --- train / val / predict / demo (engine) ------------------------------------------------------------------
@@ -106,42 +151,54 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--data", help="data YAML (ultralytics convention; type: coco/voc/gen1 also)")
     p.add_argument("--model", default=d.model, help="scale n/s/m/l, a model YAML, or a checkpoint .pt to start from")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--imgsz", type=int, default=d.imgsz, help="square input size (multiple of 32)")
-    p.add_argument("--batch", type=int, default=d.batch, help="total batch size over all processes")
+    p.add_argument("--epochs", type=positive_int, default=d.epochs, help="training epochs")
+    p.add_argument("--imgsz", type=image_size, default=d.imgsz, help="square input size (multiple of 32)")
+    p.add_argument("--batch", type=positive_int, default=d.batch, help="total batch size over all processes")
     p.add_argument("--device", default=None, help="cpu, 0, 0,1 (torchrun for several GPUs); default: GPU 0 if any")
-    p.add_argument("--workers", type=int, default=d.workers, help="dataloader workers per process")
+    p.add_argument("--workers", type=nonneg_int, default=default_workers(),
+                   help="dataloader workers per process (default: 8 or the number of CPUs if fewer)")
     p.add_argument("--optimizer", default=d.optimizer, choices=["SGD", "AdamW"])
-    p.add_argument("--lr0", type=float, default=d.lr0, help="initial learning rate")
-    p.add_argument("--lrf", type=float, default=d.lrf, help="final lr = lr0 * lrf (the paper used 0.004)")
-    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum / AdamW beta1")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="for batch 64; scaled to the batch")
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="(at least 100 iterations)")
+    p.add_argument("--lr0", type=positive_float, default=d.lr0, help="initial learning rate")
+    p.add_argument("--lrf", type=positive_float, default=d.lrf, help="final lr = lr0 * lrf (the paper used 0.004)")
+    p.add_argument("--momentum", type=below_one, default=d.momentum, help="SGD momentum / AdamW beta1")
+    p.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay,
+                   help="for batch 64; scaled to the batch")
+    p.add_argument("--warmup-epochs", type=nonneg_float, default=d.warmup_epochs, help="(at least 100 iterations)")
     p.add_argument("--cos-lr", action="store_true", help="cosine instead of linear lr decay")
-    p.add_argument("--close-mosaic", type=int, default=d.close_mosaic, help="epochs at the end without mosaic")
-    p.add_argument("--mosaic", type=float, default=None, help="mosaic probability (default 1.0; images only)")
-    p.add_argument("--scale", type=float, default=None,
+    p.add_argument("--close-mosaic", type=nonneg_int, default=d.close_mosaic, help="epochs at the end without mosaic")
+    p.add_argument("--mosaic", type=probability, default=None, help="mosaic probability (default 1.0; images only)")
+    p.add_argument("--scale", type=below_one, default=None,
                    help="random zoom by 1 +- SCALE (default 0.5 for images, 0 for event data)")
-    p.add_argument("--translate", type=float, default=None,
+    p.add_argument("--translate", type=probability, default=None,
                    help="random shift, fraction of imgsz (default 0.1 for images, 0 for event data)")
-    p.add_argument("--fliplr", type=float, default=None, help="horizontal flip probability (default 0.5)")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--fliplr", type=probability, default=None, help="horizontal flip probability (default 0.5)")
+    p.add_argument("--seed", type=nonneg_int, default=d.seed, help="random seed")
     _no_flag(p, "deterministic", "allow non-deterministic (faster) kernels")
-    _no_flag(p, "amp", "no mixed precision on CUDA")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision: float16 autocast on CUDA (default on), bfloat16 autocast on CPU "
+                        "(default off)")
+    p.add_argument("--allow-no-boxes", action="store_true",
+                   help="train even if the training split has no box at all (else an error)")
     _no_flag(p, "val", "no validation during training")
     _no_flag(p, "plots", "no plots")
-    p.add_argument("--val-period", type=int, default=d.val_period, help="validate every N epochs (and the last)")
-    p.add_argument("--T", type=int, default=d.T, help="timesteps (default: the data YAML's T for event data, else 1)")
-    p.add_argument("--D", type=int, default=d.D, help="largest integer spike (virtual timesteps at inference)")
-    p.add_argument("--decay", type=float, default=d.decay, help="I-LIF leak (the official Gen1 neuron: 0.5)")
-    p.add_argument("--input-gain", type=float, default=d.input_gain,
-                   help="I-LIF input gain (the official Gen1 neuron: 0.5)")
-    p.add_argument("--neuron", dest="neuron_kind", default=d.neuron_kind, choices=list(NEURONS),
+    p.add_argument("--val-period", type=positive_int, default=d.val_period,
+                   help="validate every N epochs (and the last)")
+    p.add_argument("--T", type=positive_int, default=None,
+                   help="timesteps (default: a checkpoint's own, the data YAML's T for event data, else 1)")
+    p.add_argument("--D", type=positive_int, default=None,
+                   help="largest integer spike, virtual timesteps at inference (default 4; a checkpoint's own)")
+    p.add_argument("--decay", type=below_one, default=None,
+                   help="I-LIF leak (default 0.25; the official Gen1 neuron: 0.5; not with a checkpoint)")
+    p.add_argument("--input-gain", type=positive_float, default=None,
+                   help="I-LIF input gain (default 1.0; the official Gen1 neuron: 0.5; not with a checkpoint)")
+    p.add_argument("--width", type=positive_float, default=None,
+                   help="override the width multiplier (tiny models; not with a checkpoint)")
+    p.add_argument("--depth", type=positive_float, default=None,
+                   help="override the depth multiplier (not with a checkpoint)")
+    p.add_argument("--neuron", dest="neuron_kind", default="ilif", choices=list(NEURONS),
                    help="ilif (the SNN) or relu/silu: the ANN twin, same blocks and head, T must be 1")
-    p.add_argument("--width", type=float, default=None, help="override the width multiplier (tiny models)")
-    p.add_argument("--depth", type=float, default=None, help="override the depth multiplier")
     p.add_argument("--project", default=d.project, help="runs go to PROJECT/NAME (NAME2, ... if it exists)")
-    p.add_argument("--name", default=d.name)
+    p.add_argument("--name", default=d.name, help="run folder name")
     p.add_argument("--resume", default=None, help="weights/last.pt (or its run folder) to continue from")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
@@ -153,99 +210,152 @@ def _train_summary_json(result: dict) -> dict:
             **{k: best.get(k) for k in ("map50", "map", "precision", "recall", "fitness", "epoch")}}
 
 
+def _flags_given(args: argparse.Namespace, add_args) -> list[str]:
+    """The flags of ``args`` whose values differ from their defaults, as ``--name`` (``--no-name`` for switches)."""
+    p = argparse.ArgumentParser()
+    add_args(p)
+    defaults = vars(p.parse_args([]))
+    given = []
+    for action in p._actions:
+        k = action.dest
+        if k in defaults and getattr(args, k, defaults[k]) != defaults[k]:
+            given.append(action.option_strings[-1] if action.option_strings else k)
+    return given
+
+
 def run_train(args: argparse.Namespace) -> int:
     if not args.data and not args.resume:
         print("error: --data is required (or --resume)", file=sys.stderr)
         return 2
+    if args.resume:  # a resumed run keeps its own settings; a flag that would be ignored is refused
+        allowed = {"--resume", "--json", *(f"--{k}" for k in RESUME_MAY_CHANGE)}
+        other = [f for f in _flags_given(args, add_train_args) if f not in allowed]
+        if other:
+            raise InputError(f"--resume continues {args.resume} with its own settings; {', '.join(other)} "
+                             f"cannot change (only {', '.join(sorted(allowed - {'--resume', '--json'}))} can)")
     fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if hasattr(args, f)}
     hyp = {k: getattr(args, k) for k in ("mosaic", "scale", "translate", "fliplr")}
     fields["hyp"] = {k: v for k, v in hyp.items() if v is not None}
-    result = Trainer(TrainConfig.from_dict(fields)).train()
+    trainer = Trainer(TrainConfig.from_dict(fields))
+    try:
+        result = trainer.train()
+    except KeyboardInterrupt:
+        run = trainer.save_dir
+        if run is not None and (run / "weights" / "last.pt").exists():
+            raise KeyboardInterrupt(f"resume with `spikeyolo train --resume {run}`") from None
+        raise
     if args.json:
         print_json(plain(_train_summary_json(result)))
     return 1 if result["stopped"] else 0
 
 
 def add_val_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="checkpoint .pt (best.pt / last.pt of a run, or saved model)")
-    p.add_argument("--data", required=True, help="data YAML")
-    p.add_argument("--split", default="val", help="val (default) or test")
-    p.add_argument("--imgsz", type=int, default=None, help="default: the size the checkpoint was trained at")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--device", default=None)
-    p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--conf", type=float, default=0.001)
-    p.add_argument("--iou", type=float, default=0.7)
-    p.add_argument("--max-det", type=int, default=300)
+    p.add_argument("--weights", required=True,
+                   help="checkpoint .pt (best.pt / last.pt of a run, or saved model), or a deploy export .onnx")
+    p.add_argument("--data", default=None, help="data YAML (default: the one the checkpoint was trained on)")
+    _add_precision_args(p)
+    p.add_argument("--split", default="val", choices=("train", "val", "test"), help="the split to score")
+    p.add_argument("--imgsz", type=image_size, default=None, help="default: the size the checkpoint was trained at")
+    p.add_argument("--batch", type=positive_int, default=16, help="batch size")
+    p.add_argument("--device", default=None, help="cpu, 0, cuda:1, mps (default: GPU 0 if any, else cpu)")
+    p.add_argument("--workers", type=nonneg_int, default=default_workers(),
+                   help="data-loading worker processes (default: 8 or the number of CPUs if fewer)")
+    p.add_argument("--conf", type=probability, default=0.001, help="confidence threshold")
+    p.add_argument("--iou", type=open_unit, default=0.7, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=positive_int, default=300, help="most detections per image")
     p.add_argument("--save-json", action="store_true", help="write predictions.json (COCO results format)")
     _no_flag(p, "plots", "no PR curve or drawn batch")
-    p.add_argument("--project", default="runs/detect")
-    p.add_argument("--name", default="val")
+    p.add_argument("--project", default="runs/detect", help="outputs go to PROJECT/NAME (NAME2, ... if it exists)")
+    p.add_argument("--name", default="val", help="run folder name")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
+def recorded_data(weights: str) -> str:
+    """The data YAML a checkpoint was trained on (its ``train_args``), when that file still exists."""
+    if str(weights).endswith(".onnx"):
+        raise InputError(f"--data is required: {weights} is an ONNX export, which records no training data")
+    data = (read_checkpoint(weights).get("train_args") or {}).get("data")
+    if not data:
+        raise InputError(f"--data is required: {weights} records no training data")
+    if not Path(data).is_file():
+        raise InputError(f"--data is required: {weights} was trained on {data}, which does not exist here")
+    return str(data)
+
+
 def run_val(args: argparse.Namespace) -> int:
+    if args.data is None:
+        args.data = recorded_data(args.weights)
+        print(f"data: {args.data} (recorded in {args.weights}; --data to use another)")
     metrics, save_dir = validate(args.weights, args.data, args.imgsz, args.batch, args.device, args.workers,
                                  args.conf, args.iou, args.max_det, args.save_json, args.project, args.name,
-                                 args.plots, split=args.split)
+                                 args.plots, split=args.split, precision=args.precision, backend=args.backend)
     print(summary_table(metrics, _names_of(args.weights)))
     print(f"results in {save_dir}")
     if args.json:
-        print(metrics_json(metrics, save_dir=str(save_dir), weights=str(args.weights)), flush=True)
+        print(metrics_json(metrics, save_dir=str(save_dir), weights=str(args.weights),
+                           form=_form_of(args)), flush=True)
     return 0
 
 
 def _names_of(weights) -> list:
+    if str(weights).endswith(".onnx"):
+        return list(read_metadata(weights)["names"])
     return list(read_checkpoint(weights)["config"]["names"])
 
 
+def _form_of(args: argparse.Namespace) -> dict:
+    """Which form, precision and backend ran (for ``--json``)."""
+    if str(args.weights).endswith(".onnx"):
+        return {"name": "deploy", "precision": read_metadata(args.weights)["precision"], "backend": "onnxruntime"}
+    if args.precision is None and args.backend is None:
+        return {"name": "train", "precision": "fp32", "backend": "torch"}
+    precision = args.precision or "fp32"
+    return {"name": "deploy", "precision": precision, "backend": check_precision(precision, args.backend)}
+
+
 def add_predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="checkpoint .pt")
-    p.add_argument("--source", required=True,
-                   help="image, folder, video (.mp4 ...) or event recording (.dat; .raw EVT2/EVT3, .aedat4, .es "
-                        "with the [events] extra)")
-    p.add_argument("--imgsz", type=int, default=None, help="default: the size the checkpoint was trained at")
-    p.add_argument("--conf", type=float, default=0.25)
-    p.add_argument("--iou", type=float, default=0.7)
-    p.add_argument("--max-det", type=int, default=300)
-    p.add_argument("--device", default=None)
+    p.add_argument("--weights", required=True, help="checkpoint .pt, or a deploy export .onnx")
+    p.add_argument("--source", required=True, help="image, folder, video (.mp4 ...) or event recording (.dat; "
+                   ".raw EVT2/EVT3, .aedat4, .es with the [events] extra)")
+    _add_precision_args(p)
+    p.add_argument("--imgsz", type=image_size, default=None, help="default: the size the checkpoint was trained at")
+    p.add_argument("--conf", type=probability, default=0.25, help="confidence threshold")
+    p.add_argument("--iou", type=open_unit, default=0.7, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=positive_int, default=300, help="most detections per image")
+    p.add_argument("--device", default=None, help="cpu, 0, cuda:1, mps (default: GPU 0 if any, else cpu)")
     p.add_argument("--save", action=argparse.BooleanOptionalAction, default=True,
                    help="write annotated images/videos (default on; --no-save for labels and JSON only)")
     _no_flag(p, "save-txt", "no YOLO txt labels")
-    p.add_argument("--project", default="runs/detect")
-    p.add_argument("--name", default="predict")
+    p.add_argument("--project", default="runs/detect", help="outputs go to PROJECT/NAME (NAME2, ... if it exists)")
+    p.add_argument("--name", default="predict", help="run folder name")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     ev = p.add_argument_group("event recordings", "apply to event recordings only; ignored for images and videos")
-    ev.add_argument("--window-us", type=_positive_int, default=None,
+    ev.add_argument("--window-us", type=positive_int, default=None,
                     help="window length in microseconds (default: the checkpoint's training window, else 250000)")
-    ev.add_argument("--step-us", type=_positive_int, default=None,
+    ev.add_argument("--step-us", type=positive_int, default=None,
                     help="microseconds between window ends (default 50000; with --carry-state, the window)")
     ev.add_argument("--carry-state", action="store_true",
                     help="keep membrane potentials from one window to the next (use non-overlapping windows)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 def run_predict(args: argparse.Namespace) -> int:
     summaries, save_dir = predict(args.weights, args.source, args.imgsz, args.conf, args.iou, args.max_det,
                                   args.device, save=args.save, save_txt=args.save_txt, project=args.project,
                                   name=args.name, window_us=args.window_us, step_us=args.step_us,
-                                  carry_state=args.carry_state)
-    for s in summaries:
+                                  carry_state=args.carry_state, precision=args.precision, backend=args.backend)
+    done = [s for s in summaries if "skipped" not in s]
+    skipped = [s for s in summaries if "skipped" in s]
+    for s in done:
         what = f"{s['frames']} frames, " if "frames" in s else ""
         print(f"{s['source']}: {what}{s.get('detections', '?')} detections")
-    print(f"{len(summaries)} source(s); results in {save_dir}")
+    if skipped:
+        print(f"skipped {len(skipped)} file(s):")
+        for s in skipped:
+            print(f"  {s['source']}: {s['skipped']}")
+    print(f"{len(done)} source(s); results in {save_dir}")
     if args.json:
-        print_json({"save_dir": str(save_dir), "sources": summaries})
-    return 0
+        print_json({"save_dir": str(save_dir), "sources": done, "skipped": skipped})
+    return 0 if done else 1
 
 
 def add_demo_args(p: argparse.ArgumentParser) -> None:
@@ -262,7 +372,7 @@ COMMANDS = {
     "val": (add_val_args, run_val, "COCO mAP, precision and recall of a checkpoint on a data split"),
     "predict": (add_predict_args, run_predict, "detect on images, folders, videos or event recordings"),
     "demo": (add_demo_args, run_demo, "train and evaluate on the bundled tree photos (CPU, ~10 min)"),
-    "export": (add_export_args, run_export, "export the fused form to ONNX"),
+    "export": (add_export_args, run_export, "export the fused or deploy (fp32/int8) form to ONNX"),
     "energy": (add_energy_args, run_energy, "per-layer firing rate, operations and energy over a val split"),
 }
 
@@ -270,15 +380,41 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spikeyolo", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"spikeyolo {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help=f"show the full traceback of an error (or set {VERBOSE_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (add_args, _, help_text) in COMMANDS.items():
-        add_args(sub.add_parser(name, help=help_text, description=help_text))
+        add_args(sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter))
     return parser
 
 
+def user_message(e: BaseException) -> str | None:
+    """The one-line message for an error caused by the user's input or machine (a file, a flag, a full disk);
+    ``None`` for anything else, which is a bug and keeps its traceback."""
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        where = f" on the disk holding {e.filename}" if e.filename else " on the device"
+        return f"no space left{where}; free some space and run again"
+    if isinstance(e, SpikeYOLOError | OSError):
+        return str(e) or type(e).__name__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit codes: 0 done, 1 an error in the input (one line on stderr), 2 a usage error,
+    130 interrupted (Ctrl-C). ``--verbose`` or ``SPIKEYOLO_VERBOSE=1`` shows tracebacks of input errors too."""
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command][1](args) or 0
+    verbose = args.verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+    try:
+        return COMMANDS[args.command][1](args) or 0
+    except KeyboardInterrupt as e:
+        print(f"\ninterrupted{f'; {e}' if str(e) else ''}", file=sys.stderr)
+        return 130
+    except Exception as e:
+        message = user_message(e)
+        if message is None or verbose:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

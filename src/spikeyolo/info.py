@@ -37,7 +37,8 @@ class ModelSummary:
         lines += [
             f"parameters: {self.params:,}",
             f"MACs per image per timestep at {self.imgsz}x{self.imgsz}: train form {m['train'] / 1e9:.2f} G, "
-            f"fused form {m['fused'] / 1e9:.2f} G (first layer, real-valued input: {m['first_layer']:,.0f})",
+            f"fused form {m['fused'] / 1e9:.2f} G, deploy form {m['deploy'] / 1e9:.2f} G",
+            f"(first layer, real-valued input: {m['first_layer']:,.0f} MACs)",
         ]
         return "\n".join(lines)
 
@@ -67,9 +68,9 @@ def _resolve(model: str | Path | nn.Module, nc: int, imgsz: int) -> SpikeYOLO:
 
 
 def model_summary(model: str | Path | nn.Module = "s", nc: int = 80, imgsz: int = 640) -> ModelSummary:
-    """Parameters, layer table and MACs (train form, fused form, first layer) of a scale, YAML or checkpoint."""
+    """Parameters, layer table and MACs (train, fused and deploy forms, first layer) of a scale, YAML or checkpoint."""
     model = _resolve(model, nc, imgsz)
-    train_ops, fused_ops = unit_geometry(model, imgsz, "train"), unit_geometry(model, imgsz, "fused")
-    macs = {"train": float(sum(o.macs for o in train_ops)), "fused": float(sum(o.macs for o in fused_ops)),
-            "first_layer": float(fused_ops[0].macs)}
+    ops = {form: unit_geometry(model, imgsz, form) for form in ("train", "fused", "deploy")}
+    macs = {form: float(sum(o.macs for o in found)) for form, found in ops.items()}
+    macs["first_layer"] = float(ops["fused"][0].macs)
     return ModelSummary(model.config, count_parameters(model), layer_rows(model), macs, imgsz)

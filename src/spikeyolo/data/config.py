@@ -35,6 +35,7 @@ Every path is checked: a missing one raises :class:`DataConfigError` naming the 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import yaml
@@ -114,6 +115,25 @@ def load_data_config(path_or_dict: str | Path | dict) -> dict:
     return cfg
 
 
+def check_class_names(model_names, data_names, model_src, data_src) -> None:
+    """Compare the class names a model was trained with and a dataset's, as lists (class id = position).
+
+    The same names in another order would silently rename classes: an error. Another count: an error. Other
+    names (a relabelled or new dataset of the same size): a warning naming both lists.
+    """
+    model_names, data_names = [str(n) for n in model_names], [str(n) for n in data_names]
+    if model_names == data_names:
+        return
+    if len(model_names) != len(data_names):
+        raise DataConfigError(f"{model_src} detects {len(model_names)} classes {model_names} but {data_src} "
+                              f"lists {len(data_names)}: {data_names}")
+    if sorted(model_names) == sorted(data_names):
+        raise DataConfigError(f"{data_src} lists the classes of {model_src} in another order ({data_names} vs "
+                              f"{model_names}); class ids would be renamed: use the order {model_names}")
+    warnings.warn(f"{data_src} names the classes {data_names}, {model_src} was trained with {model_names}; "
+                  "class ids are kept", stacklevel=3)
+
+
 def _resolve_path(p, root: Path, where: str, key: str, want_file: bool = False) -> str:
     q = Path(str(p)).expanduser()
     q = q if q.is_absolute() else root / q
@@ -168,7 +188,10 @@ def _coco_names(cfg: dict, where: str) -> list[str]:
             ann = cfg[split]["annotations"]
             try:
                 cats = json.loads(Path(ann).read_text(encoding="utf-8")).get("categories", [])
-            except (OSError, ValueError) as e:
+                return [str(c["name"]) for c in sorted(cats, key=lambda c: int(c["id"]))]
+            except (OSError, ValueError, AttributeError) as e:
                 raise DataConfigError(f"{where}: key '{split}.annotations': cannot read {ann}: {e}") from e
-            return [str(c["name"]) for c in sorted(cats, key=lambda c: int(c["id"]))]
+            except (KeyError, TypeError) as e:
+                raise DataConfigError(f"{where}: key '{split}.annotations': {ann}: every category needs an "
+                                      f"'id' and a 'name' (missing or bad: {e})") from e
     raise DataConfigError(f"{where}: key 'names': no annotation file to read categories from")

@@ -113,8 +113,9 @@ class DetectionDataset(torch.utils.data.Dataset):
         )
         self.stats.setdefault("skipped", 0)
         self.stats.setdefault("warnings", [])
-        # (image folders, annotation file) of a COCO-JSON split of whole images: predictions.json uses its ids
-        self.coco_source: tuple[list[str], str] | None = None
+        # (image folders, annotation file, class names) of a COCO-JSON split of whole images: predictions.json uses
+        # its ids
+        self.coco_source: tuple[list[str], str, list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -310,6 +311,7 @@ def build_dataset(
     if kwargs:
         raise TypeError(f"unexpected arguments for a {cfg['type']} dataset: {sorted(kwargs)}")
     records, stats = read_split(cfg, split, use_cache=cache)
+    stats["boxes"] = int(sum(len(r.cls) for r in records))
     _log(where, split, records, stats)
     if not records:
         raise DataError(
@@ -319,7 +321,7 @@ def build_dataset(
     augment = split == "train" if augment is None else augment
     ds = DetectionDataset(records, cfg["names"], imgsz, augment, hyp, seed, tile_size, overlap, min_visibility, stats)
     if cfg["type"] == "coco" and not tile_size:
-        ds.coco_source = (list(cfg[split]["images"]), cfg[split]["annotations"])
+        ds.coco_source = (list(cfg[split]["images"]), cfg[split]["annotations"], list(cfg["names"]))
     return ds
 
 
@@ -331,3 +333,6 @@ def _log(where: str, split: str, records: list, stats: dict) -> None:
         LOG.warning("... and %d more warnings (dataset.stats['warnings'])", len(warns) - MAX_LOGGED_WARNINGS)
     if warns or stats["skipped"]:
         LOG.warning("%s [%s]: %d images usable, %d skipped", where, split, len(records), stats["skipped"])
+    if records and not stats["boxes"]:
+        LOG.warning("%s [%s]: no box in any of the %d images (label files missing or empty? YOLO labels are "
+                    "looked for in a 'labels' folder beside 'images')", where, split, len(records))

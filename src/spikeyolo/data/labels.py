@@ -3,12 +3,17 @@
 Policy for bad input (every problem is a warning naming the file, and the line where there is one):
 
 - unreadable or missing image: the image is skipped;
-- YOLO txt: any bad line (wrong column count, not a number, class id outside 0..nc-1, non-positive size,
-  coordinates outside [0, 1] by more than ``TOL``) skips the whole image, because a label file with one broken
-  line is not trusted to list every object (training on it would teach "background" where objects are);
-- COCO / VOC: a bad annotation (unknown class, non-positive size) is dropped on its own, the image is kept;
-  these formats are structured, so one bad entry says nothing about the others;
-- a missing label file (YOLO) or annotation file (VOC), or an image without annotations (COCO): background.
+- YOLO txt: any bad line (wrong column count, not a number, NaN or infinite, class id outside 0..nc-1,
+  non-positive size, coordinates outside [0, 1] by more than ``TOL``) skips the whole image, because a label
+  file with one broken line is not trusted to list every object (training on it would teach "background" where
+  objects are);
+- COCO / VOC: a bad annotation (unknown class, non-positive size, NaN or infinite values) is dropped on its own,
+  the image is kept; these formats are structured, so one bad entry says nothing about the others;
+- COCO: a JSON without a required key (``images[].id`` / ``file_name``, ``annotations[].image_id``,
+  ``categories[].id`` / ``name``) raises :class:`LabelFileError` naming the file and entry; categories whose
+  names are not the data YAML's ``names`` raise it too (classes are matched by name, never by position);
+- a missing label file (YOLO) or annotation file (VOC), or an image without annotations (COCO): background;
+  a split with no box at all is a warning (and an error for training, see ``spikeyolo train --allow-no-boxes``).
 
 Boxes a little outside the image (``TOL`` normalized, 1 px for pixel formats) are clipped silently; further
 outside is a warning and then clipped (COCO/VOC) or a skip (YOLO).
@@ -34,6 +39,10 @@ from ..errors import FileFormatError
 IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 TOL = 1e-3  # normalized tolerance before a coordinate counts as outside [0, 1]
 PX_TOL = 1.0  # pixel tolerance for COCO / VOC boxes
+
+
+class LabelFileError(FileFormatError):
+    """An annotation file that cannot be used as a whole; the message names the file and the entry."""
 
 
 @dataclass
@@ -212,20 +221,24 @@ def read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list[
     """
     try:
         return _read_coco(image_dirs, ann_file, report, names)
+    except LabelFileError:
+        raise
     except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError, RecursionError) as e:
         raise FileFormatError(f"{ann_file}: not a COCO annotation file ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def _read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list[str] | None) -> list[Record]:
     data = json.loads(Path(ann_file).read_text(encoding="utf-8"))
-    cats = sorted(data.get("categories", []), key=lambda c: int(c["id"]))
-    cat_map = {int(c["id"]): i for i, c in enumerate(cats)}
-    if names is not None and len(names) != len(cats):
-        report.warn(ann_file, f"{len(cats)} categories but the data YAML names {len(names)} classes")
+    if not isinstance(data, dict):
+        raise LabelFileError(f"{ann_file}: expected a JSON object with 'images' and 'annotations'")
+    cat_map = coco_category_map(_categories(data, ann_file), names, ann_file)
     by_image: dict[int, list] = {}
-    for a in data.get("annotations", []):
-        by_image.setdefault(int(a["image_id"]), []).append(a)
+    for i, a in enumerate(data.get("annotations", [])):
+        _require(a, ("image_id",), ann_file, f"annotations[{i}] (id {a.get('id') if isinstance(a, dict) else '?'})")
+        by_image.setdefault(_int(a["image_id"], ann_file, f"annotations[{i}].image_id"), []).append(a)
     images = data.get("images", [])
+    for i, im in enumerate(images):
+        _require(im, ("id", "file_name"), ann_file, f"images[{i}]")
     files = [
         next((str(Path(d) / im["file_name"]) for d in image_dirs if (Path(d) / im["file_name"]).is_file()), None)
         for im in images
@@ -242,27 +255,78 @@ def _read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list
                 report.crowd += 1
                 continue
             bbox = a.get("bbox", [])
-            if len(bbox) != 4:
+            try:
+                x, y, w, h = (float(v) for v in bbox)
+            except (TypeError, ValueError):
                 report.warn(ann_file, f"{where}: bbox needs 4 numbers, got {bbox}; dropped")
                 continue
-            x, y, w, h = (float(v) for v in bbox)
+            if not all(math.isfinite(v) for v in (x, y, w, h)):
+                report.warn(ann_file, f"{where}: NaN or infinite value in bbox {bbox}; dropped")
+                continue
             if w <= 0 or h <= 0:
                 report.warn(ann_file, f"{where}: non-positive box size w={w:g} h={h:g}; dropped")
                 continue
-            if int(a.get("category_id", -1)) not in cat_map:
+            if _category(a) not in cat_map:
                 report.warn(ann_file, f"{where}: unknown category_id {a.get('category_id')}; dropped")
                 continue
-            cls.append(cat_map[int(a["category_id"])])
+            cls.append(cat_map[_category(a)])
             boxes.append(_clip_px((x, y, x + w, y + h), shape, ann_file, report, where))
         records.append(Record(f, shape, *_finish(cls, boxes)))
     return records
 
 
-def coco_id_maps(image_dirs: list[str], ann_file: str) -> tuple[dict[str, int], list[int]]:
+def _require(entry, keys: tuple, ann_file, where: str) -> None:
+    if not isinstance(entry, dict):
+        raise LabelFileError(f"{ann_file}: {where} is not a JSON object")
+    missing = [k for k in keys if k not in entry]
+    if missing:
+        raise LabelFileError(f"{ann_file}: {where} has no {' or '.join(repr(k) for k in missing)} key")
+
+
+def _int(value, ann_file, where: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise LabelFileError(f"{ann_file}: {where} must be an integer id, got {value!r}") from None
+
+
+def _category(annotation: dict):
+    """The annotation's category id as an int, or None when missing or not an integer (then: unknown)."""
+    try:
+        return int(annotation.get("category_id"))
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _categories(data: dict, ann_file) -> list[dict]:
+    """The JSON's categories, each checked to have an ``id`` and a ``name``, sorted by id."""
+    cats = data.get("categories", [])
+    for i, c in enumerate(cats):
+        _require(c, ("id", "name"), ann_file, f"categories[{i}]")
+    return sorted(cats, key=lambda c: _int(c["id"], ann_file, "categories[].id"))
+
+
+def coco_category_map(cats: list[dict], names: list[str] | None, ann_file) -> dict[int, int]:
+    """Category id -> class index. With the data YAML's ``names``, categories are matched by name (the YAML's
+    order is the class order); the JSON's names must be exactly those names. Without, sorted id order."""
+    if names is None:
+        return {int(c["id"]): i for i, c in enumerate(cats)}
+    cat_names = [str(c["name"]) for c in cats]
+    if sorted(cat_names) != sorted(map(str, names)):
+        raise LabelFileError(f"{ann_file}: categories {cat_names} are not the data YAML's names {list(names)}; "
+                             "give the same names (any order) or leave 'names' out to take them from the JSON")
+    index = {n: i for i, n in enumerate(names)}
+    return {int(c["id"]): index[str(c["name"])] for c in cats}
+
+
+def coco_id_maps(image_dirs: list[str], ann_file: str, names: list[str] | None = None
+                 ) -> tuple[dict[str, int], list[int]]:
     """The COCO JSON's own ids for what :func:`read_coco` made of it: ``{im_file: image id}`` (an image file as
-    ``read_coco`` names it, under any of ``image_dirs``) and ``category_ids[class index]``."""
+    ``read_coco`` names it, under any of ``image_dirs``) and ``category_ids[class index]`` (the classes in the
+    order of ``names`` when given, as :func:`read_coco` numbers them)."""
     data = json.loads(Path(ann_file).read_text(encoding="utf-8"))
-    cats = sorted(int(c["id"]) for c in data.get("categories", []))
+    cat_map = coco_category_map(_categories(data, ann_file), names, ann_file)
+    cats = [cid for cid, _ in sorted(cat_map.items(), key=lambda kv: kv[1])]
     images = {str(Path(d) / im["file_name"]): int(im["id"]) for im in data.get("images", []) for d in image_dirs}
     return images, cats
 
@@ -335,6 +399,9 @@ def read_voc(
                     b = [float(o["box"][k]) for k in ("xmin", "ymin", "xmax", "ymax")]
                 except (KeyError, ValueError):
                     report.warn(xf, "bndbox needs numeric xmin ymin xmax ymax; object dropped", o["line"])
+                    continue
+                if not all(math.isfinite(v) for v in b):
+                    report.warn(xf, f"NaN or infinite value in bndbox {b}; object dropped", o["line"])
                     continue
                 if b[2] <= b[0] or b[3] <= b[1]:
                     report.warn(xf, f"non-positive box size {b}; object dropped", o["line"])

@@ -6,6 +6,7 @@ workers hold their own copy of the dataset, so setting an attribute in the main 
 
 from __future__ import annotations
 
+import os
 import random
 
 import cv2
@@ -32,6 +33,12 @@ def collate(items: list[dict]) -> dict:
         else:
             batch[k] = values
     return batch
+
+
+def default_workers() -> int:
+    """Data-loading worker processes by default: 8, or the number of CPUs when there are fewer (more workers than
+    cores only slow loading down, and torch warns about it)."""
+    return min(8, os.cpu_count() or 1)
 
 
 class _ShuffleSampler(Sampler):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from ..argtypes import image_size, nonneg_int, positive_float, positive_int
 from ..checkpoint import load
 from ..engine.predictor import Predictor, predict_source
 from ..engine.report import summary_table
@@ -61,21 +62,23 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--project", default="runs/demo", help="runs go to PROJECT/NAME; the tiles to PROJECT/trees_data")
     p.add_argument("--name", default=None, help="default trees (--events: trees_events)")
-    setting("--epochs", "epochs", type=int)
-    setting("--imgsz", "imgsz", type=int)
-    setting("--batch", "batch", type=int)
-    setting("--width", "width", type=float)
+    setting("--epochs", "epochs", type=positive_int)
+    setting("--imgsz", "imgsz", type=image_size)
+    setting("--batch", "batch", type=positive_int)
+    setting("--width", "width", type=positive_float)
     setting("--model", "model")
     setting("--optimizer", "optimizer", choices=["SGD", "AdamW"])
-    setting("--lr0", "lr0", type=float)
-    setting("--close-mosaic", "close_mosaic", type=int)
-    setting("--workers", "workers", type=int)
-    setting("--seed", "seed", type=int)
+    setting("--lr0", "lr0", type=positive_float)
+    setting("--close-mosaic", "close_mosaic", type=nonneg_int)
+    setting("--workers", "workers", type=nonneg_int)
+    setting("--seed", "seed", type=nonneg_int)
     setting("--neuron", "neuron_kind", dest="neuron_kind", choices=list(NEURONS))
     p.add_argument("--device", default="cpu")
     p.add_argument("--events", action="store_true",
                    help="the event-camera variant: train on event recordings simulated from the same photos")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="only write the dataset (tiles or recordings and data.yaml) and print where; no training")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
@@ -187,10 +190,23 @@ def run_event_demo(project: str | Path = "runs/demo", name: str = "trees_events"
     return _summary(result, metrics, val_dir, t, events=True, prophesee=metrics.get("prophesee"))
 
 
+def _prepare_only(project: Path, events: bool, progress: bool, as_json: bool) -> int:
+    """``spikeyolo demo --prepare-only``: the bundled data as a ready dataset, to try the other commands on."""
+    data = prepare_event_data(project / "trees_events_data", progress) if events else \
+        prepare_tree_dataset(project / "trees_data")
+    print(f"dataset ready: {data}\ntry: spikeyolo train --data {data} --model n --width 0.125 --imgsz 256 "
+          f"--epochs 5 --batch 4 --workers 0")
+    if as_json:
+        print(json.dumps({"data": str(data)}), flush=True)
+    return 0
+
+
 def run_demo_cli(args: argparse.Namespace) -> int:
     keys = ("epochs", "imgsz", "batch", "width", "model", "optimizer", "lr0", "close_mosaic", "device", "workers",
             "seed", "neuron_kind")
     given = {k: getattr(args, k) for k in keys}  # None: the demo's own default (run_*demo merge them)
+    if args.prepare_only:
+        return _prepare_only(Path(args.project), args.events, not args.quiet, args.json)
     if args.events:
         summary = run_event_demo(args.project, args.name or "trees_events", progress=not args.quiet, **given)
     else:

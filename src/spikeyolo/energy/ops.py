@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..deploy import deploy_torch
 from ..fuse import fuse
 from ..model import SpikeYOLO
-from ..nn.units import FusedUnit, SpikeDrivenUnit, SpikeUnit
+from ..nn.units import DeployUnit, FusedUnit, SpikeDrivenUnit, SpikeUnit
 
-UNIT_TYPES = (SpikeUnit, FusedUnit, SpikeDrivenUnit)
-GEOMETRIES = ("fused", "train")
+UNIT_TYPES = (SpikeUnit, FusedUnit, SpikeDrivenUnit, DeployUnit)
+GEOMETRIES = ("fused", "train", "deploy")
 STAGES = ("backbone", "neck", "head")
 
 
@@ -89,10 +90,12 @@ def _shape_model(model: nn.Module, geometry: str) -> nn.Module:
             meta = SpikeYOLO(config)
     else:
         meta = copy.deepcopy(model).to("meta")
+    if geometry in ("train", "deploy") and not _is_train_form(meta):
+        raise ValueError(f"geometry={geometry!r} needs a train-form model (fused convs cannot be split again)")
     if geometry == "fused" and _is_train_form(meta):
         meta = fuse(meta)
-    if geometry == "train" and not _is_train_form(meta):
-        raise ValueError("geometry='train' needs a train-form model (fused convs cannot be split again)")
+    if geometry == "deploy":
+        meta = deploy_torch(meta)
     return meta.train()  # train mode: the head returns raw maps, nothing to decode
 
 
@@ -107,6 +110,8 @@ def unit_geometry(model: nn.Module, imgsz: int | tuple[int, int] = 640, geometry
     ``geometry="fused"`` (default, the paper's energy model): one conv per unit, as after
     :func:`spikeyolo.fuse` (BN folded, RepConv / SepRepConv re-parameterized). ``geometry="train"``: every conv of
     the train-form chains (more, smaller convs; only the first conv of a chain actually receives the spikes).
+    ``geometry="deploy"``: the convs of :func:`spikeyolo.deploy` (BN folded, each unit's chain kept where it needs
+    fewer MACs than the fused conv).
     """
     if geometry not in GEOMETRIES:
         raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")

@@ -21,6 +21,9 @@ def summary_table(metrics: dict, names) -> str:
     def f(x, w=7):
         return f"{x:{w}.3f}" if x is not None and np.isfinite(x) else f"{'-':>{w}}"
 
+    def num(x, spec=".3f"):
+        return format(x, spec) if x is not None and np.isfinite(x) else "-"
+
     lines = [f"{'class':>16} {'images':>7} {'labels':>7} {'P':>7} {'R':>7} {'mAP50':>7} {'mAP50-95':>9}"]
     lines.append(
         f"{'all':>16} {metrics['images']:>7} {metrics['instances']:>7} {f(metrics['precision'])} "
@@ -41,29 +44,32 @@ def summary_table(metrics: dict, names) -> str:
                      f"{st['min_box_side']:g} px, +-{st['time_tol_us'] / 1e3:g} ms): AP {f(p['AP'], 0)}, "
                      f"AP50 {f(p['AP50'], 0)}, AP75 {f(p['AP75'], 0)} over {p['images']} timestamps")
     lines += _energy_lines(metrics)
-    sp = metrics["speed"]
-    lines.append(
-        f"speed: {sp['preprocess']:.1f} ms preprocess, {sp['inference']:.1f} ms inference, "
-        f"{sp['postprocess']:.1f} ms postprocess per image"
-    )
+    sp = metrics.get("speed") or {}
+    lines.append(f"speed: {num(sp.get('preprocess'), '.1f')} ms preprocess, {num(sp.get('inference'), '.1f')} ms "
+                 f"inference, {num(sp.get('postprocess'), '.1f')} ms postprocess per image")
     return "\n".join(lines)
 
 
 def _energy_lines(metrics: dict) -> list[str]:
-    """The energy lines: the ANN twin's MAC energy, or the SNN's rates and energy (with a warning when the
-    network is nearly silent)."""
+    """The energy lines: the ANN twin's MAC energy (no firing rate, no synaptic ops), or the SNN's rates and
+    energy, with a warning when the network is nearly silent. Values may be None (NaN of a diverged model)."""
     if "snn/energy_mJ" not in metrics:
         return []
-    fr = metrics.get("snn/firing_rate")
-    if fr is None or not np.isfinite(fr):  # the ANN twin: no spikes
-        return [f"ANN twin: {metrics['snn/energy_mJ']:.3f} mJ per image (every conv as dense MACs)"]
+
+    def num(x, spec=".3f"):
+        return format(x, spec) if x is not None and np.isfinite(x) else "-"
+
+    fr, synops = metrics.get("snn/firing_rate"), metrics.get("snn/synops")
+    if synops == 0 and (fr is None or not np.isfinite(fr)):  # the ANN twin: no spikes
+        return [f"ANN twin: {num(metrics.get('snn/energy_mJ'))} mJ per image (every conv as dense MACs)"]
     lines = []
-    if fr < SILENT_FIRING_RATE:
+    if fr is not None and fr < SILENT_FIRING_RATE:
         lines.append(f"WARNING: the network is nearly silent (firing rate {fr:.4f} < {SILENT_FIRING_RATE}): "
                      "its energy and the ANN/SNN ratio are not meaningful")
-    lines.append(f"SNN: firing rate {fr:.3f} (mean spike count per neuron and step), "
-                 f"{metrics['snn/synops'] / 1e9:.3f} G synaptic ops, {metrics['snn/energy_mJ']:.3f} mJ per image"
-                 + (f" (ANN twin {metrics['snn/ann_energy_mJ']:.3f} mJ)" if "snn/ann_energy_mJ" in metrics else ""))
+    lines.append(f"SNN: firing rate {num(fr)} (mean spike count per neuron and step), "
+                 f"{num(None if synops is None else synops / 1e9)} G synaptic ops, "
+                 f"{num(metrics.get('snn/energy_mJ'))} mJ per image"
+                 + (f" (ANN twin {num(metrics['snn/ann_energy_mJ'])} mJ)" if "snn/ann_energy_mJ" in metrics else ""))
     return lines
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,10 @@ from tqdm import tqdm
 
 from ..checkpoint import atomic_torch_save, checkpoint_dict, load, read_checkpoint
 from ..data import build_dataloader, build_dataset, load_data_config
+from ..data.config import check_class_names
+from ..data.loader import default_workers
 from ..energy import EnergyMeter
+from ..errors import InputError, SpikeYOLOError
 from ..model import build_model
 from ..neuron import NeuronConfig
 from ..plots import plot_results
@@ -71,7 +75,7 @@ class TrainConfig:
     imgsz: int = 640
     batch: int = 16  # total over all processes
     device: str | None = None  # cpu, 0, 0,1, cuda:1; None = CUDA if available
-    workers: int = 8
+    workers: int = field(default_factory=default_workers)  # 8, or the number of CPUs if fewer
     optimizer: str = "SGD"  # SGD (Nesterov) or AdamW
     lr0: float = 0.01
     lrf: float = 0.01  # final lr = lr0 * lrf (the paper: 0.004)
@@ -86,7 +90,7 @@ class TrainConfig:
     close_mosaic: int = 10
     seed: int = 0
     deterministic: bool = True
-    amp: bool = True  # used on CUDA only
+    amp: bool | None = None  # mixed precision: None = on for CUDA (float16), off on CPU (True: bfloat16 autocast)
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0
     clip_grad: float = 10.0
@@ -94,14 +98,18 @@ class TrainConfig:
     cls: float = 0.5
     dfl: float = 1.5
     hyp: dict = field(default_factory=dict)  # augmentation overrides: mosaic, translate, scale, hsv_*, fliplr
-    T: int | None = None  # timesteps; None: the data's T for event data (its YAML, else 4), else 1
-    D: int = NeuronConfig.D  # I-LIF settings (see NeuronConfig; the official Gen1 neuron: decay 0.5, gain 0.5)
-    decay: float = NeuronConfig.decay
-    input_gain: float = NeuronConfig.input_gain
+    # timesteps; None: a checkpoint's own, the data's T for event data (its YAML, else 4), else 1
+    T: int | None = None
+    # I-LIF settings (see NeuronConfig; the official Gen1 neuron: decay 0.5, gain 0.5); None: NeuronConfig's
+    # default or a checkpoint's own. args.yaml and checkpoints record the values used.
+    D: int | None = None
+    decay: float | None = None
+    input_gain: float | None = None
     detach_reset: bool = NeuronConfig.detach_reset
     neuron_kind: str = NeuronConfig.kind  # --neuron: "relu"/"silu" trains the ANN twin (same blocks and head, T 1)
     width: float | None = None  # override the scale's width multiplier (tiny models)
     depth: float | None = None
+    allow_no_boxes: bool = False  # train even when the training split has no box at all (background only)
     val: bool = True
     val_period: int = 1  # validate every this many epochs (and after the last)
     conf: float = 0.001
@@ -117,7 +125,8 @@ class TrainConfig:
 
     @property
     def neuron(self) -> NeuronConfig:
-        return NeuronConfig(self.D, self.decay, self.input_gain, self.detach_reset, self.neuron_kind)
+        return NeuronConfig().replace(D=self.D, decay=self.decay, input_gain=self.input_gain,
+                                      detach_reset=self.detach_reset, kind=self.neuron_kind)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -139,6 +148,46 @@ def resolve_resume(path: str | Path) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"resume checkpoint not found: {p}")
     return p
+
+
+RESUME_MAY_CHANGE = ("data", "device")  # a moved dataset, another machine; everything else is the run's own
+
+
+def _absolute(value: str | None) -> str | None:
+    """An existing file's path made absolute (so a run resumes from any working directory); else as given
+    (a scale name such as ``n`` stays a name)."""
+    if value and Path(value).expanduser().is_file():
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
+def remove_stale_temporaries(weights: Path) -> None:
+    """Delete ``.last.pt.tmp<pid>`` files a killed run left behind (atomic writes rename them when done)."""
+    for tmp in weights.glob(".*.pt.tmp*"):
+        tmp.unlink(missing_ok=True)
+
+
+def remove_if_unused(save_dir: Path) -> None:
+    """Remove a run folder that a failed start left without any checkpoint; only files the trainer writes at
+    start (args.yaml, results.csv, an empty weights/) are deleted, never anything else."""
+    if not save_dir.is_dir() or (save_dir / "weights" / "last.pt").exists():
+        return
+    for name in ("args.yaml", "results.csv"):
+        (save_dir / name).unlink(missing_ok=True)
+    for folder in (save_dir / "weights", save_dir):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def write_csv_atomic(path: Path, rows: list[list]) -> None:
+    """Write a whole CSV through a temporary file and a rename: a kill never leaves it half written."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _lr_columns(optimizer) -> list[float]:
@@ -181,18 +230,32 @@ class Trainer:
 
     # -- set-up ----------------------------------------------------------------------------------------------
     def _build_model(self, names: list[str], in_channels: int = 3, T: int | None = None) -> nn.Module:
+        """The model to train; ``T``: the timesteps an event dataset brings (``None`` for images). Every
+        setting given is applied or refused: a flag is never recorded without being used."""
         cfg = self.cfg
+        T = T or cfg.T
         if self.given_model is not None:
             return self.given_model
         src = str(cfg.model)
         if src.endswith(".pt"):
-            model = load(src).train()
-            if model.nc != len(names):
-                raise ValueError(f"{src} has nc={model.nc} but the data has {len(names)} classes")
+            fixed = [f"--{k.replace('_', '-')} {getattr(cfg, k)}" for k in ("width", "depth", "decay", "input_gain")
+                     if getattr(cfg, k) is not None]
+            if fixed:
+                raise InputError(f"{' and '.join(fixed)}: fixed by the checkpoint {src} (its layer sizes and "
+                                 "neuron); leave the flag out, or start from a scale or model YAML")
+            model = load(src, **{k: v for k, v in (("T", T), ("D", cfg.D)) if v is not None}).train()
+            check_class_names(model.names, names, src, cfg.data)
             model.config["names"] = list(names)
             return model
-        return build_model(src, nc=len(names), T=T or cfg.T or 1, neuron=cfg.neuron, names=list(names),
+        return build_model(src, nc=len(names), T=T or 1, neuron=cfg.neuron, names=list(names),
                            in_channels=in_channels, width=cfg.width, depth=cfg.depth, imgsz=cfg.imgsz)
+
+    def _record_model_settings(self) -> None:
+        """args.yaml and checkpoints record the T and neuron settings the model has, not the defaults asked."""
+        config = unwrap(self.model).config
+        for k in ("T", "D", "decay", "input_gain", "detach_reset"):
+            if k in config:
+                setattr(self.cfg, k, config[k])
 
     def _loaders(self, data_cfg: dict, info: ddp.DistInfo):
         cfg = self.cfg
@@ -201,6 +264,10 @@ class Trainer:
         event_args = {"T": cfg.T} if data_cfg["type"] == "gen1" and cfg.T is not None else {}
         train_set = build_dataset(data_cfg, "train", imgsz=cfg.imgsz, augment=True, hyp=hyp, seed=cfg.seed,
                                   progress=cfg.progress, **event_args)
+        if getattr(train_set, "stats", {}).get("boxes", 1) == 0 and not cfg.allow_no_boxes:
+            raise SpikeYOLOError(f"{data_cfg.get('yaml_file') or 'the data'}: the train split has no box in any of "
+                                 f"its {len(train_set)} images (label files missing or empty?); pass "
+                                 "--allow-no-boxes to train on background only")
         train_loader = build_dataloader(train_set, batch_size=local_batch, workers=cfg.workers, shuffle=True,
                                         seed=cfg.seed, rank=info.rank, world_size=info.world_size)
         val_loader = None
@@ -215,6 +282,7 @@ class Trainer:
     def train(self) -> dict:
         device = select_device(self.cfg.device)
         info = ddp.setup(device)
+        resuming = bool(self.cfg.resume)
         try:
             self.setup(ddp.process_device(device, info), info)
             for epoch in range(self.start_epoch, self.cfg.epochs):
@@ -223,6 +291,10 @@ class Trainer:
                     break
                 self.end_epoch(epoch, mean_loss)
             return self.finish()
+        except BaseException:
+            if info.main and self.save_dir is not None and not resuming:
+                remove_if_unused(self.save_dir)  # a run that failed before its first checkpoint leaves no folder
+            raise
         finally:
             ddp.cleanup()
 
@@ -241,6 +313,7 @@ class Trainer:
         events = getattr(self.train_set, "events", None)
         model = self._build_model(self.names, self.train_set.in_channels, events.T if events else cfg.T or 1)
         self.model = model = model.to(device).train()
+        self._record_model_settings()
         record_event_settings(model, self.train_set)
         self._build_optimization()
         self.start_epoch, self.best_fitness, self.best_metrics = 0, -math.inf, None
@@ -296,7 +369,7 @@ class Trainer:
         return mean_loss
 
     def train_step(self, batch: dict, ni: int) -> torch.Tensor:
-        """Batch ``ni`` (counted over the whole run): warm-up, forward (AMP on CUDA), loss, backward, and the
+        """Batch ``ni`` (counted over the whole run): warm-up, forward (AMP: see TrainConfig.amp), loss, backward, the
         optimizer step (clip, EMA) when ``nbs`` images have accumulated or the epoch ends. Returns the loss
         items ``[box, cls, dfl]`` (CPU)."""
         cfg, nb = self.cfg, self.nb
@@ -332,7 +405,7 @@ class Trainer:
                 self.best_fitness, self.best_metrics = fit, {**plain(metrics), "epoch": epoch + 1}
             self.last_metrics = metrics or self.last_metrics
             self._write_row(self.csv_path, epoch, mean_loss, metrics, _lr_columns(self.optimizer))
-            self._save(epoch, metrics, fit, improved)
+            self._save_checkpoints(epoch, metrics, fit, improved)
             self._log_epoch(epoch, metrics)
         else:
             self._gather_rng(self.info)
@@ -342,7 +415,9 @@ class Trainer:
     def finish(self) -> dict:
         """The run's summary (and results.png, the best epoch's table)."""
         cfg, weights, stopped = self.cfg, self.weights, self.stopped
-        result = {"save_dir": str(self.save_dir), "last": str(weights / "last.pt"), "best": str(weights / "best.pt"),
+        best_pt, last_pt = weights / "best.pt", weights / "last.pt"
+        result = {"save_dir": str(self.save_dir), "last": str(last_pt) if last_pt.exists() else None,
+                  "best": str(best_pt) if best_pt.exists() else None,
                   "epochs": cfg.epochs, "epochs_done": self.epoch + 1, "time_s": time.time() - self.t_start,
                   "best_fitness": self.best_fitness, "best_metrics": self.best_metrics,
                   "last_metrics": plain(self.last_metrics) if self.last_metrics else None, "stopped": stopped}
@@ -371,13 +446,19 @@ class Trainer:
         """The run folder (a new one, or the resumed run's); the checkpoint to resume from, if any."""
         resume_ckpt, info = None, self.info
         if self.cfg.resume:
-            last = resolve_resume(self.cfg.resume)
+            last = resolve_resume(self.cfg.resume).resolve()
             resume_ckpt = read_checkpoint(last)
             saved = dict(resume_ckpt["train_args"])
-            saved.update(resume=str(last), device=self.cfg.device if self.cfg.device is not None else saved["device"])
+            given = {k: _absolute(getattr(self.cfg, k)) for k in RESUME_MAY_CHANGE if getattr(self.cfg, k) is not None}
+            saved.update(resume=str(last), **given)
             self.cfg = TrainConfig.from_dict(saved)
             save_dir = last.parent.parent
+            if int(resume_ckpt["train_state"]["epoch"]) + 1 >= self.cfg.epochs:
+                raise SpikeYOLOError(f"{save_dir} already finished its {self.cfg.epochs} epochs; nothing to resume "
+                                     f"(to train on, start a new run from its weights: --model {last})")
         else:
+            self.cfg = dataclasses.replace(self.cfg, data=_absolute(self.cfg.data),
+                                           model=_absolute(str(self.cfg.model)))
             save_dir = increment_path(Path(self.cfg.project) / self.cfg.name, self.cfg.exist_ok) if info.main else None
         self.save_dir = Path(ddp.broadcast(str(save_dir) if save_dir else None, info))
         return resume_ckpt
@@ -388,8 +469,9 @@ class Trainer:
         self.weight_decay = wd
         self.optimizer = build_optimizer(model, cfg.optimizer, cfg.lr0, cfg.momentum, wd)
         self.schedule = LRSchedule(self.optimizer, cfg.epochs, cfg.lrf, cfg.cos_lr)
-        self.use_amp = cfg.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        cuda = self.device.type == "cuda"
+        self.use_amp = (cuda if cfg.amp is None else cfg.amp) and self.device.type in ("cuda", "cpu")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and cuda)  # bf16 on CPU needs no scaling
         self.ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau) if self.info.main else None
         self.criterion = DetectionLoss(model, box=cfg.box, cls=cfg.cls, dfl=cfg.dfl)
 
@@ -405,20 +487,18 @@ class Trainer:
             self.ema.load_state_dict(st["ema"])
         self.start_epoch, self.best_fitness = int(st["epoch"]) + 1, float(st["best_fitness"])
         self.best_metrics = st.get("best_metrics")
-        if self.start_epoch >= self.cfg.epochs:
-            self.say(f"{self.save_dir} already finished its {self.cfg.epochs} epochs; nothing to resume")
 
     def _start_files(self, resumed: bool) -> None:
         """weights/, args.yaml and results.csv (a resumed run keeps the rows of the epochs its checkpoint saw)."""
         cfg = self.cfg
         self.weights.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.weights)
         (self.save_dir / "args.yaml").write_text(yaml.safe_dump(plain(dataclasses.asdict(cfg)), sort_keys=False))
         rows = []
         if resumed and self.csv_path.exists():
             with open(self.csv_path, newline="") as f:
                 rows = [r for r in list(csv.reader(f))[1:] if r and int(r[0]) <= self.start_epoch]
-        with open(self.csv_path, "w", newline="") as f:
-            csv.writer(f).writerows([RESULTS_COLUMNS, *rows])
+        write_csv_atomic(self.csv_path, [RESULTS_COLUMNS, *rows])
         model = self.model
         self.say(f"training {type(unwrap(model)).__name__} ({sum(p.numel() for p in model.parameters()):,} params) "
                  f"on {self.device} x{self.info.world_size}, {len(self.train_set)} train images, {self.nb} "
@@ -433,7 +513,7 @@ class Trainer:
         self.validator.plots = cfg.plots and final
         return self.validator(self.ema.ema)
 
-    def _save(self, epoch: int, metrics: dict, fit: float, improved: bool) -> None:
+    def _save_checkpoints(self, epoch: int, metrics: dict, fit: float, improved: bool) -> None:
         state = {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
@@ -447,9 +527,9 @@ class Trainer:
         }
         common = {"train_args": plain(dataclasses.asdict(self.cfg)), "epoch": epoch, "metrics": plain(metrics),
                   "fitness": fit}
-        atomic_torch_save(checkpoint_dict(self.ema.ema, train_state=state, **common), self.weights / "last.pt")
-        if improved:
+        if improved:  # best before last: a kill in between never leaves last.pt ahead of a missing best.pt
             atomic_torch_save(checkpoint_dict(self.ema.ema, **common), self.weights / "best.pt")
+        atomic_torch_save(checkpoint_dict(self.ema.ema, train_state=state, **common), self.weights / "last.pt")
 
     def _log_epoch(self, epoch: int, metrics: dict) -> None:
         if not self.cfg.verbose:
@@ -475,9 +555,10 @@ class Trainer:
                     obj.set_epoch(epoch)
         if self.cfg.close_mosaic and epoch >= self.cfg.epochs - self.cfg.close_mosaic:
             if hasattr(dataset, "close_mosaic") and not self._mosaic_closed:
+                mosaic_ran = epoch > 0 and bool(getattr(dataset, "mosaic", False))  # else there is nothing to say
                 dataset.close_mosaic()
                 self._mosaic_closed = True
-                if self.cfg.verbose and ddp.env_info().main:
+                if self.cfg.verbose and ddp.env_info().main and mosaic_ran:
                     self.log(f"mosaic off for the last {self.cfg.epochs - epoch} epochs")
 
     def _step(self, model: nn.Module, optimizer, scaler, ema: ModelEMA | None) -> None:

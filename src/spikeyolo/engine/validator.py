@@ -27,10 +27,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ..boxes import clip_boxes, unletterbox, xywh2xyxy
-from ..checkpoint import checkpoint_imgsz, load
 from ..data import build_dataloader, build_dataset, load_data_config
+from ..data.config import check_class_names
 from ..data.labels import coco_id_maps
+from ..deploy import inference_imgsz, load_for_inference
 from ..energy import EnergyMeter
+from ..errors import InputError
 from ..events.io import BBOX_DTYPE, xyxy_to_bbox
 from ..events.prophesee import evaluate_prophesee
 from ..metrics.coco import coco_evaluate, write_coco_json
@@ -50,6 +52,13 @@ def to_input(img: torch.Tensor, device) -> torch.Tensor:
     """A batch of images as the network takes them: uint8 -> float in [0, 1]; event frames (float) unchanged."""
     x = img.to(device, non_blocking=True)
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
+def require_finite(x: torch.Tensor, what: str) -> None:
+    """Refuse NaN or infinite network input: the execution forms disagree on it (NaN in the train and fused
+    forms, finite values in the spike-driven one), so no form's answer would be right."""
+    if not bool(torch.isfinite(x).all()):
+        raise InputError(f"{what} contain NaN or infinite values; the model needs finite input")
 
 
 def batch_ground_truth(batch: dict, k: int, input_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,6 +174,8 @@ class Validator:
         for bi, batch in enumerate(bar):
             t0 = time.perf_counter()
             x = to_input(batch["img"], self.device)
+            require_finite(x, f"the images of validation batch {bi + 1} ({', '.join(map(str, batch['im_file'][:3]))}"
+                              f"{', ...' if len(batch['im_file']) > 3 else ''})")
             t1 = time.perf_counter()
             with torch.autocast("cuda", dtype=torch.float16, enabled=self.half), returning_maps(model) as has_maps:
                 out = model(x)
@@ -275,19 +286,21 @@ def _warn_event_mismatch(model, dataset, weights, data) -> None:
 def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=None, workers: int = 4,
              conf: float = 0.001, iou: float = 0.7, max_det: int = 300, save_json: bool = False,
              project: str = "runs/detect", name: str = "val", plots: bool = True, progress: bool = True,
-             split: str = "val", energy=None, exist_ok: bool = False) -> tuple[dict, Path]:
-    """Validate a checkpoint on a data YAML split; writes into a new ``project/name`` folder.
+             split: str = "val", energy=None, exist_ok: bool = False, precision: str | None = None,
+             backend: str | None = None) -> tuple[dict, Path]:
+    """Validate a checkpoint (or a ``.onnx`` deploy export) on a data YAML split; writes into a new
+    ``project/name`` folder. ``precision`` / ``backend`` run the deploy form (:func:`spikeyolo.deploy`);
+    energy is measured on the train form only (the default).
 
     Returns ``(metrics, save_dir)``.
     """
     dev = select_device(device)
-    model = load(weights).to(dev)
-    if energy is None:
+    imgsz = int(imgsz or inference_imgsz(weights))
+    model = load_for_inference(weights, precision, backend, imgsz, dev)
+    if energy is None and getattr(model, "form", "train") == "train":
         energy = EnergyMeter()  # firing rates, synaptic operations and energy at the end of every val
-    imgsz = int(imgsz or checkpoint_imgsz(weights))
     data_cfg = load_data_config(data)
-    if len(data_cfg["names"]) != model.nc:
-        raise ValueError(f"{weights} detects {model.nc} classes but {data} lists {len(data_cfg['names'])}")
+    check_class_names(model.names, data_cfg["names"], weights, data)
     dataset = build_dataset(data_cfg, split, imgsz=imgsz, augment=False, progress=progress)
     _warn_event_mismatch(model, dataset, weights, data)
     loader = build_dataloader(dataset, batch_size=batch, workers=workers, shuffle=False)

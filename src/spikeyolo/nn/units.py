@@ -5,7 +5,9 @@ Every parameterised part of SpikeYOLO is such a unit, so the three execution for
 - train form: :class:`ConvBN`, :class:`ConvBias`, :class:`SepRepConvBN`, :class:`RepConvBN` (multi-branch,
   BatchNorm kept);
 - fused form: :class:`FusedUnit`, one ``nn.Conv2d`` with bias (``unit.fuse()``);
-- spike-driven form: :class:`SpikeDrivenUnit`, the same conv fed D binary virtual timesteps.
+- spike-driven form: :class:`SpikeDrivenUnit`, the same conv fed D binary virtual timesteps;
+- deploy form: :class:`DeployUnit`, BN folded, re-parameterized only where that does not raise MACs
+  (``unit.deploy()``; RepConv keeps its 1x1 -> dw3x3 -> 1x1 chain), convs optionally in bfloat16.
 
 A unit maps ``[T, B, C, H, W] -> [T, B, C', H', W']``; convs run on ``x.flatten(0, 1)``, so BatchNorm
 statistics are shared over T and B as in the reference. Op order is I-LIF -> conv -> BN (pre-activation).
@@ -82,14 +84,35 @@ class SpikeUnit(nn.Module):
         raise NotImplementedError
 
     def fuse(self) -> FusedUnit:
-        w, b, kw = self.fused_kernel()
+        return FusedUnit(self.lif, self._make_conv(*self.fused_kernel()))
+
+    def chain_kernels(self) -> list[tuple[torch.Tensor, torch.Tensor | None, dict]]:
+        """The linear chain with every BN folded but not re-parameterized: ``(weight, bias or None, kwargs)`` per
+        conv, float64. Units whose chain is one conv return the fused kernel."""
+        return [self.fused_kernel()]
+
+    def deploy(self, dtype: torch.dtype | None = None, channels_last: bool = False) -> DeployUnit:
+        """Deploy form: the BN-folded chain or the single fused conv, whichever needs fewer MACs per output
+        pixel (every conv of a chain keeps the spatial size, so per-pixel MACs compare the two exactly)."""
+        chain, fused = self.chain_kernels(), [self.fused_kernel()]
+        best = chain if kernels_macs(chain) < kernels_macs(fused) else fused
+        convs = nn.Sequential(*(self._make_conv(*k) for k in best))
+        return DeployUnit(self.lif, convs, dtype, channels_last)
+
+    def _make_conv(self, w: torch.Tensor, b: torch.Tensor | None, kw: dict) -> nn.Conv2d:
         ref = next(self.parameters())
-        conv = nn.Conv2d(w.shape[1] * kw["groups"], w.shape[0], w.shape[-1], bias=True, **kw)
+        conv = nn.Conv2d(w.shape[1] * kw["groups"], w.shape[0], w.shape[-1], bias=b is not None, **kw)
         conv.to(device=ref.device, dtype=ref.dtype)
         with torch.no_grad():
             conv.weight.copy_(w)
-            conv.bias.copy_(b)
-        return FusedUnit(self.lif, conv)
+            if b is not None:
+                conv.bias.copy_(b)
+        return conv
+
+
+def kernels_macs(kernels: list[tuple[torch.Tensor, torch.Tensor | None, dict]]) -> int:
+    """Multiply-accumulates per output pixel of a conv chain (weights ``[Cout, Cin/groups, k, k]``)."""
+    return sum(w.numel() for w, _, _ in kernels)
 
 
 def _conv_kwargs(conv: nn.Conv2d) -> dict:
@@ -164,6 +187,16 @@ class SepRepConvBN(SpikeUnit):
         w, b = _dw3x3_after_1x1(pw * a, pw @ c, self.dw.weight.double()[:, 0])
         return *_fold_bn(w, b, self.bn), dict(stride=1, padding=1, groups=1)
 
+    def chain_kernels(self):
+        # BN -> 1x1 is a 1x1 with bias pw @ c, also on the BN(0) padding; a constant border through the unpadded
+        # depthwise 3x3 equals zero padding plus (pw @ c) * sum(dw) on the output, so that bias moves past it
+        a, c = bn_affine(self.bnpad.bn)
+        pw = self.pw.weight.double()
+        dw = self.dw.weight.double()
+        w, b = _fold_bn(dw, (pw[:, :, 0, 0] @ c) * dw.sum((1, 2, 3)), self.bn)
+        return [(pw * a.view(1, -1, 1, 1), None, dict(stride=1, padding=0, groups=1)),
+                (w, b, dict(stride=1, padding=1, groups=dw.shape[0]))]
+
 
 class RepConvBN(SpikeUnit):
     """``I-LIF -> 1x1 (c1 -> c1) -> BNAndPad(c1) -> 3x3 dw (no pad) -> 1x1 (c1 -> c2) -> BN -> BN``.
@@ -192,6 +225,17 @@ class RepConvBN(SpikeUnit):
         w, b = _fold_bn(w, b, self.bn_inner)
         return *_fold_bn(w, b, self.bn), dict(stride=1, padding=1, groups=1)
 
+    def chain_kernels(self):
+        a, c = bn_affine(self.bnpad.bn)  # BN(pw1 x) with BN(0) = c on the border: see SepRepConvBN.chain_kernels
+        pw1 = self.pw1.weight.double() * a.view(-1, 1, 1, 1)
+        dw = self.dw.weight.double()
+        pw2, pw2_bias = _fold_bn(*_fold_bn(self.pw2.weight.double(), c.new_zeros(self.pw2.out_channels),
+                                           self.bn_inner), self.bn)
+        dw_bias = c * dw.sum((1, 2, 3))
+        return [(pw1, None, dict(stride=1, padding=0, groups=1)),
+                (dw, dw_bias, dict(stride=1, padding=1, groups=dw.shape[0])),
+                (pw2, pw2_bias, dict(stride=1, padding=0, groups=1))]
+
 
 class FusedUnit(nn.Module):
     """Fused form: ``[I-LIF] -> Conv(bias)``."""
@@ -204,6 +248,36 @@ class FusedUnit(nn.Module):
         if self.lif is not None:
             x = self.lif(x)
         return time_distributed(self.conv, x)
+
+
+class DeployUnit(nn.Module):
+    """Deploy form: ``[I-LIF] -> convs`` (one conv or a BN-folded chain), the convs optionally in ``dtype``.
+
+    With a lower-precision ``dtype`` (bfloat16) the spikes 0..D are cast to it exactly, the convs accumulate in
+    float32 inside oneDNN / cuDNN, and the result is cast back to float32, so residual sums and the next I-LIF's
+    membrane stay float32. ``channels_last`` keeps the conv inputs NHWC, which oneDNN runs faster.
+    """
+
+    def __init__(self, lif: ILIF | None, convs: nn.Sequential, dtype: torch.dtype | None = None,
+                 channels_last: bool = False):
+        super().__init__()
+        self.lif, self.convs = lif, convs
+        self.dtype = dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        convs.to(dtype=dtype, memory_format=self.memory_format)
+
+    def forward(self, x):
+        if self.lif is not None:
+            x = self.lif(x)
+        n, flat = x.shape[:2], x.flatten(0, 1)
+        if self.dtype is not None:  # spikes 0..D are exact in bf16
+            flat = flat.to(self.dtype)
+        if self.memory_format is torch.channels_last:
+            flat = flat.contiguous(memory_format=torch.channels_last)
+        y = self.convs(flat)
+        if y.dtype != x.dtype:
+            y = y.to(x.dtype)
+        return y.view(*n, *y.shape[1:])
 
 
 class SpikeDrivenUnit(nn.Module):

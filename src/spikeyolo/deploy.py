@@ -1,0 +1,153 @@
+"""Train form -> deploy form: the fastest form for inference, in fp32, bf16 (torch) or int8 (ONNX Runtime).
+
+Each unit converts itself (:meth:`spikeyolo.nn.units.SpikeUnit.deploy`); this module walks the model, picks
+the precision of each unit and, for ``backend="onnxruntime"``, hands the result to :mod:`spikeyolo.ort`. See
+docs/deploy.md for which op runs in which precision.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import checkpoint_imgsz, load
+from .fuse import replace_modules
+from .nn.units import ConvBias, SpikeUnit
+from .ort import OrtModel, export_deployed_onnx, read_metadata
+
+PRECISIONS = ("fp32", "bf16", "int8")
+BACKENDS = ("torch", "onnxruntime")
+SUPPORTED = {("fp32", "torch"), ("bf16", "torch"), ("fp32", "onnxruntime"), ("int8", "onnxruntime")}
+
+
+def check_precision(precision: str, backend: str | None) -> str:
+    """The backend to use for ``precision`` (``None``: torch, or onnxruntime for int8); one clear error when the
+    pair is not supported, naming the pairs that are."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if backend is None:
+        backend = "onnxruntime" if precision == "int8" else "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if (precision, backend) not in SUPPORTED:
+        works = ", ".join(f"{p}+{b}" for p, b in sorted(SUPPORTED))
+        raise ValueError(f"precision {precision} is not available with backend {backend}; supported: {works}")
+    return backend
+
+
+def cpu_has(flag: str) -> bool:
+    """Whether /proc/cpuinfo lists an instruction-set flag (False where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(flag in line.split() for line in f if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+# instruction-set flags that run each precision at speed on x86 (names as in /proc/cpuinfo)
+CPU_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "int8": ("avx512_vnni", "avx_vnni", "amx_int8")}
+
+
+def check_device_support(precision: str, device: torch.device | str = "cpu") -> None:
+    """Refuse what the device cannot run; warn (one line) when it runs without the instructions that make it fast."""
+    device = torch.device(device)
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise RuntimeError(f"bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; use fp32")
+    flags = CPU_FLAGS.get(precision)
+    if device.type == "cpu" and flags and not any(cpu_has(f) for f in flags):
+        warnings.warn(f"{precision}: this CPU lists none of {', '.join(flags)}; it runs, but likely slower "
+                      f"than fp32", stacklevel=3)
+
+
+def deploy_torch(model: nn.Module, precision: str = "fp32", channels_last: bool | None = None) -> nn.Module:
+    """A deploy-form copy of a train-form model (eval mode, torch backend); the original is untouched.
+
+    BatchNorm is folded everywhere; each unit keeps its factorized chain unless the fused conv needs fewer MACs.
+    ``bf16``: every conv fed by spikes runs in bfloat16 (the spikes 0..D are exact in it); the stem (real-valued
+    image), the head's last 1x1 convs (box-bin and class logits), every I-LIF and the box decoding stay float32.
+    ``channels_last`` (default: on for bf16) stores conv inputs NHWC.
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"deploy_torch: precision must be fp32 or bf16, got {precision!r}")
+    if channels_last is None:
+        channels_last = precision == "bf16"
+    dep = copy.deepcopy(model).eval()
+    low = torch.bfloat16 if precision == "bf16" else None
+
+    def convert(unit: SpikeUnit) -> nn.Module:
+        keep_fp32 = unit.lif is None or isinstance(unit, ConvBias)  # real-valued input / final logits
+        return unit.deploy(None if keep_fp32 else low, channels_last)
+
+    if replace_modules(dep, SpikeUnit, convert) == 0:
+        raise ValueError("deploy: the model has no train-form units (already fused, deployed or spike-driven?)")
+    dep.form, dep.precision = "deploy", precision
+    return dep
+
+
+def deploy(model: nn.Module, precision: str = "fp32", backend: str | None = None, **kwargs) -> nn.Module:
+    """The deploy form of a train-form SpikeYOLO: same eval output ``[B, 4 + nc, anchors]``, faster.
+
+    Args:
+        precision: ``fp32``, ``bf16`` (torch) or ``int8`` (onnxruntime: int8 weights per output channel, spike
+            inputs as uint8 with scale 1 and zero point 0, int32 accumulation; stem and final head convs fp32).
+        backend: ``torch`` or ``onnxruntime``; ``None`` picks torch, or onnxruntime for int8.
+        kwargs: ``channels_last`` (torch backend), ``imgsz`` (onnxruntime: the export size, default the
+            checkpoint's training size).
+    """
+    backend = check_precision(precision, backend)
+    ref = next(model.parameters(), None)
+    check_device_support(precision, ref.device if ref is not None else "cpu")
+    if backend == "torch":
+        return deploy_torch(model, precision, **kwargs)
+    imgsz = kwargs.pop("imgsz", None)
+    return OrtModel.from_deployed(deploy_torch(model, "fp32", channels_last=False), precision, imgsz, **kwargs)
+
+
+def export_deploy(model: nn.Module, path: str | Path, precision: str = "fp32", imgsz=None, opset: int = 17,
+                  check: bool = True) -> dict:
+    """Write the deploy form of a train-form SpikeYOLO as ONNX (fp32 or int8; see
+    :func:`spikeyolo.ort.export_deployed_onnx`) at ``imgsz``, by default the size in the model config."""
+    return export_deployed_onnx(deploy_torch(model, "fp32", channels_last=False), path, precision, imgsz, opset,
+                                check)
+
+
+def inference_imgsz(weights: str | Path) -> int:
+    """The input size of a ``.onnx`` deploy export, or the size a checkpoint was trained at."""
+    if str(weights).endswith(".onnx"):
+        return int(read_metadata(weights)["imgsz"][0])
+    return checkpoint_imgsz(weights)
+
+
+def load_for_inference(weights: str | Path, precision: str | None = None, backend: str | None = None,
+                       imgsz: int | None = None, device: torch.device | str = "cpu") -> nn.Module:
+    """The model ``val`` / ``predict`` run: a ``.onnx`` deploy export in ONNX Runtime, or a checkpoint in the
+    train form (no precision or backend given) or in the deploy form (at ``imgsz`` for onnxruntime)."""
+    device = torch.device(device)
+    if str(weights).endswith(".onnx"):
+        if backend not in (None, "onnxruntime"):
+            raise ValueError(f"{weights}: an ONNX file runs with backend onnxruntime, not {backend}")
+        model = OrtModel(weights)
+        if precision not in (None, model.precision):
+            raise ValueError(f"{weights} was exported in {model.precision}, not {precision}; export again with "
+                             f"`spikeyolo export --precision {precision}`")
+        if imgsz is not None and (imgsz, imgsz) != model.imgsz:
+            raise ValueError(f"{weights} was exported for {model.imgsz[0]}x{model.imgsz[1]} inputs, not {imgsz}; "
+                             f"drop --imgsz or export again with --imgsz {imgsz}")
+    else:
+        model = load(weights)
+        if precision is None and backend is None:
+            return model.to(device)
+        backend = check_precision(precision or "fp32", backend)
+        kwargs = {"imgsz": imgsz} if backend == "onnxruntime" else {}
+        if backend == "onnxruntime" and device.type != "cpu":
+            raise ValueError(f"the onnxruntime backend runs on the CPU here, not {device}; use --device cpu or "
+                             f"--backend torch")
+        return deploy(model.to(device), precision or "fp32", backend, **kwargs)
+    if device.type != "cpu":
+        raise ValueError(f"{weights}: ONNX files run on the CPU here, not {device}; use --device cpu")
+    check_device_support(model.precision, device)
+    return model
