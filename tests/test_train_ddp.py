@@ -23,16 +23,16 @@ class RecordingTrainer(Trainer):
         super().__init__(cfg)
         self.out = out
 
-    def _save(self, model, name):
+    def _dump(self, model, name):  # not _save: that is the trainer's checkpoint writer
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, f"{self.out}/{name}.pt")
 
     def _build_model(self, *args):
         model = super()._build_model(*args)
-        self._save(model, f"init{os.environ['RANK']}")
+        self._dump(model, f"init{os.environ['RANK']}")
         return model
 
     def on_epoch_end(self, epoch, metrics):
-        self._save(self.model, f"rank{os.environ['RANK']}")
+        self._dump(self.model, f"rank{os.environ['RANK']}")
 
 
 def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
