@@ -75,7 +75,7 @@ def test_gen1_dispatch(tmp_path, monkeypatch):
 
     calls = []
     fake = lambda cfg, split, imgsz, **kw: calls.append((cfg["type"], split, imgsz, kw)) or "ds"  # noqa: E731
-    monkeypatch.setattr(dataset_module, "Gen1Dataset", fake)
+    monkeypatch.setitem(dataset_module.EVENT_DATASETS, "gen1", fake)
     y = tmp_path / "g.yaml"
     (tmp_path / "test").mkdir()
     y.write_text("type: gen1\ntrain: test\nval: test\nnames: [car, pedestrian]\n")

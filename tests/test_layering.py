@@ -33,7 +33,8 @@ FLOORS = [
     ["__init__", "__main__"],
 ]
 # what a function body may import (heavy or optional dependencies), always with a comment on the line
-LAZY_OK = ("matplotlib", "onnx", "onnxruntime", "faster_coco_eval", "pycocotools", "torch.utils.tensorboard")
+LAZY_OK = ("matplotlib", "onnx", "onnxruntime", "faster_coco_eval", "pycocotools", "faery",
+           "torch.utils.tensorboard")
 
 
 def lazy_ok(name: str) -> bool:

@@ -35,6 +35,7 @@ from .engine.validator import validate
 from .errors import InputError, SpikeYOLOError
 from .export import export_onnx
 from .info import model_summary
+from .neuron import NEURONS
 from .ort import read_metadata
 from .runs import plain
 from .version import __version__
@@ -194,6 +195,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="override the width multiplier (tiny models; not with a checkpoint)")
     p.add_argument("--depth", type=positive_float, default=None,
                    help="override the depth multiplier (not with a checkpoint)")
+    p.add_argument("--neuron", dest="neuron_kind", default="ilif", choices=list(NEURONS),
+                   help="ilif (the SNN) or relu/silu: the ANN twin, same blocks and head, T must be 1")
     p.add_argument("--project", default=d.project, help="runs go to PROJECT/NAME (NAME2, ... if it exists)")
     p.add_argument("--name", default=d.name, help="run folder name")
     p.add_argument("--exist-ok", action="store_true", help="write into PROJECT/NAME even if it exists")
@@ -322,7 +325,8 @@ def _form_of(args: argparse.Namespace) -> dict:
 def add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="checkpoint .pt, or a deploy export .onnx")
     p.add_argument("--source", required=True,
-                   help="image, folder, video (.mp4 ...), event recording (.dat), glob pattern ('photos/*.jpg'), "
+                   help="image, folder, video (.mp4 ...), event recording (.dat; .raw, .aedat4, .es with the [events] "
+                        "extra), glob pattern ('photos/*.jpg'), "
                         ".txt list of files, webcam index (0) or stream URL (rtsp://, http://, file://)")
     _add_precision_args(p)
     p.add_argument("--imgsz", type=image_size, default=None, help="default: the size the checkpoint was trained at")
@@ -339,7 +343,7 @@ def add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", default="runs/detect", help="outputs go to PROJECT/NAME (NAME2, ... if it exists)")
     p.add_argument("--name", default="predict", help="run folder name")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
-    ev = p.add_argument_group("event recordings", "apply to .dat sources only; ignored for images and videos")
+    ev = p.add_argument_group("event recordings", "apply to event recordings only; ignored for images and videos")
     ev.add_argument("--window-us", type=positive_int, default=None,
                     help="window length in microseconds (default: the checkpoint's training window, else 250000)")
     ev.add_argument("--step-us", type=positive_int, default=None,

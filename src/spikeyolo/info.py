@@ -24,8 +24,11 @@ class ModelSummary:
 
     def table(self) -> str:
         c = self.config
+        neuron = c.get("neuron", "ilif")
+        kind = (f"I-LIF(decay={c['decay']}, input_gain={c['input_gain']}, detach_reset={c['detach_reset']})"
+                if neuron == "ilif" else f"ANN twin ({neuron})")
         lines = [f"SpikeYOLO-{c['scale']}  nc={c['nc']}  T={c['T']}  D={c['D']}  in_channels={c['in_channels']}  "
-                 f"I-LIF(decay={c['decay']}, input_gain={c['input_gain']}, detach_reset={c['detach_reset']})",
+                 f"{kind}",
                  f"{'#':>3}  {'from':>12}  {'n':>2}  {'params':>11}  {'module':<11}  {'out':>5}  {'stride':>6}"]
         for row in self.layers:
             lines.append(f"{row['index']:>3}  {row['from']!s:>12}  {row['repeats']:>2}  {row['params']:>11,}  "
@@ -41,7 +44,8 @@ class ModelSummary:
 
     def to_dict(self) -> dict:
         return {"params": self.params, "macs": self.macs, "imgsz": self.imgsz, "scale": self.config["scale"],
-                "nc": self.config["nc"], "T": self.config["T"], "D": self.config["D"], "layers": self.layers}
+                "nc": self.config["nc"], "T": self.config["T"], "D": self.config["D"],
+                "neuron": self.config.get("neuron", "ilif"), "layers": self.layers}
 
 
 def layer_rows(model: SpikeYOLO) -> list[dict]:

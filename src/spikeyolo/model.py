@@ -191,7 +191,7 @@ def build_config(
     T: int = 1,
     D: int | None = None,
     *,
-    neuron: NeuronConfig | None = None,
+    neuron: NeuronConfig | str | None = None,
     in_channels: int = 3,
     names: list[str] | None = None,
     decay: float | None = None,
@@ -201,8 +201,11 @@ def build_config(
     depth: float | None = None,
     imgsz: int = 640,
 ) -> dict:
-    """Plain-data description of a model (what checkpoints store). The I-LIF settings: ``neuron`` (default
-    :class:`NeuronConfig`), with ``D``, ``decay``, ``input_gain``, ``detach_reset`` overriding its fields."""
+    """Plain-data description of a model (what checkpoints store). The neuron settings: ``neuron`` (a
+    :class:`NeuronConfig`, or its kind ``"ilif"``/``"relu"``/``"silu"``; default: the I-LIF), with ``D``,
+    ``decay``, ``input_gain``, ``detach_reset`` overriding its fields."""
+    if isinstance(neuron, str):
+        neuron = NeuronConfig(kind=neuron)
     neuron = (neuron or NeuronConfig()).replace(D=D, decay=decay, input_gain=input_gain, detach_reset=detach_reset)
     if isinstance(model, str) and model in SCALES:
         scale, spec = model, load_spec(DEFAULT_CONFIG)
@@ -216,6 +219,9 @@ def build_config(
         raise ValueError(f"{len(names)} class names given for nc={nc}")
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
+    if not neuron.spiking and T != 1:
+        raise ValueError(f"the ANN twin (neuron={neuron.kind!r}) has no time dimension: T must be 1, got {T} "
+                         "(for event data, set T: 1 in the data YAML or pass --T 1)")
     return dict(spec=spec, scale=scale, nc=int(nc), names=names, T=int(T), **neuron.to_config(),
                 in_channels=int(in_channels), width=width, depth=depth, imgsz=int(imgsz))
 
@@ -228,8 +234,9 @@ def build_model(model: str | Path | dict = "s", nc: int = 80, T: int = 1, D: int
             key, else its first scale, is used).
         nc: number of classes. T: timesteps. D: largest integer spike (virtual timesteps at inference).
         kwargs: ``in_channels`` (3 for images; event representations set theirs), ``names``, ``neuron``
-            (a :class:`~spikeyolo.neuron.NeuronConfig`) or its fields ``decay``, ``input_gain``,
-            ``detach_reset``; ``width``/``depth`` (override the scale's multipliers, e.g. for tiny test models),
-            ``imgsz`` (for the class-bias prior).
+            (a :class:`~spikeyolo.neuron.NeuronConfig`, or ``"ilif"`` (default), or ``"relu"``/``"silu"``: the
+            ANN twin, the same blocks and head with that activation in every I-LIF's place, T must be 1) or the
+            I-LIF fields ``decay``, ``input_gain``, ``detach_reset``; ``width``/``depth`` (override the scale's
+            multipliers, e.g. for tiny test models), ``imgsz`` (for the class-bias prior).
     """
     return SpikeYOLO(build_config(model, nc, T, D, **kwargs))

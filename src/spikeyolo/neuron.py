@@ -11,6 +11,9 @@ zero outside. At inference each integer is re-emitted as D binary virtual timest
 which is why the output is called a spike count.
 
 Defaults follow the reference COCO code (decay 0.25, gain 1). The reference Gen1 code uses decay 0.5 and gain 0.5.
+
+:class:`Activation` is the real-valued stand-in for the ANN twin (``neuron="relu"`` or ``"silu"``): the same
+architecture with every I-LIF replaced by an ordinary activation, the paper's ANN comparison.
 """
 
 from __future__ import annotations
@@ -43,41 +46,59 @@ def quantize(u: torch.Tensor, D: int) -> torch.Tensor:
     return torch.clamp(u, 0, D).round_()  # inference: no gradient window to build
 
 
+NEURONS = ("ilif", "relu", "silu")
+"""Neuron kinds: the spiking I-LIF, or a real-valued activation in its place (the ANN twin)."""
+
+
 @dataclass(frozen=True)
 class NeuronConfig:
-    """The I-LIF settings of a model, their one owner: ``D`` (largest integer spike, the virtual timesteps at
-    inference), ``decay`` (leak), ``input_gain`` and ``detach_reset``. Defaults: the reference COCO code; the
-    reference Gen1 code uses ``NeuronConfig(decay=0.5, input_gain=0.5)``. A model config stores them as the
-    flat keys ``D``, ``decay``, ``input_gain``, ``detach_reset`` (:meth:`to_config` / :meth:`from_config`)."""
+    """The neuron settings of a model, their one owner: ``D`` (largest integer spike, the virtual timesteps at
+    inference), ``decay`` (leak), ``input_gain`` and ``detach_reset`` of the I-LIF, and ``kind``: ``"ilif"``
+    (default) or ``"relu"``/``"silu"`` for the ANN twin (that activation in every I-LIF's place; the I-LIF
+    settings are then unused). Defaults: the reference COCO code; the reference Gen1 code uses
+    ``NeuronConfig(decay=0.5, input_gain=0.5)``. A model config stores them as the flat keys ``D``, ``decay``,
+    ``input_gain``, ``detach_reset`` and ``neuron`` (the kind) (:meth:`to_config` / :meth:`from_config`)."""
 
     D: int = 4
     decay: float = 0.25
     input_gain: float = 1.0
     detach_reset: bool = True
+    kind: str = "ilif"
 
     def __post_init__(self):
         if int(self.D) != self.D or self.D < 1:
             raise ValueError(f"ILIF: D must be a positive integer, got {self.D!r}")
+        if self.kind not in NEURONS:
+            raise ValueError(f"unknown neuron {self.kind!r}; choose one of {NEURONS}")
         object.__setattr__(self, "D", int(self.D))
         object.__setattr__(self, "decay", float(self.decay))
         object.__setattr__(self, "input_gain", float(self.input_gain))
         object.__setattr__(self, "detach_reset", bool(self.detach_reset))
 
-    def build(self) -> ILIF:
-        """A new neuron with these settings."""
-        return ILIF(**self.to_config())
+    @property
+    def spiking(self) -> bool:
+        return self.kind == "ilif"
+
+    def build(self) -> nn.Module:
+        """A new neuron with these settings: an :class:`ILIF`, or the ANN twin's :class:`Activation`."""
+        if not self.spiking:
+            return Activation(self.kind)
+        return ILIF(self.D, self.decay, self.input_gain, self.detach_reset)
 
     def replace(self, **overrides) -> NeuronConfig:
         """A copy with the given settings changed; ``None`` values keep the current ones."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def to_config(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"D": self.D, "decay": self.decay, "input_gain": self.input_gain, "detach_reset": self.detach_reset,
+                "neuron": self.kind}
 
     @classmethod
     def from_config(cls, config: dict) -> NeuronConfig:
-        """The settings in a model config (missing keys take the defaults)."""
-        return cls().replace(**{f.name: config.get(f.name) for f in dataclasses.fields(cls)})
+        """The settings in a model config (missing keys take the defaults: checkpoints before the ANN twin
+        have no ``neuron`` key and are I-LIF models)."""
+        return cls().replace(D=config.get("D"), decay=config.get("decay"), input_gain=config.get("input_gain"),
+                             detach_reset=config.get("detach_reset"), kind=config.get("neuron"))
 
 
 _DEFAULT = NeuronConfig()
@@ -132,6 +153,40 @@ class ILIF(nn.Module):
         if self.carry_state:
             self.residual = residual.detach()
         return torch.stack(spikes)
+
+
+class Activation(nn.Module):
+    """A real-valued activation in the place of an I-LIF (the ANN twin): elementwise, any shape, no state."""
+
+    def __init__(self, kind: str = "relu"):
+        super().__init__()
+        if kind not in ("relu", "silu"):
+            raise ValueError(f"Activation: kind must be 'relu' or 'silu', got {kind!r}")
+        self.kind = kind
+        self.fn = torch.relu if kind == "relu" else nn.functional.silu
+
+    def extra_repr(self) -> str:
+        return self.kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def is_spiking(model: nn.Module) -> bool:
+    """Whether a model's neurons are I-LIFs (False for the ANN twin, from ``config['neuron']``)."""
+    config = getattr(model, "config", None)
+    kind = config.get("neuron", "ilif") if isinstance(config, dict) else None
+    if kind is not None:
+        return kind == "ilif"
+    return not any(isinstance(m, Activation) for m in model.modules())
+
+
+def require_spiking(model: nn.Module, what: str) -> None:
+    """Raise a clear error when ``what`` (an operation that needs integer spikes) is given an ANN model."""
+    if not is_spiking(model):
+        kind = model.config.get("neuron") if isinstance(getattr(model, "config", None), dict) else "an activation"
+        raise ValueError(f"{what} needs integer spikes, but this model is the ANN twin (neuron={kind!r}: "
+                         "real-valued activations instead of I-LIF)")
 
 
 def iter_neurons(model: nn.Module):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .fuse import fuse, replace_modules
+from .neuron import require_spiking
 from .nn.units import FusedUnit, SpikeDrivenUnit, SpikeUnit
 
 
@@ -17,8 +18,9 @@ def to_spike_driven(model: nn.Module) -> nn.Module:
 
     Each I-LIF output (an integer 0..D per real timestep) is expanded into D binary virtual timesteps, so every
     conv after the stem receives only 0 and 1; biases are added once per real timestep. Decoded outputs equal
-    the train form's up to float summation order.
+    the train form's up to float summation order. The ANN twin (real-valued activations) is refused.
     """
+    require_spiking(model, "to_spike_driven")
     has_train_units = any(isinstance(m, SpikeUnit) for m in model.modules())
     sd = fuse(model) if has_train_units else copy.deepcopy(model).eval()
 
@@ -43,7 +45,9 @@ class ConvAudit:
 
 @torch.no_grad()
 def audit(model: nn.Module, x: torch.Tensor) -> list[ConvAudit]:
-    """Run ``model(x)`` and report, per ``nn.Conv2d``, whether its inputs were binary and how many events it got."""
+    """Run ``model(x)`` and report, per ``nn.Conv2d``, whether its inputs were binary and how many events it got.
+    The ANN twin is refused (its convs see real values by design)."""
+    require_spiking(model, "audit")
     records: dict[str, ConvAudit] = {}
 
     def hook(name):

@@ -25,6 +25,10 @@ Layouts by ``type`` (default ``yolo``)::
     train: train
     val: test
 
+    # gen4: Prophesee 1Mpx, the Gen1 layout with RVT's filters (spikeyolo.data.gen4.Gen4Dataset); ``names``
+    # optional: from ``classes: rvt`` (pedestrian, two-wheeler, car; default) or ``classes: all`` (7 classes)
+    type: gen4
+
 Every path is checked: a missing one raises :class:`DataConfigError` naming the YAML file and the key.
 """
 
@@ -37,8 +41,9 @@ from pathlib import Path
 import yaml
 
 from ..errors import SpikeYOLOError
+from .gen4 import GEN4_CLASSES, RVT_CLASSES
 
-TYPES = ("yolo", "coco", "voc", "gen1")
+TYPES = ("yolo", "coco", "voc", "gen1", "gen4")
 SPLITS = ("train", "val", "test")
 
 
@@ -54,7 +59,7 @@ def load_data_config(path_or_dict: str | Path | dict) -> dict:
 
     Returns a new dict with every path absolute (``str``): ``yaml_file`` (str or None), ``path`` (root),
     ``type``, ``names`` (list of str, index = class id), ``nc``, and per present split either a list of
-    image sources (yolo, gen1) or ``{"images": [sources], "annotations": file_or_folder}`` (coco, voc).
+    image sources (yolo, gen1, gen4) or ``{"images": [sources], "annotations": file_or_folder}`` (coco, voc).
     Unknown keys are kept as they are.
     """
     if isinstance(path_or_dict, dict):
@@ -100,6 +105,8 @@ def load_data_config(path_or_dict: str | Path | dict) -> dict:
     names = _names(raw, where)
     if names is None and dtype == "coco":
         names = _coco_names(cfg, where)
+    if names is None and dtype == "gen4":
+        names = list(RVT_CLASSES if raw.get("classes", "rvt") == "rvt" else GEN4_CLASSES)
     if names is None:
         raise DataConfigError(f"{where}: key 'names': class names are required for type {dtype!r}")
     if raw.get("nc") is not None and int(raw["nc"]) != len(names):

@@ -19,11 +19,13 @@ from . import augment as A
 from .cache import cached, files_hash
 from .config import DataConfigError, load_data_config
 from .gen1 import Gen1Dataset
+from .gen4 import Gen4Dataset
 from .labels import Record, Report, list_images, read_coco, read_image, read_voc, read_yolo, yolo_label_path
 from .tiling import clip_boxes_to_region, tile_grid
 
 LOG = logging.getLogger("spikeyolo.data")
 MAX_LOGGED_WARNINGS = 10
+EVENT_DATASETS = {"gen1": Gen1Dataset, "gen4": Gen4Dataset}  # recordings + Prophesee boxes (type: gen1 / gen4)
 
 
 class DataError(SpikeYOLOError, ValueError):
@@ -303,7 +305,8 @@ def build_dataset(
     """Dataset for one split of a data YAML (path, dict or loaded config).
 
     ``augment`` defaults to ``split == "train"``. Type ``gen1`` is handed to
-    ``spikeyolo.data.gen1.Gen1Dataset(cfg, split, imgsz, augment=..., seed=..., hyp=..., **kwargs)`` (flip,
+    ``spikeyolo.data.gen1.Gen1Dataset(cfg, split, imgsz, augment=..., seed=..., hyp=..., **kwargs)``, type
+    ``gen4`` to its subclass ``spikeyolo.data.gen4.Gen4Dataset`` (RVT's label filters and protocol) (flip,
     zoom and shift from ``hyp``'s ``fliplr``, ``scale``, ``translate``; no mosaic, colour or tiling;
     ``progress``: a progress bar while it caches frames).
     ``single_cls``: every box becomes class 0 (name it with :func:`single_class_names`). ``cache_ram``: images
@@ -315,11 +318,13 @@ def build_dataset(
     where = cfg["yaml_file"] or "data config dict"
     if split not in cfg:
         raise DataConfigError(f"{where}: key '{split}': split not given")
-    if cfg["type"] == "gen1":
+    if cfg["type"] in EVENT_DATASETS:
         if single_cls:
-            raise DataError(f"{where}: --single-cls is for image datasets; gen1 recordings keep their classes")
+            raise DataError(f"{where}: --single-cls is for image datasets; {cfg['type']} recordings keep their "
+                            "classes")
         augment = split == "train" if augment is None else augment
-        return Gen1Dataset(cfg, split, imgsz, augment=augment, seed=seed, hyp=hyp, progress=progress, **kwargs)
+        return EVENT_DATASETS[cfg["type"]](cfg, split, imgsz, augment=augment, seed=seed, hyp=hyp, progress=progress,
+                                          **kwargs)
     if kwargs:
         raise TypeError(f"unexpected arguments for a {cfg['type']} dataset: {sorted(kwargs)}")
     records, stats = read_split(cfg, split, use_cache=cache)

@@ -74,6 +74,21 @@ def labels_at(boxes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, n
     return b["class_id"][ok].astype(np.int64), xyxy.reshape(-1, 4), b["track_id"][ok]
 
 
+def downsample_events(events: np.ndarray, factor: int) -> np.ndarray:
+    """Events of the pixels a ``factor`` times smaller frame keeps, at its coordinates. RVT downsamples Gen4 by
+    2 with ``interpolate(scale_factor=0.5, mode="nearest-exact")`` on the full-resolution representation,
+    which keeps input pixel ``(f i + f // 2, f j + f // 2)`` as output ``(i, j)``; every representation here is
+    per pixel, so keeping the events of those pixels and dividing their coordinates gives the same frames
+    without building the full-resolution ones."""
+    if factor == 1:
+        return events
+    keep = (events["x"] % factor == factor // 2) & (events["y"] % factor == factor // 2)
+    out = events[keep]  # a copy (boolean index)
+    out["x"] //= factor
+    out["y"] //= factor
+    return out
+
+
 def _clip_rows(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     """:data:`BBOX_DTYPE` rows clipped to ``width x height``; rows left without area dropped."""
     x1, y1 = np.clip(boxes["x"], 0, width), np.clip(boxes["y"], 0, height)
@@ -128,6 +143,14 @@ class Gen1Dataset(torch.utils.data.Dataset):
 
     keyed = False
     mosaic = False
+    downsample = 1  # input resolution = sensor // downsample (Gen4Dataset: 2, as RVT)
+    kind = "gen1"  # names the cache folder
+    protocol = {"min_box_diag": 30, "min_box_side": 10, "skip_us": 500_000}  # Prophesee evaluation filters
+    label_rules: dict = {}  # settings of filter_labels / downsample, part of the cache key (Gen4Dataset's)
+
+    def filter_labels(self, boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+        """The label rows this dataset uses (sensor pixels); all of them for Gen1."""
+        return boxes
 
     def __init__(self, cfg: dict, split: str, imgsz: int = 320, T: int | None = None,
                  window_us: int | None = None, representation: str | None = None, cache_dir=None,
@@ -150,17 +173,19 @@ class Gen1Dataset(torch.utils.data.Dataset):
         self.recordings = []
         for f in folders:
             if not Path(f).is_dir():
-                raise FileNotFoundError(f"gen1 split {split!r}: folder {f} does not exist")
+                raise FileNotFoundError(f"{self.kind} split {split!r}: folder {f} does not exist")
             self.recordings += find_recordings(f)
         if not self.recordings:
-            raise FileNotFoundError(f"gen1 split {split!r}: no <name>_td.dat + <name>_bbox.npy pairs in {folders}")
+            raise FileNotFoundError(f"{self.kind} split {split!r}: no <name>_td.dat + <name>_bbox.npy pairs in "
+                                    f"{folders}")
 
-        self.samples = []  # (recording index, t, cls, xyxy, track_id)
-        self.sensor = {}
+        self.samples = []  # (recording index, t, cls, xyxy, track_id); xyxy in input-resolution pixels
+        self.sensor = {}  # input resolution (the sensor's, divided by self.downsample)
+        f = self.downsample
         for r, (name, dat, bbox) in enumerate(self.recordings):
             reader = DatReader(dat, check=False)  # header only here
-            self.sensor[name] = (reader.height, reader.width)
-            boxes = read_bbox(bbox)
+            self.sensor[name] = (reader.height // f, reader.width // f)
+            boxes = self.filter_labels(read_bbox(bbox), reader.height, reader.width)
             bad = boxes["class_id"] >= self.nc
             if bad.any():
                 warnings.warn(f"{bbox}: {int(bad.sum())} boxes with class_id >= nc={self.nc} dropped", stacklevel=2)
@@ -171,17 +196,19 @@ class Gen1Dataset(torch.utils.data.Dataset):
             ends = np.append(starts[1:], len(boxes))
             for t, a, b in zip(ts, starts, ends):
                 cls, xyxy, tid = labels_at(boxes[a:b], reader.height, reader.width)
+                if f != 1:
+                    xyxy = np.clip(xyxy / f, 0, [[reader.width // f, reader.height // f] * 2]).astype(np.float32)
                 self.samples.append((r, int(t), cls, xyxy, tid))
 
         self._readers = {}
         self.cache_path = None
         if cache_dir is not False:
             root = Path(cache_dir) if cache_dir is not None else Path(cfg["path"]) / "cache"
-            self.cache_path = root / f"gen1_{split}_{self._cache_key()}"
+            self.cache_path = root / f"{self.kind}_{split}_{self._cache_key()}"
             try:
                 self._build_cache(progress)
             except OSError as e:
-                warnings.warn(f"gen1 cache {self.cache_path} not usable ({e}); frames computed on the fly",
+                warnings.warn(f"{self.kind} cache {self.cache_path} not usable ({e}); frames computed on the fly",
                               stacklevel=2)
                 self.cache_path = None
 
@@ -200,6 +227,8 @@ class Gen1Dataset(torch.utils.data.Dataset):
                 src.append([str(p.name), st.st_size, st.st_mtime_ns])
         key = {"v": CACHE_VERSION, "T": self.T, "window_us": self.window_us, "rep": self.representation,
                "opts": self.rep_opts, "src": src}
+        if self.label_rules:  # samples are cached by index: label rules that change them change the key
+            key["labels"] = self.label_rules  # (none for Gen1: existing caches keep their keys)
         return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     def _cache_file(self, i: int) -> Path:
@@ -211,7 +240,7 @@ class Gen1Dataset(torch.utils.data.Dataset):
             return
         self.cache_path.mkdir(parents=True, exist_ok=True)
         todo = [i for i in range(len(self)) if not self._cache_file(i).is_file()]
-        for i in tqdm(todo, desc=f"gen1 {self.split}: caching event frames", disable=not progress or not todo):
+        for i in tqdm(todo, desc=f"{self.kind} {self.split}: caching event frames", disable=not progress or not todo):
             f = self._cache_file(i)
             tmp = f.with_suffix(".tmp.npz")
             np.savez_compressed(tmp, frames=self._compute_frames(i))
@@ -244,12 +273,13 @@ class Gen1Dataset(torch.utils.data.Dataset):
         r, t, *_ = self.samples[i]
         reader = self._reader(r)
         t0 = t - self.window_us
-        ev = reader.read(t0, t)
-        return events_to_frames(ev, t0, t, self.T, reader.height, reader.width, self.representation,
-                                **self.rep_opts)
+        ev = downsample_events(reader.read(t0, t), self.downsample)
+        return events_to_frames(ev, t0, t, self.T, reader.height // self.downsample, reader.width // self.downsample,
+                                self.representation, **self.rep_opts)
 
     def frames(self, i: int) -> np.ndarray:
-        """Frames of sample ``i`` at sensor resolution, ``float32 [T, C, H, W]`` (from the cache when built)."""
+        """Frames of sample ``i`` at the input resolution (the sensor's; divided by ``downsample`` for Gen4 as
+        RVT), ``float32 [T, C, H, W]`` (from the cache when built)."""
         if self.cache_path is not None:
             with np.load(self._cache_file(i)) as z:
                 return z["frames"]
@@ -272,12 +302,17 @@ class Gen1Dataset(torch.utils.data.Dataset):
         :func:`spikeyolo.events.prophesee.evaluate_prophesee`: by default the raw ``_bbox.npy`` rows (classes
         ``< nc``), every row the Prophesee toolbox scores, duplicates of a track and boxes crossing the border
         included. ``clip_to_sensor=True`` is RVT's variant: boxes clipped to the sensor, those left without
-        area dropped. (The training labels of each sample also keep only the last row per track.)"""
-        out = {}
+        area dropped. (The training labels of each sample also keep only the last row per track.) A dataset
+        with label rules (Gen4 as RVT) applies them first, and gives boxes in its input (downsampled) pixels."""
+        out, f = {}, self.downsample
         for name, _dat, bbox in self.recordings:
-            boxes = read_bbox(bbox)
+            h, w = self.sensor[name]
+            boxes = self.filter_labels(read_bbox(bbox), h * f, w * f)
             boxes = boxes[boxes["class_id"] < self.nc]
             boxes = boxes[np.argsort(boxes["t"], kind="stable")]
+            if f != 1:
+                for k in ("x", "y", "w", "h"):
+                    boxes[k] /= f
             if clip_to_sensor:
                 boxes = _clip_rows(boxes, *self.sensor[name])
             out[name] = boxes

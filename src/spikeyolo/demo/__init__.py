@@ -36,6 +36,7 @@ from ..engine.report import summary_table
 from ..engine.trainer import TrainConfig, Trainer
 from ..engine.validator import validate
 from ..events.simulator import make_gen1_dataset
+from ..neuron import NEURONS
 from ..runs import plain, select_device
 from .trees import prepare_tree_dataset, tree_event_splits
 
@@ -55,6 +56,7 @@ DEMO_DEFAULTS = dict(
     val_period=10,
     workers=0,
     seed=0,
+    neuron_kind="ilif",  # --neuron relu/silu: the ANN twin, same recipe (image demo only: the event demo has T=2)
 )
 
 
@@ -77,6 +79,7 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
     setting("--close-mosaic", "close_mosaic", type=nonneg_int)
     setting("--workers", "workers", type=nonneg_int)
     setting("--seed", "seed", type=nonneg_int)
+    setting("--neuron", "neuron_kind", dest="neuron_kind", choices=list(NEURONS))
     p.add_argument("--scale", type=float, default=None,
                    help="scale jitter: random zoom by 1 +- SCALE (default 0.5; --events: 0.5)")
     p.add_argument("--no-hsv", dest="hsv", action="store_false",
@@ -126,6 +129,7 @@ def _summary(result: dict, evaluated: dict, t: float, **extra) -> dict:
     return {"weights": result["best"], "save_dir": result["save_dir"], "heldout_dir": str(folder),
             "reported_on": "test" if "test" in evaluated else "val",
             **{k: metrics[k] for k in ("map50", "map", "precision", "recall", "images", "instances")},
+            "energy_mJ": metrics.get("snn/energy_mJ"), "firing_rate": metrics.get("snn/firing_rate"),
             **{split: _region(m, d) for split, (m, d) in evaluated.items()},
             "best_epoch": (result.get("best_metrics") or {}).get("epoch"),
             "epochs": result["epochs_done"], "time_s": t, **extra}
@@ -237,7 +241,7 @@ def _prepare_only(project: Path, events: bool, progress: bool, as_json: bool) ->
 
 def run_demo_cli(args: argparse.Namespace) -> int:
     keys = ("epochs", "imgsz", "batch", "width", "model", "optimizer", "lr0", "close_mosaic", "device", "workers",
-            "seed")
+            "seed", "neuron_kind")
     given = {k: getattr(args, k) for k in keys}  # None: the demo's own default (run_*demo merge them)
     if args.prepare_only:
         return _prepare_only(Path(args.project), args.events, not args.quiet, args.json)

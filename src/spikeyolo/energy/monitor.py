@@ -151,7 +151,7 @@ class FiringRateMonitor:
         seen: set[int] = set()
         for name, unit in iter_units(self.model):
             name = clean_name(name)
-            if unit.lif is None:
+            if not isinstance(unit.lif, ILIF):  # the stem, or an ANN twin's real-valued activation: no spikes
                 continue
             seen.add(id(unit.lif))
             self._register(name, unit.lif)

@@ -6,6 +6,13 @@ Per image, with ``MACs_l`` the dense multiply-accumulates of conv ``l`` per time
     E_SNN     = E_MAC * MACs_stem * F + E_AC * sum_l AC_l      (F: input frames per image; 1 for a static image)
     E_ANN     = E_MAC * sum_all MACs_l            the same fused network run once as an ANN
 
+The ANN twin (``neuron="relu"``/``"silu"``, see :func:`spikeyolo.build_model`) has no spikes: every conv,
+the stem included, is charged as dense MACs at E_MAC (``E = E_MAC * sum_all MACs_l``, T = 1), and the report
+says so.
+
+A nearly silent network (mean firing rate below :data:`SILENT_FIRING_RATE`, e.g. a freshly initialised model)
+gets a warning in the report: its SNN energy is tiny for no useful reason and the ANN/SNN ratio means nothing.
+
 NeuroBench names: ``effective_macs`` (MACs on real-valued inputs: the stem), ``effective_acs`` (= ``synops``,
 the estimated accumulates on spikes), ``dense`` (every op of every conv at every timestep, as if nothing were
 zero). Energies are in pJ internally, reported in mJ.
@@ -28,6 +35,10 @@ from .ops import STAGES, ConvGeometry, unit_geometry
 E_MAC_PJ = 4.6  # pJ per 32-bit float multiply-accumulate (45 nm), as the official power_cal.xlsx
 E_AC_PJ = 0.9  # pJ per 32-bit float accumulate (45 nm)
 FIRST_LAYER = ("mac", "ac")
+SILENT_FIRING_RATE = 0.01
+"""Mean spike count per neuron per timestep below which a report warns that the network is nearly silent.
+A freshly initialised model fires about 0.002; trained models fire one to two orders of magnitude more (the
+event demo ends at 0.44, docs/events.md)."""
 
 
 @dataclass
@@ -76,7 +87,20 @@ class EnergyReport:
     images: int = 0
     firing_rate: float = float("nan")  # element-weighted over all spiking neurons (from the monitor if known)
     silent: float = float("nan")
+    neuron: str = "ilif"  # "relu"/"silu": the ANN twin, every conv charged as MACs
     extra: dict = field(default_factory=dict)
+
+    @property
+    def is_ann(self) -> bool:
+        return self.neuron != "ilif"
+
+    @property
+    def warnings(self) -> list[str]:
+        """Why the numbers may mislead: a nearly silent network."""
+        if self.is_ann or not self.firing_rate < SILENT_FIRING_RATE:
+            return []
+        return [f"the network is nearly silent: mean firing rate {self.firing_rate:.4f} < {SILENT_FIRING_RATE} "
+                "(an untrained or broken model?); its SNN energy and the ANN/SNN ratio are not meaningful"]
 
     # -- totals (per image) ---------------------------------------------------------------------------------------
     @property
@@ -130,6 +154,9 @@ class EnergyReport:
 
     def summary(self) -> dict:
         """Flat scalars for results.csv / loggers."""
+        if self.is_ann:  # no spikes: the columns keep their names, firing rate and synops are undefined
+            return {"snn/firing_rate": float("nan"), "snn/synops": 0.0, "snn/energy_mJ": self.energy_mJ,
+                    "snn/ann_energy_mJ": self.ann_energy_mJ, "snn/sparsity": float("nan")}
         out = {"snn/firing_rate": self.firing_rate, "snn/synops": self.synops, "snn/energy_mJ": self.energy_mJ,
                "snn/ann_energy_mJ": self.ann_energy_mJ, "snn/sparsity": self.silent}
         if self.synops_measured is not None:
@@ -143,8 +170,8 @@ class EnergyReport:
             "firing_rate": self.firing_rate, "activation_sparsity": self.silent,
             "by_stage_mJ": self.by_stage(), "T": self.T, "D": self.D, "frames": self.frames,
             "e_mac_pJ": self.e_mac, "e_ac_pJ": self.e_ac, "imgsz": list(self.imgsz), "images": self.images,
-            "first_layer": self.first_layer, "geometry": self.geometry,
-            "layers": [layer.to_dict() for layer in self.layers], **self.extra,
+            "first_layer": self.first_layer, "geometry": self.geometry, "neuron": self.neuron,
+            "warnings": self.warnings, "layers": [layer.to_dict() for layer in self.layers], **self.extra,
         }
         if self.synops_measured is not None:
             d["synops_measured"] = self.synops_measured
@@ -166,6 +193,13 @@ class EnergyReport:
             lines.append(line)
         h, w = self.imgsz
         stage = ", ".join(f"{k} {v:.3f}" for k, v in self.by_stage().items())
+        if self.is_ann:
+            return "\n".join(lines + [
+                f"per image at {h}x{w}, {self.geometry} geometry, {self.images} images",
+                f"ANN twin (neuron={self.neuron}): no spikes, every conv counted as dense MACs at "
+                f"E_MAC={self.e_mac} pJ",
+                f"MACs {_si(self.macs)}, energy {self.energy_mJ:.4f} mJ; by stage (mJ): {stage}",
+            ])
         lines += [
             f"per image at {h}x{w}, T={self.T}, D={self.D}, {self.geometry} geometry, first layer as "
             f"{self.first_layer.upper()}, E_MAC={self.e_mac} pJ, E_AC={self.e_ac} pJ, {self.images} images",
@@ -176,7 +210,7 @@ class EnergyReport:
             f"energy: SNN {self.energy_mJ:.4f} mJ, ANN {self.ann_energy_mJ:.4f} mJ, ratio {self.ratio:.2f}x; "
             f"by stage (mJ): {stage}",
         ]
-        return "\n".join(lines)
+        return "\n".join(lines + [f"WARNING: {w}" for w in self.warnings])
 
     def save_csv(self, path: str | Path) -> Path:
         path = Path(path)
@@ -216,6 +250,7 @@ def estimate_energy(
     frames: float = 1.0,
     geometry_name: str = "fused",
     images: int = 0,
+    neuron: str = "ilif",
 ) -> EnergyReport:
     """Energy report from conv shapes and the firing rate of the neuron feeding each conv.
 
@@ -226,9 +261,14 @@ def estimate_energy(
         first_layer: ``"mac"`` (default, as the spreadsheet: the stem sees real values) or ``"ac"`` (charge each
             stem MAC as one AC, as if the image were spikes; the paper's choice is unverified).
         frames: distinct input frames per image the stem convolves (1 for a static image, T for event frames).
+        neuron: ``"ilif"``, or ``"relu"``/``"silu"`` for the ANN twin: every conv charged as MACs at ``e_mac``
+            (``rates`` and ``first_layer`` unused).
     """
     if first_layer not in FIRST_LAYER:
         raise ValueError(f"first_layer must be one of {FIRST_LAYER}, got {first_layer!r}")
+    if neuron != "ilif":
+        return _ann_energy(geometry, T=T, D=D, e_mac=e_mac, e_ac=e_ac, geometry_name=geometry_name, images=images,
+                           neuron=neuron)
     layers, total, elements, nonzero = [], 0.0, 0, 0
     for g in geometry:
         if not g.spiking:
@@ -266,6 +306,14 @@ def estimate_energy(
     h, w = _input_size(geometry)
     return EnergyReport(layers, T, D, e_mac, e_ac, (h, w), first_layer, geometry_name, frames, images, fr_all,
                         silent)
+
+
+def _ann_energy(geometry: list[ConvGeometry], *, T, D, e_mac, e_ac, geometry_name, images, neuron) -> EnergyReport:
+    """Every conv of the ANN twin as dense MACs (real-valued inputs everywhere), once per timestep."""
+    layers = [LayerEnergy(g.name, g.unit, g.layer, g.stage, "MAC", g.cin, g.cout, g.k, g.stride, g.groups, g.hout,
+                          g.wout, g.macs, None, None, None, g.macs * T, e_mac * g.macs * T) for g in geometry]
+    h, w = _input_size(geometry)
+    return EnergyReport(layers, T, D, e_mac, e_ac, (h, w), "mac", geometry_name, float(T), images, neuron=neuron)
 
 
 def _input_size(geometry: list[ConvGeometry]) -> tuple[int, int]:
@@ -366,7 +414,8 @@ class EnergyMeter:
         report = estimate_energy(self._geometry_cache[key], stats, T=T, D=D,
                                  e_mac=overrides.get("e_mac", self.e_mac), e_ac=overrides.get("e_ac", self.e_ac),
                                  first_layer=overrides.get("first_layer", self.first_layer), frames=frames,
-                                 geometry_name=geometry, images=mon.inputs.images)
+                                 geometry_name=geometry, images=mon.inputs.images,
+                                 neuron=config.get("neuron", "ilif") if isinstance(config, dict) else "ilif")
         report.extra["input_sizes"] = {f"{h}x{w}": n for (h, w), n in mon.inputs.sizes.items()}
         report.extra["dead_channels"] = sum(s.dead_channels for s in stats.values())
         return report

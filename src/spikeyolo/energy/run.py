@@ -66,6 +66,7 @@ def run(weights: str | Path, data: str | Path, *, imgsz: int | None = None, batc
     report.save_csv(out / "energy_layers.csv")
     report.save_json(out / "energy.json")
     if plots:
-        plot_firing_rates(report, out / "firing_rates.png")
+        if not report.is_ann:  # the ANN twin has no firing rates
+            plot_firing_rates(report, out / "firing_rates.png")
         plot_energy_breakdown(report, out / "energy_by_stage.png")
     return report, out

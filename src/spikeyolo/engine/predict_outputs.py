@@ -90,7 +90,7 @@ def source_mismatch(source: Source, event_model: bool) -> str | None:
     """Why ``source`` cannot go through the model (an event recording to an image model or the reverse)."""
     is_dat = source.kind == "events"
     if event_model and not is_dat:
-        return "the model was trained on event recordings; give it .dat files"
+        return "the model was trained on event recordings; give it event recordings (.dat, .raw, .aedat4, .es)"
     if is_dat and not event_model:
         return "an event recording, but the model was trained on images"
     return None
@@ -109,7 +109,7 @@ def predict_source(predictor: Predictor, source, save_dir: Path | None = None, s
                    vid_stride: int = 1, **event_kwargs) -> list[dict]:
     """Run ``predictor`` over every source ``source`` names (see :mod:`spikeyolo.engine.sources`) and write the
     outputs; returns one summary dict per source (skipped ones last). ``event_kwargs`` (``window_us``,
-    ``step_us``, ``carry_state``) go to :func:`spikeyolo.engine.stream.predict_recording` for ``.dat`` sources."""
+    ``step_us``, ``carry_state``) go to :func:`spikeyolo.engine.stream.predict_recording` for event recordings."""
     sources = resolve_sources(source)
     stems = output_stems(sources)
     if save_dir is not None:
@@ -161,7 +161,7 @@ def predict_source(predictor: Predictor, source, save_dir: Path | None = None, s
 
 
 def _predict_events(predictor, f: Path, stem: str, save_dir, save, progress, **kwargs) -> dict:
-    """A ``.dat`` recording: sliding windows of events through the model (spikeyolo.engine.stream)."""
+    """An event recording: sliding windows of events through the model (spikeyolo.engine.stream)."""
     out = (save_dir or f.parent) / f"{stem}_bbox.npy"
     video = save_dir / f"{stem}.mp4" if save_dir is not None and save else None
     dets = predict_recording(predictor.model, f, out, imgsz=predictor.imgsz, conf=predictor.conf,
@@ -182,7 +182,7 @@ def predict_to_folder(weights, source, imgsz: int | None = None, conf: float = 0
                       backend: str | None = None) -> tuple[list[dict], Path]:
     """Load a checkpoint, predict on ``source`` and write the outputs into a new ``project/name`` folder.
 
-    ``window_us``, ``step_us``, ``carry_state`` apply to ``.dat`` sources only (ignored for images and videos);
+    ``window_us``, ``step_us``, ``carry_state`` apply to event recordings only (ignored for images and videos);
     ``None`` takes the window the checkpoint was trained with (else 250 ms) and a 50 ms step (the window with
     ``carry_state``), see :func:`spikeyolo.engine.stream.predict_recording`. ``weights`` may be a ``.onnx``
     deploy export; ``precision`` / ``backend`` run the deploy form.

@@ -4,7 +4,8 @@ Each frame is letterboxed to ``imgsz``, run through the model (eval mode), suppr
 some ``classes``), and its boxes are mapped back to the frame's pixels. Sources (files, folders, globs,
 ``.txt`` lists, webcams, stream URLs) are resolved by :mod:`spikeyolo.engine.sources`; videos and streams are
 read frame by frame (every ``vid_stride``-th), frames and images go through the model ``batch`` at a time.
-Event recordings (``.dat``) are handed to ``spikeyolo.engine.stream.predict_recording``: sliding windows with
+Event recordings (``.dat``; ``.raw``, ``.aedat4``, ``.es`` with the ``[events]`` extra) are handed to
+``spikeyolo.engine.stream.predict_recording``: sliding windows with
 the window, T and representation the model was trained with (``model.config["events"]``), written as
 ``<stem>_bbox.npy``.
 

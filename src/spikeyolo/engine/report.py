@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..energy.report import SILENT_FIRING_RATE
 from ..runs import plain_json
 
 
@@ -35,15 +36,11 @@ def summary_table(metrics: dict, names) -> str:
         lines[0] += f"   (protocol: {metrics['protocol']})"
     if "prophesee" in metrics:
         p = metrics["prophesee"]
-        lines.append(f"protocol prophesee (0.5 s skip, min diag 30 / side 10 px, +-50 ms): AP {f(p['AP'], 0)}, "
+        st = p.get("settings") or {"skip_us": 500_000, "min_box_diag": 30, "min_box_side": 10, "time_tol_us": 50_000}
+        lines.append(f"protocol prophesee ({st['skip_us'] / 1e6:g} s skip, min diag {st['min_box_diag']:g} / side "
+                     f"{st['min_box_side']:g} px, +-{st['time_tol_us'] / 1e3:g} ms): AP {f(p['AP'], 0)}, "
                      f"AP50 {f(p['AP50'], 0)}, AP75 {f(p['AP75'], 0)} over {p['images']} timestamps")
-    if "snn/energy_mJ" in metrics:  # values may be None: plain() turns NaN (a diverged model) into None
-        synops = metrics.get("snn/synops")
-        lines.append(f"SNN: firing rate {num(metrics.get('snn/firing_rate'))} (mean spike count per neuron and "
-                     f"step), {num(None if synops is None else synops / 1e9)} G synaptic ops, "
-                     f"{num(metrics.get('snn/energy_mJ'))} mJ per image"
-                     + (f" (ANN twin {num(metrics['snn/ann_energy_mJ'])} mJ)" if "snn/ann_energy_mJ" in metrics
-                        else ""))
+    lines += _energy_lines(metrics)
     sp = metrics.get("speed") or {}
     lines.append(f"speed: {num(sp.get('preprocess'), '.1f')} ms preprocess, {num(sp.get('inference'), '.1f')} ms "
                  f"inference, {num(sp.get('postprocess'), '.1f')} ms postprocess per image")
@@ -65,6 +62,29 @@ def _class_rows(metrics: dict, names: list, f) -> list[str]:
         nb = "" if inst[i] is None else inst[i]
         rows.append(f"{str(name)[:16]:>16} {ni:>7} {nb:>7} {f(p[i])} {f(r[i])} {f(a50)} {f(a, 9)}")
     return rows
+
+
+def _energy_lines(metrics: dict) -> list[str]:
+    """The energy lines: the ANN twin's MAC energy (no firing rate, no synaptic ops), or the SNN's rates and
+    energy, with a warning when the network is nearly silent. Values may be None (NaN of a diverged model)."""
+    if "snn/energy_mJ" not in metrics:
+        return []
+
+    def num(x, spec=".3f"):
+        return format(x, spec) if x is not None and np.isfinite(x) else "-"
+
+    fr, synops = metrics.get("snn/firing_rate"), metrics.get("snn/synops")
+    if synops == 0 and (fr is None or not np.isfinite(fr)):  # the ANN twin: no spikes
+        return [f"ANN twin: {num(metrics.get('snn/energy_mJ'))} mJ per image (every conv as dense MACs)"]
+    lines = []
+    if fr is not None and fr < SILENT_FIRING_RATE:
+        lines.append(f"WARNING: the network is nearly silent (firing rate {fr:.4f} < {SILENT_FIRING_RATE}): "
+                     "its energy and the ANN/SNN ratio are not meaningful")
+    lines.append(f"SNN: firing rate {num(fr)} (mean spike count per neuron and step), "
+                 f"{num(None if synops is None else synops / 1e9)} G synaptic ops, "
+                 f"{num(metrics.get('snn/energy_mJ'))} mJ per image"
+                 + (f" (ANN twin {num(metrics['snn/ann_energy_mJ'])} mJ)" if "snn/ann_energy_mJ" in metrics else ""))
+    return lines
 
 
 def metrics_json(metrics: dict, **extra) -> str:

@@ -1,6 +1,7 @@
 """What ``predict`` can read, resolved into a list of :class:`Source`, and frames read from each.
 
-A source is an image, a video, an event recording (``.dat``) or a folder of them; a glob pattern
+A source is an image, a video, an event recording (``.dat``; with the ``[events]`` extra also Metavision
+``.raw`` EVT 2.0/3.0, ``.aedat4``, ``.es``) or a folder of them; a glob pattern
 (``"photos/*.jpg"``, sorted); a ``.txt`` file listing one path a line (relative to the list's folder; blank
 lines and ``#`` comments skipped); a webcam index (``0``); or a stream URL opened by OpenCV (``rtsp://``,
 ``http(s)://``, ``file://`` ...). Videos and streams are read frame by frame (never whole), every
@@ -19,9 +20,10 @@ import cv2
 import numpy as np
 
 from ..data.labels import IMG_EXTS
+from ..events.readers import RECORDING_EXTS
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm")
-EVENT_EXTS = (".dat",)
+EVENT_EXTS = RECORDING_EXTS
 KNOWN_EXTS = IMG_EXTS + VIDEO_EXTS + EVENT_EXTS
 
 
@@ -51,8 +53,8 @@ def _kind(p: Path) -> str:
         return "video"
     if ext in EVENT_EXTS:
         return "events"
-    raise ValueError(f"{p}: unsupported source type {ext!r} (images {IMG_EXTS}, videos {VIDEO_EXTS}, .dat, "
-                     "or a .txt list of files)")
+    raise ValueError(f"{p}: unsupported source type {ext!r} (images {IMG_EXTS}, videos {VIDEO_EXTS}, "
+                     f"event recordings {EVENT_EXTS}, or a .txt list of files)")
 
 
 def _files(p: Path) -> list[Source]:
@@ -60,7 +62,7 @@ def _files(p: Path) -> list[Source]:
     if p.is_dir():
         files = sorted(q for q in p.iterdir() if q.suffix.lower() in KNOWN_EXTS)
         if not files:
-            raise FileNotFoundError(f"no image, video or .dat file in folder {p}")
+            raise FileNotFoundError(f"no image, video or event recording in folder {p}")
         return [Source(_kind(q), str(q)) for q in files]
     return [Source(_kind(p), str(p))]
 
@@ -99,7 +101,7 @@ def resolve_sources(source) -> list[Source]:
         matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
         found = [s for m in matches if m.is_file() and m.suffix.lower() in KNOWN_EXTS for s in _files(m)]
         if not found:
-            raise FileNotFoundError(f"no image, video or .dat file matches {text}")
+            raise FileNotFoundError(f"no image, video or event recording matches {text}")
         return found
     raise FileNotFoundError(f"source not found: {p}")
 

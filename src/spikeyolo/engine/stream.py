@@ -23,9 +23,10 @@ import torch
 from tqdm import tqdm
 
 from ..boxes import clip_boxes, unletterbox
-from ..data.gen1 import letterbox_frames
-from ..events.io import BBOX_DTYPE, DatReader, write_bbox, xyxy_to_bbox
+from ..data.gen1 import downsample_events, letterbox_frames
+from ..events.io import BBOX_DTYPE, write_bbox, xyxy_to_bbox
 from ..events.prophesee import evaluate_prophesee
+from ..events.readers import open_recording
 from ..events.representations import EventInput, events_to_frames, representation_channels
 from ..neuron import reset_state, set_carry_state
 from ..nms import non_max_suppression
@@ -38,7 +39,12 @@ def event_settings(dataset) -> dict | None:
     """The checkpoint entry ``config["events"]`` for a dataset: its :class:`EventInput` as plain data, or
     ``None`` for image datasets (they have no ``events``)."""
     events = getattr(dataset, "events", None)
-    return events.to_config() if isinstance(events, EventInput) else None
+    if not isinstance(events, EventInput):
+        return None
+    config = events.to_config()
+    if getattr(dataset, "downsample", 1) != 1:  # Gen4 as RVT: frames on the sensor halved
+        config["downsample"] = int(dataset.downsample)
+    return config
 
 
 def render_window(events, height: int, width: int, boxes_xyxy=None, cls=None, scores=None, names=None,
@@ -114,13 +120,19 @@ def model_event_input(model, window_us: int | None = None, T: int | None = None,
     return EventInput(window_us=window_us, T=T, representation=kind, options=opts)
 
 
-def _window_ends(reader: DatReader, window_us: int, step_us: int, t_start, t_end, window_ends) -> list[int]:
+def _window_ends(reader, window_us: int, step_us: int, t_start, t_end, window_ends):
+    """Window ends, lazily (a ``range``: windows are read on demand, batch by batch). Without ``t_start`` the
+    grid starts at 0 from the first window holding an event (a camera's clock may start hours from 0)."""
     if window_ends is not None:
         return [int(t) for t in window_ends]
-    t0 = 0 if t_start is None else int(t_start)
-    t_last = (reader.t_last + 1) if len(reader) else t0 + window_us
+    first = reader.t_first
+    if t_start is not None:
+        t0 = int(t_start)
+    else:
+        t0 = 0 if first is None else max(0, (first - window_us) // step_us + 1) * step_us
+    t_last = (reader.t_last + 1) if first is not None else t0 + window_us
     t_end = t_last if t_end is None else int(t_end)
-    return list(range(t0 + window_us, t_end + 1, step_us))
+    return range(t0 + window_us, t_end + 1, step_us)
 
 
 def _video_writer(video_path, fps: float, height: int, width: int, scale: int):
@@ -131,12 +143,13 @@ def _video_writer(video_path, fps: float, height: int, width: int, scale: int):
     return writer
 
 
-def _sensor_detections(pred, ratio_pad, hw, conf, iou, max_det) -> list[tuple[np.ndarray, np.ndarray]]:
-    """NMS, then boxes back to sensor pixels (kept when not empty after clipping): ``[(xyxy, [n, 6])]``."""
+def _sensor_detections(pred, ratio_pad, hw, conf, iou, max_det, downsample: int = 1):
+    """NMS, then boxes back to sensor pixels (input pixels x ``downsample``; kept when not empty after
+    clipping): ``[(xyxy, [n, 6])]``."""
     out = []
     for d in non_max_suppression(pred, conf_thres=conf, iou_thres=iou, max_det=max_det):
         d = d.detach().float().cpu().reshape(-1, 6)
-        b = clip_boxes(unletterbox(d[:, :4], ratio_pad), hw).numpy()
+        b = clip_boxes(unletterbox(d[:, :4], ratio_pad) * downsample, hw).numpy()
         d = d.numpy()
         ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
         out.append((b[ok], d[ok]))
@@ -149,24 +162,36 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
                       iou: float = 0.7, carry_state: bool = False, max_det: int = 300, batch: int = 8,
                       representation_opts: dict | None = None, t_start: int | None = None,
                       t_end: int | None = None, video_path=None, video_fps: float | None = None,
-                      names=None, progress: bool = True, window_ends=None) -> np.ndarray:
+                      names=None, progress: bool = True, window_ends=None,
+                      downsample: int | None = None) -> np.ndarray:
     """Run ``model`` (eval mode; ``model(x [B, T, C, imgsz, imgsz]) -> [B, 4 + nc, A]``) over the recording
     ``dat_path`` and write the detections to ``out_path`` (a ``_bbox.npy``: ``t`` = window end, ``x, y, w, h``
     sensor pixels, ``class_id``, ``confidence``, ``track_id`` 0). Returns the detections (:data:`BBOX_DTYPE`).
 
-    Windows end at ``t_start + window_us + k * step_us`` (``t_start`` default 0) up to ``t_end`` (default:
-    last event + 1); ``window_ends`` (increasing microseconds) gives them explicitly instead, e.g. the label
-    timestamps. ``None`` settings come from the model (see the module docstring): ``window_us`` from
-    ``model.config["events"]`` (else 250 ms), ``T`` from ``model.T`` (else 4), the representation and its
-    options from :func:`infer_representation`; ``step_us`` defaults to 50 ms, or to ``window_us`` with
-    ``carry_state``. ``video_path``: also write an mp4 of every window with its boxes (frame by frame).
+    The recording is a ``.dat`` (memory-mapped) or, with the ``[events]`` extra, a Metavision ``.raw`` (EVT 2.0
+    / 3.0), ``.aedat4`` or ``.es`` file (decoded as a stream by faery); the sensor size comes from the file
+    (:func:`spikeyolo.events.readers.open_recording`). Windows are read on demand, one batch at a time, so
+    memory stays bounded however long the recording is; a progress bar counts the windows.
+
+    Windows end at ``t_start + window_us + k * step_us`` up to ``t_end`` (default: last event + 1);
+    ``t_start`` defaults to 0 with the windows that end at or before the first event skipped; ``window_ends``
+    (increasing microseconds) gives them explicitly instead, e.g. the label timestamps. ``None`` settings come
+    from the model (see the module docstring): ``window_us`` from ``model.config["events"]`` (else 250 ms),
+    ``T`` from ``model.T`` (else 4), the representation and its options from :func:`infer_representation`;
+    ``step_us`` defaults to 50 ms, or to ``window_us`` with ``carry_state``; ``downsample`` (from the model's
+    ``events`` settings, else 1; Gen4 models trained as RVT: 2) builds the frames on a sensor that many times
+    smaller, as training did (boxes are still written in sensor pixels). ``video_path``: also write an mp4
+    of every window with its boxes (frame by frame).
     """
     ev_in = model_event_input(model, window_us, T, representation, representation_opts)
     window_us = ev_in.window_us
     step_us = int(step_us if step_us is not None else window_us if carry_state else DEFAULT_STEP_US)
     if step_us <= 0:
         raise ValueError(f"need step_us > 0, got {step_us}")
-    reader = DatReader(dat_path)
+    config = getattr(model, "config", None)
+    trained = config.get("events") if isinstance(config, dict) else None
+    f = int(downsample or (trained or {}).get("downsample") or 1)
+    reader = open_recording(dat_path)
     H, W = reader.height, reader.width
     was_training = model.training
     model.eval()
@@ -192,13 +217,14 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
             evs, imgs, rp = [], [], None
             for te in chunk:
                 ev = reader.read(te - window_us, te)
-                fr = events_to_frames(ev, te - window_us, te, ev_in.T, H, W, ev_in.representation, **ev_in.opts)
+                fr = events_to_frames(downsample_events(ev, f), te - window_us, te, ev_in.T, H // f, W // f,
+                                      ev_in.representation, **ev_in.opts)
                 img, gain, pad = letterbox_frames(fr, imgsz, ev_in.background)
                 evs.append(ev)
                 imgs.append(img)
                 rp = (gain, pad)
             pred = model(torch.from_numpy(np.stack(imgs)).to(device))
-            for te, ev, (b, d) in zip(chunk, evs, _sensor_detections(pred, rp, (H, W), conf, iou, max_det)):
+            for te, ev, (b, d) in zip(chunk, evs, _sensor_detections(pred, rp, (H, W), conf, iou, max_det, f)):
                 results.append(xyxy_to_bbox(te, b, d[:, 5].astype(np.int64), d[:, 4]))
                 if writer is not None:
                     writer.write(render_window(ev, H, W, b, d[:, 5], d[:, 4], names, scale=VIDEO_SCALE))
@@ -233,7 +259,7 @@ def evaluate_recordings(model, dataset, out_dir, step_us: int | None = None, con
     """
     out_dir = Path(out_dir)
     ev_in = dataset.events
-    dt = {}
+    dt, f = {}, int(getattr(dataset, "downsample", 1))
     gt = dataset.prophesee_ground_truth()
     for name, dat, _ in dataset.recordings:
         ends = np.unique(gt[name]["t"]) if step_us is None else None
@@ -241,8 +267,12 @@ def evaluate_recordings(model, dataset, out_dir, step_us: int | None = None, con
             model, dat, out_dir / f"{name}_bbox.npy", window_us=ev_in.window_us,
             step_us=step_us or ev_in.window_us, T=ev_in.T, representation=ev_in.representation,
             representation_opts=ev_in.opts, imgsz=dataset.imgsz, conf=conf, iou=iou,
-            carry_state=carry_state, batch=batch, progress=progress, window_ends=ends)
+            carry_state=carry_state, batch=batch, progress=progress, window_ends=ends, downsample=f)
+        for k in ("x", "y", "w", "h"):  # the ground truth is in the dataset's (downsampled) input pixels
+            dt[name][k] /= f
     h, w = next(iter(dataset.sensor.values()))
+    for k, v in getattr(dataset, "protocol", {}).items():  # the dataset's filters (Gen4: RVT's)
+        protocol_kwargs.setdefault(k, v)
     protocol_kwargs.setdefault("height", h)
     protocol_kwargs.setdefault("width", w)
     protocol_kwargs.setdefault("names", dataset.names)

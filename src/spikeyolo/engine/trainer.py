@@ -111,6 +111,7 @@ class TrainConfig:
     decay: float | None = None
     input_gain: float | None = None
     detach_reset: bool = NeuronConfig.detach_reset
+    neuron_kind: str = NeuronConfig.kind  # --neuron: "relu"/"silu" trains the ANN twin (same blocks and head, T 1)
     width: float | None = None  # override the scale's width multiplier (tiny models)
     depth: float | None = None
     allow_no_boxes: bool = False  # train even when the training split has no box at all (background only)
@@ -136,7 +137,7 @@ class TrainConfig:
     @property
     def neuron(self) -> NeuronConfig:
         return NeuronConfig().replace(D=self.D, decay=self.decay, input_gain=self.input_gain,
-                                      detach_reset=self.detach_reset)
+                                      detach_reset=self.detach_reset, kind=self.neuron_kind)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

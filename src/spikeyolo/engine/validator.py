@@ -299,9 +299,10 @@ def _prophesee(dataset, event_dets: dict, names) -> dict:
                  for t, boxes, score_cls in rows]
         dt[rec] = np.concatenate(parts) if parts else np.zeros(0, BBOX_DTYPE)
     h, w = dataset.ground_truth(0)["shape"]
-    res = evaluate_prophesee(dataset.prophesee_ground_truth(), dt, height=h, width=w, names=tuple(names))
+    settings = dict(getattr(dataset, "protocol", {}))  # Gen1: 30 / 10 px; Gen4 (RVT): 60 / 20, halved when ds 2
+    res = evaluate_prophesee(dataset.prophesee_ground_truth(), dt, height=h, width=w, names=tuple(names), **settings)
     return {k: v for k, v in res.items() if k in ("protocol", "AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L",
-                                                    "images", "gt_boxes", "dt_boxes")}
+                                                    "images", "gt_boxes", "dt_boxes", "settings")}
 
 
 def _warn_event_mismatch(model, dataset, weights, data) -> None:
