@@ -9,6 +9,7 @@ from .augment import DEFAULT_HYP
 from .config import DataConfigError, load_data_config
 from .dataset import DataError, DetectionDataset, build_dataset, read_split, single_class_names
 from .loader import build_dataloader, collate
+from .protocol import DetectionItems, EventDetectionItems, is_event_dataset
 from .tiling import crop_region, split_regions, tile_grid, tile_image
 
 __all__ = [
@@ -16,10 +17,13 @@ __all__ = [
     "DataConfigError",
     "DataError",
     "DetectionDataset",
+    "DetectionItems",
+    "EventDetectionItems",
     "build_dataloader",
     "build_dataset",
     "collate",
     "crop_region",
+    "is_event_dataset",
     "load_data_config",
     "read_split",
     "single_class_names",

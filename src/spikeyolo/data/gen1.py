@@ -199,6 +199,8 @@ class Gen1Dataset(torch.utils.data.Dataset):
                 if f != 1:
                     xyxy = np.clip(xyxy / f, 0, [[reader.width // f, reader.height // f] * 2]).astype(np.float32)
                 self.samples.append((r, int(t), cls, xyxy, tid))
+        self.stats = {"recordings": len(self.recordings), "samples": len(self.samples),
+                      "boxes": sum(len(s[2]) for s in self.samples)}
 
         self._readers = {}
         self.cache_path = None

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from .protocol import DetectionItems
+
 _STACK = ("img",)
 _CAT = ("cls", "bboxes")
 
@@ -81,10 +83,9 @@ class EpochDataLoader(DataLoader):
     """A DataLoader with ``set_epoch(epoch)``: reshuffles and changes the augmentation RNG of the next pass."""
 
     def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.dataset, "set_epoch"):
+        if isinstance(self.dataset, DetectionItems):
             self.dataset.set_epoch(epoch)
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)  # every sampler build_dataloader makes has one
 
 
 def seed_worker(worker_id: int) -> None:
@@ -118,7 +119,7 @@ def build_dataloader(
         )
     else:
         base = _ShuffleSampler(len(dataset), shuffle, seed)
-    sampler = _KeySampler(dataset, base) if getattr(dataset, "keyed", False) else base
+    sampler = _KeySampler(dataset, base) if isinstance(dataset, DetectionItems) and dataset.keyed else base
     workers = max(0, int(workers))
     return EpochDataLoader(
         dataset,

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ..boxes import clip_boxes, unletterbox
 from ..data.gen1 import downsample_events, letterbox_frames
+from ..data.protocol import EventDetectionItems, is_event_dataset
 from ..events.io import BBOX_DTYPE, write_bbox, xyxy_to_bbox
 from ..events.prophesee import evaluate_prophesee
 from ..events.readers import open_recording
@@ -38,11 +39,10 @@ VIDEO_SCALE = 2  # the mp4 shows each window enlarged this many times (render_wi
 def event_settings(dataset) -> dict | None:
     """The checkpoint entry ``config["events"]`` for a dataset: its :class:`EventInput` as plain data, or
     ``None`` for image datasets (they have no ``events``)."""
-    events = getattr(dataset, "events", None)
-    if not isinstance(events, EventInput):
+    if not is_event_dataset(dataset):
         return None
-    config = events.to_config()
-    if getattr(dataset, "downsample", 1) != 1:  # Gen4 as RVT: frames on the sensor halved
+    config = dataset.events.to_config()
+    if isinstance(dataset, EventDetectionItems) and dataset.downsample != 1:  # Gen4 as RVT: frames on the sensor halved
         config["downsample"] = int(dataset.downsample)
     return config
 
@@ -259,7 +259,7 @@ def evaluate_recordings(model, dataset, out_dir, step_us: int | None = None, con
     """
     out_dir = Path(out_dir)
     ev_in = dataset.events
-    dt, f = {}, int(getattr(dataset, "downsample", 1))
+    dt, f = {}, int(dataset.downsample)
     gt = dataset.prophesee_ground_truth()
     for name, dat, _ in dataset.recordings:
         ends = np.unique(gt[name]["t"]) if step_us is None else None
@@ -271,7 +271,7 @@ def evaluate_recordings(model, dataset, out_dir, step_us: int | None = None, con
         for k in ("x", "y", "w", "h"):  # the ground truth is in the dataset's (downsampled) input pixels
             dt[name][k] /= f
     h, w = next(iter(dataset.sensor.values()))
-    for k, v in getattr(dataset, "protocol", {}).items():  # the dataset's filters (Gen4: RVT's)
+    for k, v in dataset.protocol.items():  # the dataset's filters (Gen4: RVT's)
         protocol_kwargs.setdefault(k, v)
     protocol_kwargs.setdefault("height", h)
     protocol_kwargs.setdefault("width", w)

@@ -39,6 +39,7 @@ from ..checkpoint import atomic_torch_save, checkpoint_dict, load, read_checkpoi
 from ..data import build_dataloader, build_dataset, load_data_config, single_class_names
 from ..data.config import check_class_names
 from ..data.loader import default_workers
+from ..data.protocol import DetectionItems, is_event_dataset
 from ..energy import EnergyMeter
 from ..errors import InputError, SpikeYOLOError
 from ..model import build_model
@@ -277,7 +278,7 @@ class Trainer:
             event_args.update(single_cls=cfg.single_cls, cache_ram=cfg.cache == "ram")
         train_set = build_dataset(data_cfg, "train", imgsz=cfg.imgsz, augment=True, hyp=hyp, seed=cfg.seed,
                                   progress=cfg.progress, **event_args)
-        if getattr(train_set, "stats", {}).get("boxes", 1) == 0 and not cfg.allow_no_boxes:
+        if train_set.stats.get("boxes", 1) == 0 and not cfg.allow_no_boxes:
             raise SpikeYOLOError(f"{data_cfg.get('yaml_file') or 'the data'}: the train split has no box in any of "
                                  f"its {len(train_set)} images (label files missing or empty?); pass "
                                  "--allow-no-boxes to train on background only")
@@ -325,8 +326,8 @@ class Trainer:
         self.names = single_class_names(data_cfg["names"]) if cfg.single_cls else list(data_cfg["names"])
         self.train_set, self.train_loader, val_loader = self._loaders(data_cfg, self.info)
         # event datasets bring their input channels and timesteps (their EventInput, which took --T when given)
-        events = getattr(self.train_set, "events", None)
-        model = self._build_model(self.names, self.train_set.in_channels, events.T if events else cfg.T or 1)
+        T = self.train_set.events.T if is_event_dataset(self.train_set) else cfg.T or 1
+        model = self._build_model(self.names, self.train_set.in_channels, T)
         self.model = model = model.to(device).train()
         self._record_model_settings()
         record_event_settings(model, self.train_set)
@@ -580,15 +581,10 @@ class Trainer:
     def _set_epoch(self, dataset, loader, epoch: int) -> None:
         """Tell the sampler and dataset the epoch (shuffling and augmentation depend on seed and epoch only),
         and switch mosaic off for the last ``close_mosaic`` epochs."""
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        else:
-            for obj in (getattr(loader, "sampler", None), dataset):
-                if hasattr(obj, "set_epoch"):
-                    obj.set_epoch(epoch)
+        loader.set_epoch(epoch)  # an EpochDataLoader (build_dataloader): sampler and dataset both
         if self.cfg.close_mosaic and epoch >= self.cfg.epochs - self.cfg.close_mosaic:
-            if hasattr(dataset, "close_mosaic") and not self._mosaic_closed:
-                mosaic_ran = epoch > 0 and bool(getattr(dataset, "mosaic", False))  # else there is nothing to say
+            if isinstance(dataset, DetectionItems) and not self._mosaic_closed:
+                mosaic_ran = epoch > 0 and dataset.mosaic  # else there is nothing to say
                 dataset.close_mosaic()
                 self._mosaic_closed = True
                 if self.cfg.verbose and ddp.env_info().main and mosaic_ran:
@@ -616,7 +612,7 @@ class Trainer:
 
     def _first_plots(self) -> None:
         """labels.jpg before the first epoch (when plots are on and the dataset exposes its labels)."""
-        if not self.cfg.plots or not hasattr(self.train_set, "ground_truth"):
+        if not self.cfg.plots or not isinstance(self.train_set, DetectionItems):
             return
         try:
             plot_dataset_labels(self.train_set, self.names, self.save_dir / "labels.jpg")

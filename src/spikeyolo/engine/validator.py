@@ -32,7 +32,9 @@ from tqdm import tqdm
 from ..boxes import clip_boxes, unletterbox, xywh2xyxy
 from ..data import build_dataloader, build_dataset, load_data_config
 from ..data.config import check_class_names
+from ..data.dataset import DetectionDataset
 from ..data.labels import coco_id_maps
+from ..data.protocol import DetectionItems, EventDetectionItems
 from ..deploy import inference_imgsz, load_for_inference
 from ..energy import EnergyMeter
 from ..energy.plots import plot_energy_breakdown, plot_firing_rates
@@ -83,7 +85,7 @@ def _image_ground_truth(dataset, index_of: dict, batch: dict, k: int, input_hw) 
     """Ground truth of image ``k`` of the batch: the dataset's own (exact, original pixels) when it has
     ``ground_truth(i)``, else the batch labels mapped back through ``ratio_pad``."""
     f = batch["im_file"][k]
-    if dataset is not None and hasattr(dataset, "ground_truth") and f in index_of:
+    if isinstance(dataset, DetectionItems) and f in index_of:
         gt = dataset.ground_truth(index_of[f])
         boxes = torch.as_tensor(np.asarray(gt["boxes_xyxy"], dtype=np.float32)).reshape(-1, 4)
         cls = torch.as_tensor(np.asarray(gt["cls"], dtype=np.float32)).reshape(-1)
@@ -166,7 +168,7 @@ class Validator:
 
         dataset = getattr(self.dataloader, "dataset", None)
         index_of = {}
-        if hasattr(dataset, "ground_truth"):
+        if isinstance(dataset, DetectionItems):
             index_of = {dataset.ground_truth(i)["im_file"]: i for i in range(len(dataset))}
         det = DetectionMetrics(nc)
         gts, preds = [], []
@@ -228,7 +230,7 @@ class Validator:
             "coco_backend": coco["backend"],
             **energy,
         }
-        if hasattr(dataset, "prophesee_ground_truth"):  # event recordings: the field's standard protocol too
+        if isinstance(dataset, EventDetectionItems):  # event recordings: the field's standard protocol too
             result["protocol"] = "per-sample"
             result["prophesee"] = _prophesee(dataset, event_dets, names)
         result["fitness"] = fitness(result)
@@ -284,7 +286,7 @@ class Validator:
 
 def _json_ids(dataset) -> tuple:
     """(class_ids, image_ids) for predictions.json: a COCO-JSON split's own ids, else the defaults."""
-    source = getattr(dataset, "coco_source", None)
+    source = dataset.coco_source if isinstance(dataset, DetectionDataset) else None
     if source is None:
         return None, None
     images, cats = coco_id_maps(*source)
@@ -299,7 +301,7 @@ def _prophesee(dataset, event_dets: dict, names) -> dict:
                  for t, boxes, score_cls in rows]
         dt[rec] = np.concatenate(parts) if parts else np.zeros(0, BBOX_DTYPE)
     h, w = dataset.ground_truth(0)["shape"]
-    settings = dict(getattr(dataset, "protocol", {}))  # Gen1: 30 / 10 px; Gen4 (RVT): 60 / 20, halved when ds 2
+    settings = dict(dataset.protocol)  # Gen1: 30 / 10 px; Gen4 (RVT): 60 / 20, halved when ds 2
     res = evaluate_prophesee(dataset.prophesee_ground_truth(), dt, height=h, width=w, names=tuple(names), **settings)
     return {k: v for k, v in res.items() if k in ("protocol", "AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L",
                                                     "images", "gt_boxes", "dt_boxes", "settings")}
