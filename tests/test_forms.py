@@ -131,3 +131,14 @@ def test_bn_and_pad_fills_the_border_with_bn_of_zero_without_gradient():
     assert torch.allclose(y[..., 1:-1, 1:-1], expected, atol=1e-5)
     y[:, :, 0, 0].sum().backward()
     assert bn.weight.grad is None or torch.all(bn.weight.grad == 0)
+
+
+def test_form_is_read_from_the_units():
+    model = spikeyolo.build_model("n", nc=2, width=0.125)
+    assert model.form == "train"
+    fused = spikeyolo.fuse(model)
+    assert fused.form == "fused" and model.form == "train"  # the original is untouched
+    assert spikeyolo.to_spike_driven(model).form == "spike-driven"
+    assert spikeyolo.to_spike_driven(fused).form == "spike-driven"
+    with pytest.raises(ValueError, match="no spiking unit"):
+        spikeyolo.nn.units.form_of(nn.Conv2d(1, 1, 1))

@@ -52,7 +52,7 @@ def checkpoint_dict(model: SpikeYOLO, **extra) -> dict:
     """The checkpoint of a train-form model; ``extra`` must be tensors or plain data."""
     if not isinstance(model, SpikeYOLO):
         raise TypeError(f"save expects a train-form SpikeYOLO, got {type(model).__name__}")
-    if getattr(model, "form", "train") != "train":
+    if model.form != "train":
         raise ValueError("save the train form; fused and spike-driven forms are derived from it on load")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {"format": FORMAT, "version": __version__, "config": model.config, "state_dict": state, **extra}

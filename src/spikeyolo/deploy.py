@@ -84,7 +84,7 @@ def deploy_torch(model: nn.Module, precision: str = "fp32", channels_last: bool 
 
     if replace_modules(dep, SpikeUnit, convert) == 0:
         raise ValueError("deploy: the model has no train-form units (already fused, deployed or spike-driven?)")
-    dep.form, dep.precision = "deploy", precision
+    dep.precision = precision
     return dep
 
 

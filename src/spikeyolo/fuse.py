@@ -28,5 +28,4 @@ def fuse(model: nn.Module) -> nn.Module:
     fused = copy.deepcopy(model).eval()
     if replace_modules(fused, SpikeUnit, lambda unit: unit.fuse()) == 0:
         raise ValueError("fuse: the model has no train-form units (already fused or spike-driven?)")
-    fused.form = "fused"
     return fused

@@ -15,6 +15,7 @@ from torch import nn
 from .neuron import NeuronConfig
 from .nn.blocks import SPPF, Concat, Downsample, SNNBlock1, SNNBlock2, SpikeConv, Stem, Upsample
 from .nn.head import Detect
+from .nn.units import form_of
 
 DEFAULT_CONFIG = "spikeyolo.yaml"
 SCALES = ("n", "s", "m", "l")
@@ -174,6 +175,11 @@ class SpikeYOLO(nn.Module):
     D = property(lambda self: self.config["D"])
     neuron = property(lambda self: NeuronConfig.from_config(self.config))
     in_channels = property(lambda self: self.config["in_channels"])
+
+    @property
+    def form(self) -> str:
+        """``train``, ``fused``, ``deploy`` or ``spike-driven``: what the conversions made of this network."""
+        return form_of(self)
 
     def forward(self, x: torch.Tensor):
         outputs: list = []

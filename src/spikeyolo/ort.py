@@ -177,6 +177,8 @@ class OrtModel(nn.Module):
     Carries ``config``, ``names``, ``nc``, ``T``, ``D``, ``imgsz`` and ``precision`` from the file's metadata.
     """
 
+    form = "deploy"  # what SpikeYOLO.form reads from its units: an exported file is always the deploy form
+
     def __init__(self, path: str | Path, threads: int | None = None):
         super().__init__()
         _, ort = _import_onnx()
@@ -193,7 +195,6 @@ class OrtModel(nn.Module):
         self.config, self.imgsz, self.precision = meta["config"], tuple(meta["imgsz"]), meta["precision"]
         self.names, self.nc, self.T, self.D = meta["names"], meta["nc"], meta["T"], meta["D"]
         self.strides = meta["strides"]
-        self.form = "deploy"
 
     @classmethod
     def from_deployed(cls, dep: nn.Module, precision: str = "fp32", imgsz=None, path: str | Path | None = None,

@@ -29,7 +29,6 @@ def to_spike_driven(model: nn.Module) -> nn.Module:
 
     if replace_modules(sd, FusedUnit, convert) == 0:
         raise ValueError("to_spike_driven: expected a train-form or fused model")
-    sd.form = "spike-driven"
     return sd
 
 

@@ -331,7 +331,7 @@ def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=No
     dev = select_device(device)
     imgsz = int(imgsz or inference_imgsz(weights))
     model = load_for_inference(weights, precision, backend, imgsz, dev)
-    if energy is None and getattr(model, "form", "train") == "train":
+    if energy is None and model.form == "train":
         energy = EnergyMeter()  # firing rates, synaptic operations and energy at the end of every val
     data_cfg = load_data_config(data)
     check_class_names(model.names, data_cfg["names"], weights, data)

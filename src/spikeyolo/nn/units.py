@@ -312,3 +312,18 @@ def expand_to_binary(counts: torch.Tensor, D: int) -> torch.Tensor:
     """``[T, ...]`` integers 0..D -> ``[T*D, ...]`` binary thermometer code, time-major."""
     levels = torch.arange(D, device=counts.device, dtype=counts.dtype).view(1, D, *[1] * (counts.dim() - 1))
     return (counts.unsqueeze(1) > levels).to(counts.dtype).flatten(0, 1)
+
+
+# Each conversion (fuse, deploy, to_spike_driven) replaces the units of a network, so the units it is built of
+# say its form. A spike-driven network keeps its stem as a FusedUnit: the kinds are looked for in this order.
+FORM_OF_UNIT = ((SpikeDrivenUnit, "spike-driven"), (DeployUnit, "deploy"), (FusedUnit, "fused"), (SpikeUnit, "train"))
+FORMS = tuple(form for _, form in FORM_OF_UNIT)
+
+
+def form_of(model: nn.Module) -> str:
+    """The form of a network (one of :data:`FORMS`), read from the units it is built of."""
+    kinds = {type(m) for m in model.modules()}
+    for kind, form in FORM_OF_UNIT:
+        if any(issubclass(k, kind) for k in kinds):
+            return form
+    raise ValueError(f"{type(model).__name__} holds no spiking unit of any form")
