@@ -39,8 +39,6 @@ from ..deploy import inference_imgsz, load_for_inference
 from ..energy import EnergyMeter
 from ..energy.plots import plot_energy_breakdown, plot_firing_rates
 from ..errors import InputError
-from ..events.io import BBOX_DTYPE, xyxy_to_bbox
-from ..events.prophesee import evaluate_prophesee
 from ..metrics.coco import coco_evaluate, write_coco_json
 from ..metrics.detection import DetectionMetrics
 from ..nms import non_max_suppression
@@ -49,7 +47,7 @@ from ..plots import image_grid, plot_confusion_matrix, plot_metric_curve, plot_p
 from ..runs import increment_path, select_device, unwrap
 from .loss import DetectionLoss
 from .report import fitness
-from .stream import event_settings
+from .stream import event_settings, score_sample_detections
 
 COCO_MAX_DETS = 100  # the COCO protocol's maxDets (NMS may keep more; COCO scores the 100 best per image)
 
@@ -232,7 +230,7 @@ class Validator:
         }
         if isinstance(dataset, EventDetectionItems):  # event recordings: the field's standard protocol too
             result["protocol"] = "per-sample"
-            result["prophesee"] = _prophesee(dataset, event_dets, names)
+            result["prophesee"] = score_sample_detections(dataset, event_dets, names)
         result["fitness"] = fitness(result)
         self.predictions = preds
         if self.save_dir is not None:
@@ -291,20 +289,6 @@ def _json_ids(dataset) -> tuple:
         return None, None
     images, cats = coco_id_maps(*source)
     return cats, images
-
-
-def _prophesee(dataset, event_dets: dict, names) -> dict:
-    """Prophesee/RVT protocol on the detections of each sample, time-stamped at its label time."""
-    dt = {}
-    for rec, rows in event_dets.items():
-        parts = [xyxy_to_bbox(t, boxes.numpy(), score_cls[:, 1].numpy(), score_cls[:, 0].numpy())
-                 for t, boxes, score_cls in rows]
-        dt[rec] = np.concatenate(parts) if parts else np.zeros(0, BBOX_DTYPE)
-    h, w = dataset.ground_truth(0)["shape"]
-    settings = dict(dataset.protocol)  # Gen1: 30 / 10 px; Gen4 (RVT): 60 / 20, halved when ds 2
-    res = evaluate_prophesee(dataset.prophesee_ground_truth(), dt, height=h, width=w, names=tuple(names), **settings)
-    return {k: v for k, v in res.items() if k in ("protocol", "AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L",
-                                                    "images", "gt_boxes", "dt_boxes", "settings")}
 
 
 def _warn_event_mismatch(model, dataset, weights, data) -> None:
