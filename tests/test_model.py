@@ -129,3 +129,13 @@ def test_static_stem_batchnorm_statistics_are_those_of_the_t_copies():
     # the difference being fixed is visible in float64: the factor of B*H*W values would differ
     n, N = 2 * 8 * 8, T * 2 * 8 * 8
     assert abs(n / (n - 1) - N / (N - 1)) > 1e-4
+
+
+def test_layer_roles_of_the_shipped_table():
+    from spikeyolo.model import layer_roles, load_spec
+
+    # configs/spikeyolo.yaml: layer 1 the Stem, 9 the SPPF ending the backbone, 26 the Detect head
+    assert layer_roles(load_spec()) == {"stem": 1, "neck_start": 10, "head": 26}
+    spec = load_spec()
+    spec["layers"].insert(2, [-1, 1, "SNNBlock1", [4, 7]])  # one more backbone layer moves neck and head
+    assert layer_roles(spec) == {"stem": 1, "neck_start": 11, "head": 27}

@@ -91,6 +91,19 @@ def load_spec(model: str | Path | dict = DEFAULT_CONFIG) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def layer_roles(spec: dict) -> dict[str, int]:
+    """Where the parts of a layer table sit: ``stem`` (the only MAC layer), ``neck_start`` (the first layer after
+    the backbone's last, SPPF) and ``head`` (Detect)."""
+    kinds = [row[2] for row in spec["layers"]]
+    return {"stem": kinds.index("Stem"), "neck_start": kinds.index("SPPF") + 1, "head": kinds.index("Detect")}
+
+
+# the default table's roles (configs/spikeyolo.yaml: stem 1, neck from 10, head 26), for readers of module paths
+# (energy stages) and of the official weights (which number their layers the same way)
+_ROLES = layer_roles(load_spec())
+STEM_LAYER, NECK_START, HEAD_LAYER = _ROLES["stem"], _ROLES["neck_start"], _ROLES["head"]
+
+
 def make_divisible(x: float, divisor: int = 8) -> int:
     return int(math.ceil(x / divisor) * divisor)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError
-from .model import SpikeYOLO, build_config
+from .model import HEAD_LAYER, STEM_LAYER, SpikeYOLO, build_config
 from .neuron import NeuronConfig
 
 
@@ -233,7 +233,7 @@ def infer_official(path: str | Path, **kwargs) -> SpikeYOLO:
     """Import with scale (unless given) and nc read from the weights and the COCO release's T=1, D=4 (with a warning:
     the official files do not record T, D or the neuron settings)."""
     state = read_official_state_dict(path)
-    stem, cls = state.get("1.encode_conv.weight"), state.get("26.cv3.0.2.conv.weight")
+    stem, cls = state.get(f"{STEM_LAYER}.encode_conv.weight"), state.get(f"{HEAD_LAYER}.cv3.0.2.conv.weight")
     if stem is None or cls is None or stem.dim() != 4 or cls.dim() != 4:
         raise CheckpointError(f"{path}: not a SpikeYOLO checkpoint (no stem conv or detection head found)")
     scale = kwargs.pop("scale", None) or STEM_WIDTH_TO_SCALE.get(stem.shape[0])

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..deploy import deploy_torch
 from ..fuse import fuse
-from ..model import SpikeYOLO
+from ..model import HEAD_LAYER, NECK_START, SpikeYOLO
 from ..nn.units import DeployUnit, FusedUnit, SpikeDrivenUnit, SpikeUnit
 
 UNIT_TYPES = (SpikeUnit, FusedUnit, SpikeDrivenUnit, DeployUnit)
@@ -31,8 +31,9 @@ def layer_index(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def stage_of(name: str, head_layer: int = 26, neck_start: int = 10) -> str:
-    """``backbone`` (layers 0-9), ``neck`` (10-25) or ``head`` (26, the Detect layer) of a module path."""
+def stage_of(name: str, head_layer: int = HEAD_LAYER, neck_start: int = NECK_START) -> str:
+    """``backbone`` (layers before ``neck_start``), ``neck`` (up to the head) or ``head`` (the Detect layer) of a
+    module path; the defaults are the shipped layer table's (backbone 0-9, neck 10-25, head 26)."""
     i = layer_index(name)
     if i is None:
         return "other"
