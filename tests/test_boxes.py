@@ -105,3 +105,14 @@ def test_clip_boxes():
     b = torch.tensor([[-5.0, -1.0, 50.0, 30.0], [3.0, 4.0, 5.0, 6.0]])
     assert clip_boxes(b, (20, 40)).tolist() == [[0.0, 0.0, 40.0, 20.0], [3.0, 4.0, 5.0, 6.0]]
     assert b[0, 0] == -5.0  # input untouched
+
+
+def test_centre_and_ultralytics_names_are_one_function():
+    import torch
+
+    from spikeyolo.boxes import cxcywh2xyxy, xywh2xyxy, xyxy2cxcywh, xyxy2xywh
+
+    assert xywh2xyxy is cxcywh2xyxy and xyxy2xywh is xyxy2cxcywh
+    # hand-computed: centre (5, 4), size 2x6 -> corners (4, 1, 6, 7)
+    assert cxcywh2xyxy(torch.tensor([5.0, 4.0, 2.0, 6.0])).tolist() == [4.0, 1.0, 6.0, 7.0]
+    assert xyxy2cxcywh(torch.tensor([4.0, 1.0, 6.0, 7.0])).tolist() == [5.0, 4.0, 2.0, 6.0]

@@ -1,7 +1,9 @@
 """Box operations as pure functions (no state, no I/O).
 
-Formats: ``xyxy`` = (x1, y1, x2, y2) corners, ``xywh`` = (cx, cy, w, h) centre and size, both in pixels unless
-a docstring says normalized. Shapes are ``[..., 4]`` unless stated.
+Formats: ``xyxy`` = (x1, y1, x2, y2) corners, ``cxcywh`` = (cx, cy, w, h) centre and size, ``ltwh`` = (left,
+top, w, h) as COCO JSON and the Prophesee ``_bbox.npy`` store them; all in pixels unless a docstring says
+normalized. ``xywh`` in an argument name (``dist2bbox``, ``bbox_iou``) means ``cxcywh``, as in ultralytics.
+Shapes are ``[..., 4]`` unless stated.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ import math
 import torch
 
 
-def xywh2xyxy(x: torch.Tensor) -> torch.Tensor:
+def cxcywh2xyxy(x: torch.Tensor) -> torch.Tensor:
     """[..., 4] centre/size -> corners."""
     c, half = x[..., :2], x[..., 2:] / 2
     return torch.cat((c - half, c + half), -1)
 
 
-def xyxy2xywh(x: torch.Tensor) -> torch.Tensor:
+def xyxy2cxcywh(x: torch.Tensor) -> torch.Tensor:
     """[..., 4] corners -> centre/size."""
     return torch.cat(((x[..., :2] + x[..., 2:]) / 2, x[..., 2:] - x[..., :2]), -1)
+
+
+# the ultralytics names, kept for users who call them
+xywh2xyxy, xyxy2xywh = cxcywh2xyxy, xyxy2cxcywh
 
 
 def make_anchors(

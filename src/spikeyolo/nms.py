@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .boxes import box_iou, xywh2xyxy
+from .boxes import box_iou, cxcywh2xyxy
 
 try:  # optional accelerator; not a dependency
     from torchvision.ops import nms as _tv_nms
@@ -81,7 +81,7 @@ def non_max_suppression(
     """Filter and suppress decoded predictions.
 
     Args:
-        pred: ``[B, 4 + nc, A]``: xywh in input pixels, then class scores in [0, 1] (a tuple/list whose first
+        pred: ``[B, 4 + nc, A]``: cxcywh in input pixels, then class scores in [0, 1] (a tuple/list whose first
             element is that tensor is accepted too).
         conf_thres: keep candidates with score ``> conf_thres``.
         iou_thres: suppress boxes with IoU ``> iou_thres`` to a higher-scored kept box (same class unless
@@ -104,7 +104,7 @@ def non_max_suppression(
     if classes is not None:
         class_filter = torch.as_tensor(list(classes), device=pred.device, dtype=torch.float32)
     for x in pred.transpose(1, 2):  # [A, 4 + nc]
-        boxes = xywh2xyxy(x[:, :4].float())
+        boxes = cxcywh2xyxy(x[:, :4].float())
         scores = x[:, 4:].float()
         if multi_label and nc > 1:
             i, j = (scores > conf_thres).nonzero(as_tuple=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..boxes import xyxy2xywh
+from ..boxes import xyxy2cxcywh
 from ..errors import SpikeYOLOError
 from . import augment as A
 from .cache import cached, files_hash
@@ -80,7 +80,7 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     ``__getitem__`` takes an index or an ``(index, epoch, mosaic)`` key (what ``build_dataloader`` sends, so
     epoch and mosaic reach persistent workers). Items: ``img`` uint8 ``[3, imgsz, imgsz]`` RGB, ``cls [n, 1]``,
-    ``bboxes [n, 4]`` normalized xywh of the input, ``batch_idx [n]`` zeros, ``im_file``, ``ori_shape`` (h, w),
+    ``bboxes [n, 4]`` normalized cxcywh of the input, ``batch_idx [n]`` zeros, ``im_file``, ``ori_shape`` (h, w),
     ``ratio_pad`` ``((gain_y, gain_x), (pad_x, pad_y))`` (exact for validation items; for augmented items it
     is the letterbox before the random affine, or none at all for a mosaic: ``((1, 1), (0, 0))``).
     """
@@ -200,7 +200,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         return {
             "img": torch.from_numpy(chw),
             "cls": torch.as_tensor(np.asarray(cls, np.float32).reshape(n, 1)),
-            "bboxes": xyxy2xywh(boxes) / torch.tensor([w, h, w, h], dtype=torch.float32),
+            "bboxes": xyxy2cxcywh(boxes) / torch.tensor([w, h, w, h], dtype=torch.float32),
             "batch_idx": torch.zeros(n),
             "im_file": s.name,
             "ori_shape": tuple(s.shape),

@@ -342,13 +342,13 @@ class Gen1Dataset(torch.utils.data.Dataset):
             clipped = b.clip(0, self.imgsz)
             keep = keep_boxes(b, clipped, 1.0)
             b, cls = clipped[keep], cls[keep]
-        xywh = np.stack(((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]), 1)
-        xywh = xywh.reshape(-1, 4) / self.imgsz
+        cxcywh = np.stack(((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]), 1)
+        cxcywh = cxcywh.reshape(-1, 4) / self.imgsz
         n = len(cls)
         return {
             "img": torch.from_numpy(img),
             "cls": torch.as_tensor(cls, dtype=torch.float32).reshape(n, 1),
-            "bboxes": torch.as_tensor(xywh, dtype=torch.float32).reshape(n, 4),
+            "bboxes": torch.as_tensor(cxcywh, dtype=torch.float32).reshape(n, 4),
             "batch_idx": torch.zeros(n),
             "im_file": f"{name}_{t}",
             "ori_shape": (h, w),

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..boxes import xywh2xyxy
+from ..boxes import cxcywh2xyxy
 from ..errors import FileFormatError
 
 IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -164,7 +164,7 @@ def parse_yolo_txt(text: str, nc: int, file: str, report: Report) -> tuple[np.nd
         return None
     if not cls:
         return _empty()
-    b = np.clip(xywh2xyxy(torch.tensor(boxes, dtype=torch.float32)).numpy(), 0.0, 1.0)
+    b = np.clip(cxcywh2xyxy(torch.tensor(boxes, dtype=torch.float32)).numpy(), 0.0, 1.0)
     keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
     return np.asarray(cls, np.int64)[keep], b[keep]
 

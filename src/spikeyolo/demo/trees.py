@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import yaml
 
-from ..boxes import xyxy2xywh
+from ..boxes import xyxy2cxcywh
 from ..data.labels import Record, Report, read_image, read_voc
 from ..data.tiling import clip_boxes_to_region, partition_grid, split_regions, tile_grid
 
@@ -75,7 +75,7 @@ def _tiles(record: Record, part, tile_size: int, overlap: float | None, min_visi
 
 def _label_text(boxes: np.ndarray, cls: np.ndarray, h: int, w: int) -> str:
     """YOLO txt lines ``cls cx cy w h`` (normalized) for xyxy pixel boxes."""
-    xywh = (xyxy2xywh(torch.as_tensor(boxes)) / torch.tensor([w, h, w, h], dtype=torch.float32)).tolist()
+    xywh = (xyxy2cxcywh(torch.as_tensor(boxes)) / torch.tensor([w, h, w, h], dtype=torch.float32)).tolist()
     return "".join(f"{c} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}\n" for c, (cx, cy, bw, bh) in zip(cls.tolist(), xywh))
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..boxes import bbox2dist, bbox_iou, dist2bbox, make_anchors, xywh2xyxy
+from ..boxes import bbox2dist, bbox_iou, cxcywh2xyxy, dist2bbox, make_anchors
 from ..runs import unwrap
 from .assigner import TaskAlignedAssigner
 
@@ -43,7 +43,7 @@ class DetectionLoss:
     ``loss(preds, batch) -> (total, items)``:
 
     - ``preds``: list of per-level maps ``[B, 4*reg_max + nc, H_i, W_i]`` (train-mode head output);
-    - ``batch``: dict with ``cls [N, 1]``, ``bboxes [N, 4]`` (normalized xywh in the network input) and
+    - ``batch``: dict with ``cls [N, 1]``, ``bboxes [N, 4]`` (normalized cxcywh in the network input) and
       ``batch_idx [N]``;
     - ``total``: scalar, ``(box*7.5 + cls*0.5 + dfl*1.5) * B``; ``items``: detached ``[box, cls, dfl]``
       (gained, not multiplied by ``B``).
@@ -96,7 +96,7 @@ class DetectionLoss:
             h, w = imgsz_hw
             scale = boxes.new_tensor([w, h, w, h])
             labels[bidx, slot, 0] = cls
-            gt[bidx, slot] = xywh2xyxy(boxes * scale)
+            gt[bidx, slot] = cxcywh2xyxy(boxes * scale)
             mask[bidx, slot, 0] = True
         return labels, gt, mask
 

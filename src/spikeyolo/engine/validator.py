@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..boxes import clip_boxes, unletterbox, xywh2xyxy
+from ..boxes import clip_boxes, cxcywh2xyxy, unletterbox
 from ..data import build_dataloader, build_dataset, load_data_config
 from ..data.config import check_class_names
 from ..data.dataset import DetectionDataset
@@ -76,7 +76,7 @@ def batch_ground_truth(batch: dict, k: int, input_hw: tuple[int, int]) -> tuple[
 def _input_boxes(batch: dict, sel: torch.Tensor, input_hw) -> torch.Tensor:
     """The selected labels as xyxy network-input pixels."""
     h, w = input_hw
-    return xywh2xyxy(batch["bboxes"][sel].float() * torch.tensor([w, h, w, h], dtype=torch.float32))
+    return cxcywh2xyxy(batch["bboxes"][sel].float() * torch.tensor([w, h, w, h], dtype=torch.float32))
 
 
 def _image_ground_truth(dataset, index_of: dict, batch: dict, k: int, input_hw) -> tuple:

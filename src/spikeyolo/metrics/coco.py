@@ -27,7 +27,7 @@ def _np(x, shape_tail=()) -> np.ndarray:
     return a
 
 
-def _xyxy_to_xywh(b: np.ndarray) -> np.ndarray:
+def _xyxy_to_ltwh(b: np.ndarray) -> np.ndarray:
     return np.stack((b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]), 1)
 
 
@@ -46,7 +46,7 @@ def _backend():
 
 
 def coco_results(preds, class_ids=None, image_ids=None, decimals: tuple[int, int] | None = None) -> list[dict]:
-    """Predictions -> COCO results list (``image_id``, ``category_id``, ``bbox`` xywh pixels, ``score``).
+    """Predictions -> COCO results list (``image_id``, ``category_id``, ``bbox`` ltwh pixels, ``score``).
 
     ``class_ids``: optional sequence mapping a class index to a COCO category id (default: the index itself).
     ``image_ids``: optional dict mapping the given image id to the id written (default: unchanged).
@@ -57,9 +57,9 @@ def coco_results(preds, class_ids=None, image_ids=None, decimals: tuple[int, int
     for image_id, boxes, scores, cls in preds:
         boxes = _np(boxes, (4,))
         scores, cls = _np(scores), _np(cls)
-        xywh = _xyxy_to_xywh(boxes)
+        ltwh = _xyxy_to_ltwh(boxes)
         img = image_ids[image_id] if image_ids is not None else image_id
-        for b, s, c in zip(xywh, scores, cls):
+        for b, s, c in zip(ltwh, scores, cls):
             cat = class_ids[int(c)] if class_ids is not None else int(c)
             box, score = [float(v) for v in b], float(s)
             if decimals is not None:
@@ -82,7 +82,7 @@ def json_image_ids(image_files, numeric_ids: bool = False) -> dict:
 
 def write_coco_json(preds, path: str | os.PathLike, class_ids=None, numeric_ids: bool = False,
                     image_ids: dict | None = None) -> Path:
-    """Write predictions in the COCO results format (``image_id``, ``category_id``, ``bbox`` xywh pixels,
+    """Write predictions in the COCO results format (``image_id``, ``category_id``, ``bbox`` ltwh pixels,
     ``score``; boxes rounded to 3 decimals, scores to 5). ``image_ids`` maps each prediction's image id (its
     image file) to the id written, e.g. a COCO JSON's own ids; by default :func:`json_image_ids` (file stems, or
     relative paths when stems repeat). ``class_ids`` maps class index -> category id (default: the index).
@@ -109,7 +109,7 @@ def coco_ground_truth(gts, names, image_ids=None, class_ids=None) -> dict:
         h, w = g["shape"]
         images.append({"id": img, "height": int(h), "width": int(w), "file_name": str(g["image_id"])})
         boxes = _np(g["boxes_xyxy"], (4,))
-        for b, c in zip(_xyxy_to_xywh(boxes), _np(g["cls"])):
+        for b, c in zip(_xyxy_to_ltwh(boxes), _np(g["cls"])):
             cat = class_ids[int(c)] if class_ids is not None else int(c)
             anns.append({
                 "id": len(anns) + 1, "image_id": img, "category_id": int(cat), "iscrowd": 0,

@@ -35,7 +35,7 @@ class Detect(nn.Module):
     ``SpikeConv3x3 -> SpikeConv3x3 -> Conv1x1(nc)``. The time axis is averaged here, after the last convs.
 
     Train mode returns the raw maps ``[B, 4*reg_max + nc, H_i, W_i]``; eval mode decodes them to
-    ``[B, 4 + nc, A]`` (xywh in input pixels, sigmoid class scores), or returns ``(decoded, maps)`` while
+    ``[B, 4 + nc, A]`` (cxcywh in input pixels, sigmoid class scores), or returns ``(decoded, maps)`` while
     ``return_maps`` is set (see :func:`returning_maps`; the validator's loss needs the maps).
     """
 
