@@ -116,3 +116,13 @@ def test_centre_and_ultralytics_names_are_one_function():
     # hand-computed: centre (5, 4), size 2x6 -> corners (4, 1, 6, 7)
     assert cxcywh2xyxy(torch.tensor([5.0, 4.0, 2.0, 6.0])).tolist() == [4.0, 1.0, 6.0, 7.0]
     assert xyxy2cxcywh(torch.tensor([4.0, 1.0, 6.0, 7.0])).tolist() == [5.0, 4.0, 2.0, 6.0]
+
+
+def test_letterbox_geometry_hand_computed():
+    from spikeyolo.boxes import letterbox_geometry
+
+    # Gen1 sensor 240x304 into 320: gain 320/304, height round(252.63) = 253, top (320 - 253) // 2 = 33
+    assert letterbox_geometry((240, 304), (320, 320)) == (253, 320, 0, 33)
+    assert letterbox_geometry((100, 50), (640, 640), scaleup=False) == (100, 50, 295, 270)
+    # zoom 0.5 of the fitted 253x320 and a shift of (+7, -3) pixels
+    assert letterbox_geometry((240, 304), (320, 320), zoom=0.5, shift=(7, -3)) == (126, 160, 87, 94)

@@ -130,6 +130,21 @@ def clip_boxes(boxes: torch.Tensor, shape) -> torch.Tensor:
     return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), -1)
 
 
+def letterbox_geometry(orig_shape, input_shape, zoom: float = 1.0, shift=(0, 0), scaleup: bool = True
+                       ) -> tuple[int, int, int, int]:
+    """Where a centred, aspect-preserving letterbox puts an ``orig_shape (h, w)`` picture in ``input_shape (h, w)``:
+    ``(resized_h, resized_w, left, top)`` with the resized size rounded to whole pixels (at least 1) and the
+    padding floored. ``zoom`` scales the fitted size and ``shift`` (x, y) moves it (augmentation); without
+    ``scaleup`` a picture is never enlarged. The one geometry of the image and the event-frame letterbox."""
+    h, w = orig_shape
+    r = min(input_shape[0] / h, input_shape[1] / w)
+    if not scaleup:
+        r = min(r, 1.0)
+    r *= zoom
+    rh, rw = max(1, round(h * r)), max(1, round(w * r))
+    return rh, rw, (input_shape[1] - rw) // 2 + int(shift[0]), (input_shape[0] - rh) // 2 + int(shift[1])
+
+
 def letterbox_ratio_pad(input_shape, orig_shape) -> tuple[tuple[float, float], tuple[float, float]]:
     """``ratio_pad`` of a centred, aspect-preserving letterbox from ``orig_shape (h, w)`` into
     ``input_shape (h, w)`` (no rounding of the padding)."""

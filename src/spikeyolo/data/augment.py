@@ -8,6 +8,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..boxes import letterbox_geometry
+
 # The SpikeYOLO COCO recipe (ultralytics v8 defaults): no rotation, shear, mixup or copy-paste.
 DEFAULT_HYP = {
     "mosaic": 1.0,  # probability of a 4-image mosaic
@@ -53,12 +55,8 @@ def letterbox(
     """
     nh, nw = (new_shape, new_shape) if isinstance(new_shape, int) else new_shape
     h, w = img.shape[:2]
-    r = min(nh / h, nw / w)
-    if not scaleup:
-        r = min(r, 1.0)
-    rh, rw = max(1, round(h * r)), max(1, round(w * r))
+    rh, rw, left, top = letterbox_geometry((h, w), (nh, nw), scaleup=scaleup)
     img = _resize(img, rw, rh)
-    top, left = (nh - rh) // 2, (nw - rw) // 2
     img = cv2.copyMakeBorder(
         img, top, nh - rh - top, left, nw - rw - left, cv2.BORDER_CONSTANT, value=(color,) * 3
     )

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..boxes import letterbox_geometry
 from ..events.io import DatReader, read_bbox
 from ..events.representations import EventInput, events_to_frames
 from .augment import keep_boxes, sample_rng
@@ -104,9 +105,7 @@ def letterbox_frames(frames: np.ndarray, imgsz: int, pad_value: float = 0.0, zoo
     enlarging) and centred on a ``pad_value`` square. Augmentation: ``zoom`` times that size, moved by ``shift``
     (x, y) pixels; what falls outside the square is cut off (``pad`` may then be negative)."""
     T, C, h, w = frames.shape
-    r = min(imgsz / h, imgsz / w) * zoom
-    rh, rw = max(1, round(h * r)), max(1, round(w * r))
-    left, top = (imgsz - rw) // 2 + int(shift[0]), (imgsz - rh) // 2 + int(shift[1])
+    rh, rw, left, top = letterbox_geometry((h, w), (imgsz, imgsz), zoom, shift)
     if (rh, rw) == (h, w):
         res = frames
     else:
