@@ -126,3 +126,15 @@ def test_letterbox_geometry_hand_computed():
     assert letterbox_geometry((100, 50), (640, 640), scaleup=False) == (100, 50, 295, 270)
     # zoom 0.5 of the fitted 253x320 and a shift of (+7, -3) pixels
     assert letterbox_geometry((240, 304), (320, 320), zoom=0.5, shift=(7, -3)) == (126, 160, 87, 94)
+
+
+def test_clip_visible_hand_computed():
+    import numpy as np
+
+    from spikeyolo.boxes import clip_visible
+
+    boxes = np.array([[0, 0, 10, 10], [30, 30, 40, 40], [6, 2, 8, 4]], np.float32)
+    clipped, keep = clip_visible(boxes, (5, 0, 20, 20), 0.5)  # box 0: half inside; box 1: outside; box 2: inside
+    assert clipped.tolist() == [[5, 0, 10, 10], [20, 20, 20, 20], [6, 2, 8, 4]] and clipped.dtype == np.float32
+    assert keep.tolist() == [True, False, True]
+    assert clip_visible(boxes, (5, 0, 20, 20), 0.6)[1].tolist() == [False, False, True]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -167,3 +168,14 @@ def scale_boxes(
         ratio_pad = letterbox_ratio_pad(input_shape, orig_shape)
     out = unletterbox(boxes_xyxy, ratio_pad)
     return clip_boxes(out, orig_shape) if clip else out
+
+
+def clip_visible(boxes_xyxy: np.ndarray, region, min_visibility: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Clip ``[n, 4]`` xyxy boxes to ``region (x0, y0, x1, y1)`` and say which to keep: those with some area
+    inside and at least ``min_visibility`` of their own area inside. Returns ``(clipped [n, 4], keep [n] bool)``
+    (in the boxes' coordinates and dtype); the one rule of tiles and of the simulator's moving view."""
+    x0, y0, x1, y1 = region
+    clipped = np.clip(boxes_xyxy, [x0, y0, x0, y0], [x1, y1, x1, y1]).astype(boxes_xyxy.dtype)
+    area = (boxes_xyxy[:, 2] - boxes_xyxy[:, 0]) * (boxes_xyxy[:, 3] - boxes_xyxy[:, 1])
+    inside = (clipped[:, 2] - clipped[:, 0]).clip(0) * (clipped[:, 3] - clipped[:, 1]).clip(0)
+    return clipped, (inside > 0) & (inside >= min_visibility * area)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..boxes import clip_visible
+
 
 def _starts(length: int, tile: int, stride: int) -> list[int]:
     if length <= tile:
@@ -52,10 +54,7 @@ def clip_boxes_to_region(
     x0, y0, x1, y1 = region
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     cls = np.asarray(cls).reshape(-1)
-    clipped = np.clip(boxes, [x0, y0, x0, y0], [x1, y1, x1, y1])
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    inside = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
-    keep = (inside > 0) & (inside >= min_visibility * area)
+    clipped, keep = clip_visible(boxes, region, min_visibility)
     return clipped[keep] - np.array([x0, y0, x0, y0], np.float32), cls[keep]
 
 

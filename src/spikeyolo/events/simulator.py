@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from ..boxes import clip_visible
 from .io import BBOX_DTYPE, EVENT_DTYPE, write_bbox, write_dat, xyxy_to_bbox
 
 
@@ -169,10 +170,8 @@ def view_boxes(boxes_xyxy: np.ndarray, cx: float, cy: float, s: float, sensor=(2
     m = _affine(cx, cy, s, sensor)
     v = np.stack((b[:, 0] * m[0, 0] + m[0, 2], b[:, 1] * m[1, 1] + m[1, 2],
                   b[:, 2] * m[0, 0] + m[0, 2], b[:, 3] * m[1, 1] + m[1, 2]), 1)
-    c = np.stack((v[:, 0].clip(0, W), v[:, 1].clip(0, H), v[:, 2].clip(0, W), v[:, 3].clip(0, H)), 1)
-    area = (v[:, 2] - v[:, 0]) * (v[:, 3] - v[:, 1])
-    vis = (c[:, 2] - c[:, 0]).clip(0) * (c[:, 3] - c[:, 1]).clip(0)
-    keep = np.flatnonzero((vis > 0) & (vis >= min_visibility * area))
+    c, visible = clip_visible(v, (0, 0, W, H), min_visibility)
+    keep = np.flatnonzero(visible)
     return c[keep], keep
 
 
