@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from spikeyolo.engine.predict_outputs import predict_source
-from spikeyolo.engine.predictor import Predictor, list_sources
+from spikeyolo.engine.predictor import Predictor
+from spikeyolo.engine.sources import resolve_sources
 
 
 class FixedDetector(nn.Module):
@@ -75,9 +76,9 @@ def test_video_frame_by_frame(tmp_path):
 
 def test_bad_sources(tmp_path):
     with pytest.raises(FileNotFoundError):
-        list_sources(tmp_path / "missing.png")
+        resolve_sources(tmp_path / "missing.png")
     (tmp_path / "notes.csv").write_text("x")
     with pytest.raises(ValueError):
-        list_sources(tmp_path / "notes.csv")
+        resolve_sources(tmp_path / "notes.csv")
     with pytest.raises(FileNotFoundError):
-        list_sources(tmp_path)  # a folder without images
+        resolve_sources(tmp_path)  # a folder without images

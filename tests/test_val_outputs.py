@@ -10,7 +10,8 @@ import pytest
 
 from _train_data import NAMES, read_labels
 from spikeyolo.engine.report import summary_table
-from spikeyolo.metrics.detection import confusion_matrix, normalize_columns
+from spikeyolo.metrics.detection import confusion_matrix
+from spikeyolo.plots import normalize_columns
 from test_val import run_validator
 
 

@@ -185,14 +185,18 @@ def _name_list(names, n: int) -> list[str]:
     return [class_name(names, i) for i in range(n)]
 
 
+def normalize_columns(matrix: np.ndarray) -> np.ndarray:
+    """Each column divided by its sum (the fraction of each true class that went where); empty columns 0."""
+    m = np.asarray(matrix, dtype=np.float64)
+    return m / np.maximum(m.sum(0, keepdims=True), 1e-12)
+
+
 def plot_confusion_matrix(matrix: np.ndarray, names, out: str | Path, normalize: bool = False) -> Path:
     """The ``[nc + 1, nc + 1]`` confusion matrix (rows predicted, columns true, last = background) as a heat map;
     ``normalize`` divides each column by its sum. Cells are annotated when there are at most 30 classes."""
     plt = pyplot()
-    m = np.asarray(matrix, dtype=np.float64)
+    m = normalize_columns(matrix) if normalize else np.asarray(matrix, dtype=np.float64)
     nc = len(m) - 1
-    if normalize:
-        m = m / np.maximum(m.sum(0, keepdims=True), 1e-12)
     labels = [*_name_list(names, nc), "background"]
     size = min(max(4.5, 0.45 * len(labels) + 2.5), 14)
     fig, ax = plt.subplots(figsize=(size, size * 0.85))

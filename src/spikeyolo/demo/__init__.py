@@ -40,7 +40,7 @@ from ..neuron import NEURONS
 from ..runs import plain, select_device
 from .trees import prepare_tree_dataset, tree_event_splits
 
-# Settings chosen by experiment on a 2-core CPU (see the module docstring); every one can be overridden.
+# Sized for a 2-core CPU (docs/training.md compares the runs behind them); every one can be overridden.
 DEMO_DEFAULTS = dict(
     model="n",
     width=0.125,
@@ -171,14 +171,14 @@ def run_demo(project: str | Path = "runs/demo", name: str = "trees", progress: b
 
 # The event-camera variant: recordings simulated from the same photos (views moving in front of a simulated
 # 240x304 sensor), Gen1 layout, validated with COCO mAP on the held-out region's recordings.
-# - Every photo region is filmed at the same scale (0.6-0.9 photo pixels per sensor pixel: trees are 30-60
-#   sensor pixels in every split; scaling each region to fill the sensor made held-out trees 2-4x larger).
-# - Each training region is filmed 12 times for 1 s, with different motions (more motions beat longer ones);
-#   each held-out region once for 2 s (fewer windows that reach before the recording's start).
+# - Every photo region is filmed at one scale (0.6-0.9 photo pixels per sensor pixel), so trees are 30-60
+#   sensor pixels in every split, held out or not.
+# - Each training region is filmed 12 times for 1 s with different motions (variety of motion, not length);
+#   each held-out region once for 2 s, so few of its windows reach before the recording's start.
 # - T=2 time bins of the 250 ms window, as the released SpikeYOLO Gen1 checkpoint; lr0 0.02 as the official
-#   Gen1 recipe; a 1-epoch warm-up (3 took 37 % of the 720 steps); 160 px inputs.
-# - Random zoom and shift: without them the model learns the training recordings by heart (held-out mAP50
-#   fell after epoch 5). Runs compared on 2 CPU cores: docs/events.md.
+#   Gen1 recipe; a 1-epoch warm-up (720 steps in all); 160 px inputs.
+# - Random zoom and shift keep the model from learning the training recordings by heart.
+#   docs/events.md compares the runs behind these settings.
 EVENT_SIMULATION = {"recordings_per_image": {"train": 12, "val": 1},
                     "duration_us": {"train": 1_000_000, "val": 2_000_000},
                     "scale_range": [0.6, 0.9], "fps": 500}

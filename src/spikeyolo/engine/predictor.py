@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -33,11 +32,6 @@ from ..plots import draw_boxes
 from ..runs import select_device
 from .sources import Source, open_capture, read_frames, read_image_file, resolve_sources
 from .validator import require_finite
-
-
-def list_sources(source) -> list[Path]:
-    """The files (images, videos, recordings) a file, folder, glob or ``.txt`` list names."""
-    return [Path(s.path) for s in resolve_sources(source) if s.kind != "stream"]
 
 
 def yolo_lines(det: np.ndarray, shape: tuple[int, int]) -> list[str]:

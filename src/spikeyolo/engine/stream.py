@@ -8,8 +8,9 @@ overlap (``step_us == window_us``, the default then), otherwise events are seen 
 
 Settings left as ``None`` come from the model: a model trained on an event dataset carries
 ``model.config["events"] = {"window_us", "representation", "representation_opts"}`` (written by the trainer,
-saved in its checkpoints) and ``model.config["T"]``; models without them (older checkpoints) fall back to a
-250 ms window, ``T = 4`` and a representation guessed from the input channel count.
+saved in its checkpoints) and ``model.config["T"]``; models without them (trained on images, or imported
+official weights) fall back to a 250 ms window, ``T = 4`` and a representation guessed from the input channel
+count.
 """
 
 from __future__ import annotations

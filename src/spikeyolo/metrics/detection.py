@@ -188,12 +188,6 @@ def confusion_matrix(pred_boxes, pred_scores, pred_cls, gt_boxes, gt_cls, nc: in
     return m
 
 
-def normalize_columns(matrix: np.ndarray) -> np.ndarray:
-    """Each column divided by its sum (the fraction of each true class that went where); empty columns 0."""
-    m = np.asarray(matrix, dtype=np.float64)
-    return m / np.maximum(m.sum(0, keepdims=True), 1e-12) * (m.sum(0, keepdims=True) > 0)
-
-
 class DetectionMetrics:
     """Accumulate detections over images, then report P/R/F1 at one IoU threshold, PR and confidence curves.
 
