@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..plots import image_grid, plot_labels
-from .validator import _bgr_images, _input_boxes
+from .validator import batch_images_and_boxes
 
 TRAIN_BATCH_PLOTS = 3  # train_batch0.jpg, train_batch1.jpg, train_batch2.jpg
 
@@ -37,11 +37,6 @@ def plot_dataset_labels(dataset, names, path: str | Path) -> Path:
 
 def plot_train_batch(batch: dict, names, path: str | Path) -> Path:
     """A collated training batch as a grid of its (augmented) inputs with their boxes."""
-    images = _bgr_images(batch["img"])
-    boxes, cls = [], []
-    for k in range(len(images)):
-        sel = batch["batch_idx"] == k
-        boxes.append(_input_boxes(batch, sel, batch["img"].shape[-2:]).numpy())
-        cls.append(batch["cls"][sel].reshape(-1).numpy())
+    images, boxes, cls = batch_images_and_boxes(batch)
     image_grid(images, boxes, cls, names=names, path=path)
     return Path(path)

@@ -104,6 +104,17 @@ def _score_image(batch: dict, k: int, d: torch.Tensor, gt: tuple, det: Detection
         event_dets.setdefault(batch["recording"][k], []).append((int(batch["t"][k]), boxes, d[:, 4:6]))
 
 
+def batch_images_and_boxes(batch: dict) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """A collated batch as drawable BGR images with each image's xyxy input-pixel boxes and class ids."""
+    images = _bgr_images(batch["img"])
+    boxes, cls = [], []
+    for k in range(len(images)):
+        sel = batch["batch_idx"] == k
+        boxes.append(_input_boxes(batch, sel, batch["img"].shape[-2:]).numpy())
+        cls.append(batch["cls"][sel].reshape(-1).numpy())
+    return images, boxes, cls
+
+
 def _bgr_images(img: torch.Tensor) -> list[np.ndarray]:
     """Batch images as BGR uint8 arrays for drawing (RGB uint8 images; event frames shown as grey levels)."""
     if img.dtype == torch.uint8:
@@ -270,12 +281,7 @@ class Validator:
         plot_confusion_matrix(det.matrix, names, out / "confusion_matrix_normalized.png", normalize=True)
 
     def _plot_batch(self, batch: dict, dets: list[torch.Tensor], names) -> None:
-        images = _bgr_images(batch["img"])
-        gt_boxes, gt_cls = [], []
-        for k in range(len(images)):
-            sel = batch["batch_idx"] == k
-            gt_boxes.append(_input_boxes(batch, sel, batch["img"].shape[-2:]).numpy())
-            gt_cls.append(batch["cls"][sel].reshape(-1).numpy())
+        images, gt_boxes, gt_cls = batch_images_and_boxes(batch)
         image_grid(images, gt_boxes, gt_cls, names=names, path=self.save_dir / "val_batch0_labels.jpg")
         keep = [d[d[:, 4] >= 0.25] for d in dets]
         image_grid(images, [d[:, :4].numpy() for d in keep], [d[:, 5].numpy() for d in keep],
