@@ -197,5 +197,5 @@ def predict_to_folder(weights, source, imgsz: int | None = None, conf: float = 0
         raise InputError(f"{sources[0].path if len(sources) == 1 else source}: {reasons[0]}")
     save_dir = increment_path(Path(project) / name, exist_ok)
     event_kwargs = {"window_us": window_us, "step_us": step_us, "carry_state": carry_state}
-    return predict_source(predictor, source, save_dir, save, save_txt, save_json, progress, batch, vid_stride,
+    return predict_source(predictor, sources, save_dir, save, save_txt, save_json, progress, batch, vid_stride,
                           **event_kwargs), save_dir

@@ -86,7 +86,10 @@ def _list_file(txt: Path) -> list[Source]:
 
 
 def resolve_sources(source) -> list[Source]:
-    """Every :class:`Source` named by ``source`` (see the module docstring; a list or tuple of them too)."""
+    """Every :class:`Source` named by ``source`` (see the module docstring; a list or tuple of them too; a
+    :class:`Source` stands for itself)."""
+    if isinstance(source, Source):
+        return [source]
     if isinstance(source, list | tuple):
         return [s for item in source for s in resolve_sources(item)]
     if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
