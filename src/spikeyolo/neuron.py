@@ -30,13 +30,17 @@ class _QuantizeSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u: torch.Tensor, D: int) -> torch.Tensor:
-        ctx.save_for_backward((u >= 0) & (u <= D))  # a bool mask is 4x smaller than saving u
-        return torch.clamp(u, 0, D).round_()
+        s = torch.clamp(u, 0, D)
+        # u is in [0, D] iff clamping left it alone: one comparison pass instead of three (>=, <=, &);
+        # a bool mask is 4x smaller than saving u
+        ctx.save_for_backward(s == u)
+        return s.round_()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (window,) = ctx.saved_tensors
-        return grad * window, None
+        # the same product, but a uint8 view multiplies several times faster than bool (which is cast first)
+        return grad * window.view(torch.uint8), None
 
 
 def quantize(u: torch.Tensor, D: int) -> torch.Tensor:

@@ -38,6 +38,9 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.cuda.manual_seed_all(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # deterministic mode also fills every new uninitialized tensor with NaN, a debugging aid that costs
+        # ~5-10% of a CPU training step; every tensor our kernels allocate is written before it is read
+        torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

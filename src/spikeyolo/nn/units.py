@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..neuron import ILIF
+from .depthwise import DepthwiseConv2d
 
 BN_EPS, BN_MOMENTUM = 1e-3, 0.03  # the reference's (ultralytics') BatchNorm settings
 
@@ -133,7 +134,11 @@ class ConvBN(SpikeUnit):
 
     def __init__(self, c1, c2, k=1, s=1, p=None, groups=1, conv_bias=False, lif: ILIF | None = None):
         super().__init__(lif)
-        self.conv = nn.Conv2d(c1, c2, k, s, k // 2 if p is None else p, groups=groups, bias=conv_bias)
+        p = k // 2 if p is None else p
+        if groups > 1 and groups == c1 == c2:  # SepConv's 7x7: a faster weight gradient on CPU
+            self.conv = DepthwiseConv2d(c1, k, s, p, bias=conv_bias)
+        else:
+            self.conv = nn.Conv2d(c1, c2, k, s, p, groups=groups, bias=conv_bias)
         self.bn = batchnorm(c2)
 
     def linear(self, x):
