@@ -98,3 +98,24 @@ def test_train_neuron_flags_build_the_official_gen1_neuron(train_configs, tmp_pa
     assert seen[0].neuron == NeuronConfig(decay=0.5, input_gain=0.5)
     model = Trainer(seen[0])._build_model(["car", "pedestrian"])
     assert {(m.decay, m.input_gain) for m in model.modules() if isinstance(m, ILIF)} == {(0.5, 0.5)}
+
+
+def test_demo_amp_flag_reaches_the_trainer(monkeypatch, tmp_path):
+    """`spikeyolo demo --amp` trains with TrainConfig.amp on; without it the demo keeps the default (None: off on
+    CPU). The training is skipped: the fake trainer records its config and says it stopped."""
+    import spikeyolo.demo as demo_mod
+
+    seen = []
+
+    class FakeTrainer:
+        def __init__(self, cfg):
+            seen.append(cfg)
+
+        def train(self):
+            return {"stopped": "skipped by the test", "best": None}
+
+    monkeypatch.setattr(demo_mod, "Trainer", FakeTrainer)
+    assert main(["demo", "--project", str(tmp_path), "--quiet", "--amp"]) == 1  # stopped: no mAP, exit 1
+    assert main(["demo", "--project", str(tmp_path), "--quiet"]) == 1
+    assert [c.amp for c in seen] == [True, None]
+    assert seen[0].device == "cpu" and seen[0].width == demo_mod.DEMO_DEFAULTS["width"]  # the demo's own recipe

@@ -85,6 +85,9 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-hsv", dest="hsv", action="store_false",
                    help="no HSV colour jitter (default on: hue 0.015, saturation 0.7, value 0.4; images only)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision: bfloat16 autocast on CPU (float16 on CUDA), as train --amp; default off "
+                        "(the demo's settings and numbers are for float32)")
     p.add_argument("--events", action="store_true",
                    help="the event-camera variant: train on event recordings simulated from the same photos")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -164,7 +167,7 @@ def run_demo(project: str | Path = "runs/demo", name: str = "trees", progress: b
     print(f"demo finished in {t / 60:.1f} min: test mAP50 {test['map50']:.3f} (validation "
           f"{evaluated['val'][0]['map50']:.3f}), test mAP50-95 {test['map']:.3f}")
     summary = _summary(result, evaluated, t, train_time_s=result["time_s"],
-                       settings={**{k: getattr(cfg, k) for k in DEMO_DEFAULTS}, "hyp": dict(cfg.hyp)})
+                       settings={**{k: getattr(cfg, k) for k in DEMO_DEFAULTS}, "amp": cfg.amp, "hyp": dict(cfg.hyp)})
     (run / "demo.json").write_text(json.dumps(plain(summary), indent=1))
     return summary
 
@@ -243,6 +246,7 @@ def run_demo_cli(args: argparse.Namespace) -> int:
     keys = ("epochs", "imgsz", "batch", "width", "model", "optimizer", "lr0", "close_mosaic", "device", "workers",
             "seed", "neuron_kind")
     given = {k: getattr(args, k) for k in keys}  # None: the demo's own default (run_*demo merge them)
+    given["amp"] = True if args.amp else None  # None: TrainConfig's default (off on CPU, on for CUDA)
     if args.prepare_only:
         return _prepare_only(Path(args.project), args.events, not args.quiet, args.json)
     hyp = demo_hyp(args.scale, args.hsv)
