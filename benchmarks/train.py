@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -111,6 +112,7 @@ def main(argv=None) -> int:
     times = step_times[modes[-1]]
     step = sum(times) / len(times)
     train_ips = args.batch / step
+    median = {amp: statistics.median(t) for amp, t in step_times.items()}  # robust to a shared machine's stalls
 
     print(f"SpikeYOLO-{args.scale}{'' if args.width is None else f' width {args.width}'} ({params / 1e6:.2f} M "
           f"params), {args.imgsz} px, batch {args.batch}, {device}, {torch.get_num_threads()} CPU threads, "
@@ -119,10 +121,13 @@ def main(argv=None) -> int:
     print(f"|{'-' * 36}|{'-' * 14}|")
     label = f"train step, {'amp' if modes[-1] else 'fp32'} (s/batch, mean)"
     print(f"| {label:<34} | {step:>12.3f} |")
+    print(f"| {label.replace('mean', 'median'):<34} | {median[modes[-1]]:>12.3f} |")
     if args.amp_vs_fp32:
         fp32 = sum(step_times[False]) / len(step_times[False])
         print(f"| {'train step, fp32 (s/batch, mean)':<34} | {fp32:>12.3f} |")
-        print(f"| {'  amp speed-up over fp32':<34} | {fp32 / step:>11.2f}x |")
+        print(f"| {'train step, fp32 (s/batch, median)':<34} | {median[False]:>12.3f} |")
+        print(f"| {'  amp speed-up over fp32 (means)':<34} | {fp32 / step:>11.2f}x |")
+        print(f"| {'  amp speed-up over fp32 (medians)':<34} | {median[False] / median[True]:>11.2f}x |")
     print(f"| {'train images/s':<34} | {train_ips:>12.2f} |")
     for w, ips in load_rows:
         label = f"data loading images/s ({w} workers)"
