@@ -83,8 +83,11 @@ def main(argv=None) -> int:
     # training steps on real batches (collected first, so loading is not timed here)
     loader = build_dataloader(dataset, args.batch, workers=0, shuffle=True, seed=0)
     batches = []
-    while len(batches) < args.iters + args.warmup:
-        batches += list(loader)
+    while len(batches) < args.iters + args.warmup:  # full batches only: an epoch's short last one is cheaper
+        full = [b for b in loader if len(b["img"]) == args.batch]
+        if not full:
+            raise SystemExit(f"fewer than {args.batch} training images: lower --batch")
+        batches += full
     batches = batches[: args.iters + args.warmup]
     runs = tempfile.TemporaryDirectory()
     modes = [False, True] if args.amp_vs_fp32 else [args.amp]
