@@ -77,11 +77,11 @@ class DepthwiseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._fast_grad(x):
             return super().forward(x)
-        if torch.is_autocast_enabled("cpu"):  # as autocast runs a conv: every input in its lower precision
-            dtype = torch.get_autocast_dtype("cpu")
-        elif x.dtype == self.weight.dtype:
+        if torch.is_autocast_enabled("cpu") and x.dtype != torch.float64:
+            dtype = torch.get_autocast_dtype("cpu")  # as autocast runs a conv: every input in its lower precision
+        elif x.dtype == self.weight.dtype and not torch.is_autocast_enabled("cpu"):
             dtype = x.dtype
-        else:  # let nn.Conv2d say what is wrong
+        else:  # what autocast leaves alone, or a dtype mismatch for nn.Conv2d to report
             return super().forward(x)
         with torch.autocast("cpu", enabled=False):
             return _DepthwiseConvFn.apply(x, self.weight, self.bias, self.padding, dtype)
