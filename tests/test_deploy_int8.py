@@ -12,8 +12,9 @@ from torch import nn
 
 import spikeyolo
 from spikeyolo.deploy import check_device_support, deploy_torch
-from spikeyolo.nn.int8 import Int8SpikeConv, int8_available, quantize_weight
-from spikeyolo.nn.units import DeployUnit, RepConvBN, SepRepConvBN
+from spikeyolo.neuron import ILIF
+from spikeyolo.nn.int8 import Int8SpikeConv, bias_shift, int8_available, quantize_weight
+from spikeyolo.nn.units import ConvBN, DeployUnit, RepConvBN, SepRepConvBN
 from test_forms import randomize_bn, rel_diff
 
 pytestmark = pytest.mark.skipif(not int8_available(), reason="no oneDNN quantized conv in this PyTorch build")
@@ -105,3 +106,43 @@ def test_int8_refuses_what_it_cannot_run():
     model = spikeyolo.build_model("n", nc=2, width=0.0625, D=300)
     with pytest.raises(ValueError, match="spikes 0..D must fit uint8, but D = 300"):
         deploy_torch(model, "int8")
+
+
+def test_bias_shift_hand_example():
+    w = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[0.5, 0.5], [0.5, 0.5]]]])  # [1 out, 2 in, 2, 2]
+    wq = torch.tensor([[[[1.0, 2.0], [3.0, 3.5]], [[0.0, 0.5], [0.5, 0.5]]]])
+    # channel 0 residual sums to 0.5, channel 1 to 0.5; means 2 and 4: 0.5 * 2 + 0.5 * 4 = 3
+    assert bias_shift(w, wq, 1, torch.tensor([2.0, 4.0])).tolist() == [3.0]
+    # depthwise (groups = channels): each output sees its own input channel's mean
+    dw = torch.ones(2, 1, 3, 3)
+    assert bias_shift(dw, dw * 0.9, 2, torch.tensor([1.0, 2.0])).tolist() == pytest.approx([0.9, 1.8])
+
+
+def test_calibration_removes_the_mean_output_shift_of_weight_rounding():
+    """A 1x1 unit (no borders): over the calibration spikes, int8 outputs average to the fp32 outputs once the
+    bias is corrected, and not before."""
+    torch.manual_seed(0)
+    u = randomize_bn(ConvBN(16, 8, 1, lif=ILIF(D=4)), 0).eval()
+    x = torch.rand(1, 4, 16, 6, 6) * 5 * torch.linspace(0.2, 1, 16).view(1, 1, 16, 1, 1)  # channel means differ
+    spikes = u.lif(x).flatten(0, 1)
+    mean = spikes.double().mean((0, 2, 3))
+    with torch.no_grad():
+        ref = u(x).double().mean((0, 1, 3, 4))
+        plain = u.deploy("int8")(x).double().mean((0, 1, 3, 4))
+        corrected = u.deploy("int8", input_mean=mean)(x).double().mean((0, 1, 3, 4))
+    assert (plain - ref).abs().max() > 1e-3
+    assert (corrected - ref).abs().max() < 1e-4
+
+
+def test_deploy_int8_with_calibration_images():
+    torch.manual_seed(0)
+    model = randomize_bn(spikeyolo.build_model("n", nc=2, width=0.125), 0).eval()
+    images = torch.rand(2, 3, 64, 64)
+    plain, calibrated = spikeyolo.deploy(model, "int8"), spikeyolo.deploy(model, "int8", calibration=[images])
+    biases = [(a.bias, b.bias) for a, b in zip(plain.modules(), calibrated.modules()) if isinstance(a, Int8SpikeConv)]
+    assert biases and any(not torch.equal(a, b) for a, b in biases)
+    assert calibrated(images).shape == plain(images).shape
+    with pytest.raises(ValueError, match="precision bf16 takes none"):
+        spikeyolo.deploy(model, "bf16", calibration=images)
+    with pytest.raises(ValueError, match="calibration batch 0: expected a finite"):
+        spikeyolo.deploy(model, "int8", calibration=torch.full((1, 3, 8, 8), float("nan")))
