@@ -95,7 +95,7 @@ class Int8SpikeConv(nn.Module):
         return packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spikes = x.to(torch.uint8)  # integers 0..D: exact
+        spikes = x.to(torch.uint8, memory_format=torch.channels_last)  # integers 0..D: exact; NHWC for oneDNN
         return torch.ops.onednn.qconv_pointwise(
             spikes, 1.0, 0, self.packed_weight(tuple(x.shape)), self.weight_scale, self.weight_zero_point,
             self.bias, self.stride, self.padding, self.dilation, self.groups, 1.0, 0, torch.float32, "none", [], "")

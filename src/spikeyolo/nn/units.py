@@ -293,7 +293,7 @@ class DeployUnit(nn.Module):
         n, flat = x.shape[:2], x.flatten(0, 1)
         if self.precision == "bf16":  # spikes 0..D are exact in bf16
             flat = flat.to(torch.bfloat16)
-        if self.memory_format is torch.channels_last:
+        if self.memory_format is torch.channels_last and self.precision != "int8":  # int8: done with the cast
             flat = flat.contiguous(memory_format=torch.channels_last)
         y = self.convs(flat)
         if self.bias is not None:
