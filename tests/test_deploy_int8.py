@@ -3,14 +3,20 @@
 References are computed here independently: float64 convs with weights rounded by hand to the int8 grid."""
 
 import copy
+import json
 import pickle
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import spikeyolo
+from _train_data import make_dataset
+from spikeyolo.cli import main
+from spikeyolo.data.calibration import calibration_images
 from spikeyolo.deploy import check_device_support, deploy_torch
 from spikeyolo.neuron import ILIF
 from spikeyolo.nn.int8 import Int8SpikeConv, bias_shift, int8_available, quantize_weight
@@ -146,3 +152,39 @@ def test_deploy_int8_with_calibration_images():
         spikeyolo.deploy(model, "bf16", calibration=images)
     with pytest.raises(ValueError, match="calibration batch 0: expected a finite"):
         spikeyolo.deploy(model, "int8", calibration=torch.full((1, 3, 8, 8), float("nan")))
+
+
+def test_cli_val_and_predict_int8_with_calibration(tmp_path, capsys):
+    data = make_dataset(tmp_path / "ds", n_train=3, n_val=2)
+    model = spikeyolo.build_model("n", nc=2, width=0.0625, imgsz=64, names=["class0", "class1"]).eval()
+    weights = spikeyolo.save(model, tmp_path / "w.pt")
+    train_images = str(data.parent / "images" / "train")
+    common = ["--weights", str(weights), "--device", "cpu", "--project", str(tmp_path / "runs"), "--json"]
+    assert main(["val", *common, "--data", str(data), "--workers", "0", "--no-plots", "--precision", "int8",
+                 "--calibration", train_images]) == 0
+    v = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert v["form"] == {"name": "deploy", "precision": "int8", "backend": "torch"} and 0 <= v["map50"] <= 1
+    assert main(["predict", *common, "--source", str(data.parent / "images" / "val"), "--no-save",
+                 "--precision", "int8", "--calibration", str(data.parent / "images" / "train" / "*")]) == 0
+    assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sources"]) == 2
+    with pytest.raises(ValueError, match="precision bf16 takes none"):
+        main(["val", *common, "--data", str(data), "--precision", "bf16", "--calibration", train_images])
+    with pytest.raises(ValueError, match="calibration: .*none does not exist"):
+        main(["val", *common, "--data", str(data), "--precision", "int8", "--calibration", str(tmp_path / "none")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="calibration: no images in .*empty"):
+        main(["val", *common, "--data", str(data), "--precision", "int8", "--calibration", str(tmp_path / "empty")])
+
+
+def test_calibration_images_are_letterboxed_rgb_in_unit_range(tmp_path):
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[..., 0] = 255  # blue in BGR
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    x = calibration_images(tmp_path, 32)
+    assert x.shape == (1, 3, 32, 32) and x.dtype == torch.float32
+    # 40x20 -> 32x16, centred: rows 8..23 are the image (blue = channel 2 in RGB), the rest is the grey pad
+    assert torch.all(x[0, 2, 8:24] == 1) and torch.all(x[0, 0, 8:24] == 0)
+    assert torch.allclose(x[0, :, :8], torch.full((3, 8, 32), 114 / 255))
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="b.png is missing or is not an image"):
+        calibration_images(tmp_path, 32)

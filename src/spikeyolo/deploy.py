@@ -142,13 +142,17 @@ def inference_imgsz(weights: str | Path) -> int:
 
 
 def load_for_inference(weights: str | Path, precision: str | None = None, backend: str | None = None,
-                       imgsz: int | None = None, device: torch.device | str = "cpu") -> nn.Module:
+                       imgsz: int | None = None, device: torch.device | str = "cpu",
+                       calibration: torch.Tensor | None = None) -> nn.Module:
     """The model ``val`` / ``predict`` run: a ``.onnx`` deploy export in ONNX Runtime, or a checkpoint in the
-    train form (no precision or backend given) or in the deploy form (at ``imgsz`` for onnxruntime)."""
+    train form (no precision or backend given) or in the deploy form (at ``imgsz`` for onnxruntime;
+    ``calibration`` images for int8 in torch, see :func:`deploy_torch`)."""
     device = torch.device(device)
     if str(weights).endswith(".onnx"):
         if backend not in (None, "onnxruntime"):
             raise ValueError(f"{weights}: an ONNX file runs with backend onnxruntime, not {backend}")
+        if calibration is not None:
+            raise ValueError(f"{weights}: calibration applies when a checkpoint is converted, not to an ONNX file")
         model = OrtModel(weights)
         if precision not in (None, model.precision):
             raise ValueError(f"{weights} was exported in {model.precision}, not {precision}; export again with "
@@ -158,10 +162,12 @@ def load_for_inference(weights: str | Path, precision: str | None = None, backen
                              f"drop --imgsz or export again with --imgsz {imgsz}")
     else:
         model = load(weights)
-        if precision is None and backend is None:
+        if precision is None and backend is None and calibration is None:
             return model.to(device)
         backend = check_precision(precision or "fp32", backend)
         kwargs = {"imgsz": imgsz} if backend == "onnxruntime" else {}
+        if calibration is not None:
+            kwargs["calibration"] = calibration
         if backend == "onnxruntime" and device.type != "cpu":
             raise ValueError(f"the onnxruntime backend runs on the CPU here, not {device}; use --device cpu or "
                              f"--backend torch")
