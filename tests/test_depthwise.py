@@ -85,3 +85,32 @@ def test_plain_path_for_3x3_eval_and_no_grad():
         assert fast7(x).grad_fn is None
     with pytest.raises(RuntimeError):  # a dtype mismatch outside autocast still fails as nn.Conv2d does
         fast7(x.float())
+
+
+def test_whole_model_gradients_equal_with_and_without_the_fast_path(monkeypatch):
+    """A tiny SpikeYOLO in float64, T=2: the same loss gives the same parameter gradients whether SepConv's 7x7
+    depthwise convs take the fast weight gradient or nn.Conv2d's own."""
+    import spikeyolo
+
+    torch.manual_seed(0)
+    model = spikeyolo.build_model("n", nc=2, width=0.0625, T=2).double().train()
+    depthwise = [m for m in model.modules() if isinstance(m, DepthwiseConv2d)]
+    assert depthwise and all(m.kernel_size == (7, 7) for m in depthwise)  # SepConv's dw convs are these
+    x = torch.rand(2, 3, 64, 64, dtype=torch.float64) * 4
+
+    def grads():
+        model.zero_grad(set_to_none=True)
+        sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view_as(o)).sum() for o in model(x)).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}  # BN running statistics move in train mode
+    calls, apply = [], _DepthwiseConvFn.apply
+    monkeypatch.setattr(_DepthwiseConvFn, "apply", lambda *a: calls.append(1) or apply(*a))
+    fast = grads()
+    assert len(calls) == len(depthwise)  # every one took the fast path
+    model.load_state_dict(state)
+    monkeypatch.setattr(DepthwiseConv2d, "_fast_grad", lambda self, x: False)
+    plain = grads()
+    assert fast.keys() == plain.keys()
+    for name in fast:
+        torch.testing.assert_close(fast[name], plain[name], rtol=1e-9, atol=1e-12, msg=name)
