@@ -19,82 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from precision_eval import (
-    average_precision,
-    group_by_source,
-    paired_bootstrap,
-    score_images,
-    source_of,
-    spike_flip_counts,
-    write_dihedral_dataset,
-)
-from spikeyolo.checkpoint import checkpoint_imgsz, load
-from spikeyolo.data import build_dataloader, build_dataset, load_data_config
-from spikeyolo.deploy import SUPPORTED, deploy
-from spikeyolo.engine.validator import Validator
-
-FORMS = {"train": None, "deploy-fp32": ("fp32", "torch"), "deploy-bf16": ("bf16", "torch"),
-         "deploy-int8": ("int8", "torch"), "ort-fp32": ("fp32", "onnxruntime"), "ort-int8": ("int8", "onnxruntime")}
-
-
-def build_forms(model, names, imgsz: int) -> dict:
-    """The forms to compare, those this spikeyolo supports (int8 on torch only where SUPPORTED lists it)."""
-    forms = {}
-    for name in names:
-        spec = FORMS[name]
-        if spec is None:
-            forms[name] = model
-        elif spec in SUPPORTED:
-            kwargs = {"imgsz": imgsz} if spec[1] == "onnxruntime" else {}
-            forms[name] = deploy(model, *spec, **kwargs)
-    return forms
-
-
-def evaluate_split(forms: dict, data_yaml: Path, split: str, imgsz: int, batch: int) -> dict:
-    """Per form on one split: COCOeval's metrics, per-image scores grouped by source image, and spike flip
-    counts against the train form (torch forms)."""
-    cfg = load_data_config(data_yaml)
-    ds = build_dataset(cfg, split, imgsz=imgsz, augment=False, progress=False)
-    loader = build_dataloader(ds, batch_size=batch, workers=0, shuffle=False)
-    gts = {}
-    for i in range(len(ds)):
-        g = ds.ground_truth(i)
-        gts[g["im_file"]] = (g["boxes_xyxy"], g["cls"])
-    sources = sorted({source_of(f) for f in gts})
-    result = {"sources": sources, "images": len(gts), "boxes": int(sum(len(c) for _, c in gts.values())),
-              "coco": {}, "groups": {}, "flips": {}}
-    for name, model in forms.items():
-        validator = Validator(loader, names=cfg["names"], compute_loss=False, progress=False)
-        metrics = validator(model)
-        result["coco"][name] = {"map50": metrics["map50"], "map": metrics["map"]}
-        result["groups"][name] = group_by_source(score_images(validator.predictions, gts), sources)
-        if name.startswith("deploy-"):  # torch forms: hooks on their I-LIFs
-            result["flips"][name] = spike_flip_counts(forms["train"], model, loader)
-    return result
-
-
-def flip_summary(counts: dict[str, tuple[int, int]], worst: int = 5) -> dict:
-    """Overall flip rate and the ``worst`` layers by rate."""
-    d, t = sum(c[0] for c in counts.values()), sum(c[1] for c in counts.values())
-    layers = sorted(((n, c[0] / c[1]) for n, c in counts.items()), key=lambda x: -x[1])[:worst]
-    return {"rate": d / max(t, 1), "flipped": d, "outputs": t, "worst": layers,
-            "layers": {n: c[0] / c[1] for n, c in counts.items()}}  # network order
-
-
-def merge_counts(*counts: dict) -> dict:
-    out: dict[str, tuple[int, int]] = {}
-    for c in counts:
-        for n, (d, t) in c.items():
-            a = out.get(n, (0, 0))
-            out[n] = (a[0] + d, a[1] + t)
-    return out
+from precision_eval import FORMS, compare_forms
 
 
 def ci(lo_hi) -> str:
@@ -117,30 +47,6 @@ def print_tables(sets: dict, coco: dict, flips: dict) -> None:
         print(f"- {form}: " + ", ".join(f"{n} {r:.2e}" for n, r in f["worst"]))
 
 
-def run(args) -> dict:
-    torch.set_num_threads(args.threads)
-    model = load(args.weights).eval()
-    imgsz = args.imgsz or checkpoint_imgsz(args.weights)
-    nc = int(model.nc)
-    forms = build_forms(model, args.forms, imgsz)
-    with tempfile.TemporaryDirectory() as tmp:
-        data_yaml = write_dihedral_dataset(args.data, args.splits, tmp, imgsz, args.views)
-        per_split = {s: evaluate_split(forms, data_yaml, s, imgsz, args.batch) for s in args.splits}
-    sets, coco_gap, flips = {}, {}, {}
-    pooled_groups = {f: [g for r in per_split.values() for g in r["groups"][f]] for f in forms}
-    for set_name, groups in [*((s, r["groups"]) for s, r in per_split.items()), ("pooled", pooled_groups)]:
-        sets[set_name] = paired_bootstrap(groups, "train", nc, args.resamples, args.seed)
-    for s, r in per_split.items():  # the cached-match AP must be COCOeval's on the whole set
-        coco_gap[s] = max(abs(np.array(average_precision([x for g in r["groups"][f] for x in g], nc))
-                              - (r["coco"][f]["map50"], r["coco"][f]["map"])).max() for f in forms)
-        flips[s] = {f: flip_summary(c) for f, c in r["flips"].items()}
-    flips["pooled"] = {f: flip_summary(merge_counts(*(r["flips"][f] for r in per_split.values())))
-                       for f in next(iter(per_split.values()))["flips"]}
-    sizes = {s: {"source_images": len(r["sources"]), "images": r["images"], "boxes": r["boxes"]}
-             for s, r in per_split.items()}
-    return {"sets": sets, "coco_gap": coco_gap, "flips": flips, "sizes": sizes, "forms": list(forms)}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", required=True, help="trained checkpoint (.pt)")
@@ -157,9 +63,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args()
-    args.forms = ["train"] + [f for f in args.forms if f != "train"]
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    res = run(args)
+    res = compare_forms(args.weights, args.data, args.splits, args.forms, args.views, args.imgsz, args.batch,
+                        args.resamples, args.seed)
     wall = time.perf_counter() - t0
     print(f"{args.weights} on {args.data}: {', '.join(f'{s} {v}' for s, v in res['sizes'].items())} "
           f"(x{len(args.views)} dihedral views); forms {', '.join(res['forms'])}; "

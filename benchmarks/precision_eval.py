@@ -10,11 +10,13 @@ spike flip rates.
 - :func:`paired_bootstrap`: the difference of AP between two forms on the same resampled source images (all
   views of a source image together, since they are correlated).
 - :func:`spike_flip_counts`: how many I-LIF outputs of a form differ from the reference form on the same inputs.
+- :func:`compare_forms`: all of the above for every form of a trained checkpoint against its train form.
 """
 
 from __future__ import annotations
 
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,14 +26,19 @@ import torch
 import yaml
 from torch import nn
 
-from spikeyolo.data import build_dataset, load_data_config
-from spikeyolo.engine.validator import to_input
+from spikeyolo.checkpoint import checkpoint_imgsz, load
+from spikeyolo.data import build_dataloader, build_dataset, load_data_config
+from spikeyolo.deploy import SUPPORTED, deploy
+from spikeyolo.engine.validator import Validator, to_input
 from spikeyolo.metrics.detection import match_predictions, pr_curves
 from spikeyolo.neuron import ILIF
 
 VIEWS = tuple((k, flip) for flip in (False, True) for k in range(4))
 """The 8 dihedral views ``(quarter turns counter-clockwise, flipped first)``; view 0 is the image itself."""
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO's thresholds, the same floats as COCOeval's
+# (precision, backend) of each form; train is the reference
+FORMS = {"train": None, "deploy-fp32": ("fp32", "torch"), "deploy-bf16": ("bf16", "torch"),
+         "deploy-int8": ("int8", "torch"), "ort-fp32": ("fp32", "onnxruntime"), "ort-int8": ("int8", "onnxruntime")}
 VIEW_NAME = re.compile(r"^(?P<source>.+)__d(?P<view>[0-7])$")  # file stem of a written view
 
 
@@ -228,3 +235,84 @@ def spike_flip_counts(reference: nn.Module, model: nn.Module, batches) -> dict[s
         for h in handles:
             h.remove()
     return {n: (d, t) for n, (d, t) in counts.items()}
+def build_forms(model, names, imgsz: int) -> dict:
+    """The forms to compare, those this spikeyolo supports (int8 on torch only where SUPPORTED lists it)."""
+    forms = {}
+    for name in names:
+        spec = FORMS[name]
+        if spec is None:
+            forms[name] = model
+        elif spec in SUPPORTED:
+            kwargs = {"imgsz": imgsz} if spec[1] == "onnxruntime" else {}
+            forms[name] = deploy(model, *spec, **kwargs)
+    return forms
+
+
+def evaluate_split(forms: dict, data_yaml: Path, split: str, imgsz: int, batch: int) -> dict:
+    """Per form on one split: COCOeval's metrics, per-image scores grouped by source image, and spike flip
+    counts against the train form (torch forms)."""
+    cfg = load_data_config(data_yaml)
+    ds = build_dataset(cfg, split, imgsz=imgsz, augment=False, progress=False)
+    loader = build_dataloader(ds, batch_size=batch, workers=0, shuffle=False)
+    gts = {}
+    for i in range(len(ds)):
+        g = ds.ground_truth(i)
+        gts[g["im_file"]] = (g["boxes_xyxy"], g["cls"])
+    sources = sorted({source_of(f) for f in gts})
+    result = {"sources": sources, "images": len(gts), "boxes": int(sum(len(c) for _, c in gts.values())),
+              "coco": {}, "groups": {}, "flips": {}}
+    for name, model in forms.items():
+        validator = Validator(loader, names=cfg["names"], compute_loss=False, progress=False)
+        metrics = validator(model)
+        result["coco"][name] = {"map50": metrics["map50"], "map": metrics["map"]}
+        result["groups"][name] = group_by_source(score_images(validator.predictions, gts), sources)
+        if name.startswith("deploy-"):  # torch forms: hooks on their I-LIFs
+            result["flips"][name] = spike_flip_counts(forms["train"], model, loader)
+    return result
+
+
+def flip_summary(counts: dict[str, tuple[int, int]], worst: int = 5) -> dict:
+    """Overall flip rate and the ``worst`` layers by rate."""
+    d, t = sum(c[0] for c in counts.values()), sum(c[1] for c in counts.values())
+    layers = sorted(((n, c[0] / c[1]) for n, c in counts.items()), key=lambda x: -x[1])[:worst]
+    return {"rate": d / max(t, 1), "flipped": d, "outputs": t, "worst": layers,
+            "layers": {n: c[0] / c[1] for n, c in counts.items()}}  # network order
+
+
+def merge_counts(*counts: dict) -> dict:
+    out: dict[str, tuple[int, int]] = {}
+    for c in counts:
+        for n, (d, t) in c.items():
+            a = out.get(n, (0, 0))
+            out[n] = (a[0] + d, a[1] + t)
+    return out
+
+
+def compare_forms(weights, data, splits=("val", "test"), forms=tuple(FORMS), views=range(8), imgsz: int | None = None,
+                  batch: int = 8, resamples: int = 1000, seed: int = 0) -> dict:
+    """Every form of a trained checkpoint on the dihedral views of the held-out ``splits``, against the train form.
+
+    Returns ``sets`` (per split and ``pooled``: :func:`paired_bootstrap`'s result per form), ``flips`` (per set:
+    :func:`flip_summary` per torch deploy form), ``coco_gap`` (per split: the largest difference between the
+    cached-match AP and COCOeval's on the whole set, a self-check), ``sizes`` and ``forms`` (those that ran)."""
+    model = load(weights).eval()
+    imgsz = imgsz or checkpoint_imgsz(weights)
+    nc = int(model.nc)
+    built = build_forms(model, ["train", *(f for f in forms if f != "train")], imgsz)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_yaml = write_dihedral_dataset(data, splits, tmp, imgsz, views)
+        per_split = {s: evaluate_split(built, data_yaml, s, imgsz, batch) for s in splits}
+    sets, coco_gap, flips = {}, {}, {}
+    pooled = {f: [g for r in per_split.values() for g in r["groups"][f]] for f in built}
+    for set_name, groups in [*((s, r["groups"]) for s, r in per_split.items()), ("pooled", pooled)]:
+        sets[set_name] = paired_bootstrap(groups, "train", nc, resamples, seed)
+    for s, r in per_split.items():
+        coco_gap[s] = max(float(np.abs(np.array(average_precision([x for g in r["groups"][f] for x in g], nc))
+                                       - (r["coco"][f]["map50"], r["coco"][f]["map"])).max()) for f in built)
+        flips[s] = {f: flip_summary(c) for f, c in r["flips"].items()}
+    torch_forms = next(iter(per_split.values()))["flips"]
+    flips["pooled"] = {f: flip_summary(merge_counts(*(r["flips"][f] for r in per_split.values())))
+                       for f in torch_forms}
+    sizes = {s: {"source_images": len(r["sources"]), "images": r["images"], "boxes": r["boxes"]}
+             for s, r in per_split.items()}
+    return {"sets": sets, "coco_gap": coco_gap, "flips": flips, "sizes": sizes, "forms": list(built)}

@@ -11,10 +11,13 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import spikeyolo  # noqa: E402
+from _train_data import make_dataset  # noqa: E402
 from precision_eval import (  # noqa: E402
     VIEWS,
     ImageScores,
     average_precision,
+    compare_forms,
     dihedral_boxes,
     dihedral_image,
     paired_bootstrap,
@@ -24,6 +27,7 @@ from precision_eval import (  # noqa: E402
     spike_flip_counts,
     write_dihedral_dataset,
 )
+from spikeyolo.checkpoint import save  # noqa: E402
 from spikeyolo.data import build_dataset, load_data_config  # noqa: E402
 from spikeyolo.metrics.coco import coco_evaluate  # noqa: E402
 from spikeyolo.neuron import ILIF  # noqa: E402
@@ -150,3 +154,17 @@ def test_spike_flip_counts_hand_case():
     counts = spike_flip_counts(_TwoLIF(1.0), _TwoLIF(1.1), [{"img": x}, {"img": x}])
     assert counts == {"a": (2, 6), "b": (2, 6)}
     assert spike_flip_counts(_TwoLIF(1.0), _TwoLIF(1.0), [{"img": x}]) == {"a": (0, 3), "b": (0, 3)}
+
+
+def test_compare_forms_end_to_end_on_a_tiny_model(tmp_path):
+    data = make_dataset(tmp_path / "data", n_train=1, n_val=3)
+    torch.manual_seed(0)
+    weights = save(spikeyolo.build_model("n", nc=2, width=0.125).eval(), tmp_path / "m.pt")
+    res = compare_forms(weights, data, splits=("val",), forms=("deploy-fp32",), views=(0, 5), imgsz=64,
+                        batch=4, resamples=20)
+    assert res["forms"] == ["train", "deploy-fp32"]
+    assert res["sizes"] == {"val": {"source_images": 3, "images": 6, "boxes": res["sizes"]["val"]["boxes"]}}
+    assert res["coco_gap"]["val"] < 1e-9  # cached-match AP is COCOeval's on the whole set
+    assert set(res["sets"]) == {"val", "pooled"} and res["sets"]["pooled"]["train"]["d_map50_ci"] == (0.0, 0.0)
+    flips = res["flips"]["pooled"]["deploy-fp32"]
+    assert 0 <= flips["rate"] <= 1 and flips["outputs"] > 0 and len(flips["worst"]) == 5
