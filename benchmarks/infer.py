@@ -4,7 +4,7 @@
     python benchmarks/infer.py --scales n s --sizes 320 640 --batches 1 8 --memory   # the full grid
     python benchmarks/infer.py --weights runs/demo/trees/weights/best.pt --data runs/demo/trees_data/data.yaml
 
-Forms: train, fused, deploy fp32 / bf16 (torch), deploy fp32 / int8 (onnxruntime), and with --spike-driven the
+Forms: train, fused, deploy fp32 / bf16 / int8 (torch), deploy fp32 / int8 (onnxruntime), and with --spike-driven the
 spike-driven form (D times the conv work). Every round runs each form once, in turn, so the ratios to the train
 form survive a noisy machine; the latency is the median over rounds. ``--memory`` measures each form's peak
 resident memory in a fresh subprocess (one forward pass; includes the Python, torch and model baseline).
@@ -28,9 +28,9 @@ import spikeyolo
 from spikeyolo.deploy import deploy
 from spikeyolo.engine.validator import validate
 
-FORMS = ("train", "fused", "deploy-fp32", "deploy-bf16", "ort-fp32", "ort-int8", "spike-driven")
-PRECISION = {"deploy-fp32": ("fp32", "torch"), "deploy-bf16": ("bf16", "torch"), "ort-fp32": ("fp32", "onnxruntime"),
-             "ort-int8": ("int8", "onnxruntime")}
+FORMS = ("train", "fused", "deploy-fp32", "deploy-bf16", "deploy-int8", "ort-fp32", "ort-int8", "spike-driven")
+PRECISION = {"deploy-fp32": ("fp32", "torch"), "deploy-bf16": ("bf16", "torch"), "deploy-int8": ("int8", "torch"),
+             "ort-fp32": ("fp32", "onnxruntime"), "ort-int8": ("int8", "onnxruntime")}
 
 
 def make_form(model, form: str, imgsz: int):

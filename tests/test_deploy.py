@@ -74,16 +74,18 @@ def test_bf16_runs_spike_fed_convs_in_bf16_and_the_rest_in_fp32():
 
 
 def test_bf16_unit_equals_fp32_on_bf16_weights():
-    """Spikes 0..D are exact in bf16, so a bf16 unit differs from fp32 only by its bf16 weights and bf16 output."""
+    """Spikes 0..D are exact in bf16, so a bf16 unit differs from fp32 only by its bf16 weights, the inner biases
+    and the bf16 outputs of its convs; the last bias stays float32."""
     torch.manual_seed(0)
     u = randomize_bn(RepConvBN(8, 16)).eval()
     x = torch.randint(0, 5, (1, 2, 8, 7, 9)).float()
-    dep32, dep16 = u.deploy(), u.deploy(torch.bfloat16)
+    dep32, dep16 = u.deploy(), u.deploy("bf16")
     assert torch.equal(x.bfloat16().float(), x)
+    assert dep16.bias.dtype == torch.float32 and torch.equal(dep16.bias, dep32.convs[-1].bias)
     with torch.no_grad():
         for c in dep32.convs:  # round fp32 weights to bf16 values: the only input rounding left
             c.weight.copy_(c.weight.bfloat16().float())
-            if c.bias is not None:
+            if c.bias is not None and c is not dep32.convs[-1]:
                 c.bias.copy_(c.bias.bfloat16().float())
         ref, got = dep32(x), dep16(x)
     assert got.dtype == torch.float32
@@ -97,8 +99,8 @@ def test_bad_precision_and_backend_say_what_works():
         check_precision("fp16", None)
     with pytest.raises(ValueError, match="backend must be one of"):
         check_precision("fp32", "tensorrt")
-    with pytest.raises(ValueError, match="int8 is not available with backend torch; supported: .*int8\\+onnxruntime"):
-        check_precision("int8", "torch")
-    assert check_precision("int8", None) == "onnxruntime" and check_precision("bf16", None) == "torch"
+    with pytest.raises(ValueError, match="bf16 is not available with backend onnxruntime; supported: .*int8\\+torch"):
+        check_precision("bf16", "onnxruntime")
+    assert check_precision("int8", None) == "torch" and check_precision("int8", "onnxruntime") == "onnxruntime"
     with pytest.raises(ValueError, match="no train-form units"):
         spikeyolo.deploy(spikeyolo.fuse(spikeyolo.build_model("n", nc=2, width=0.125)))

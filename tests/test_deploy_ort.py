@@ -134,16 +134,18 @@ def test_cli_export_val_predict_with_precisions(tmp_path, capsys):
               str(tmp_path / "runs"), "--json"]
     keys, forms = [], []
     for extra in (["--weights", str(weights), "--precision", "fp32"], ["--weights", str(weights), "--precision",
-                  "bf16"], ["--weights", str(weights), "--precision", "int8"], ["--weights", str(tmp_path / "w.onnx")]):
+                  "bf16"], ["--weights", str(weights), "--precision", "int8"], ["--weights", str(weights),
+                  "--precision", "int8", "--backend", "onnxruntime"], ["--weights", str(tmp_path / "w.onnx")]):
         assert main(["val", *extra, *common]) == 0
         v = last_json(capsys)
         keys.append(set(v) - {"save_dir"})
         forms.append((v["form"]["precision"], v["form"]["backend"]))
         assert v["images"] == 2 and 0 <= v["map50"] <= 1
     assert all(k == keys[0] for k in keys)
-    assert forms == [("fp32", "torch"), ("bf16", "torch"), ("int8", "onnxruntime"), ("int8", "onnxruntime")]
+    assert forms == [("fp32", "torch"), ("bf16", "torch"), ("int8", "torch"), ("int8", "onnxruntime"),
+                     ("int8", "onnxruntime")]
     assert main(["predict", "--weights", str(tmp_path / "w.onnx"), "--source", str(data.parent / "images" / "val"),
                  "--no-save", "--project", str(tmp_path / "runs"), "--json"]) == 0
     assert len(last_json(capsys)["sources"]) == 2
-    with pytest.raises(ValueError, match="int8 is not available with backend torch"):
-        main(["val", "--weights", str(weights), "--precision", "int8", "--backend", "torch", *common])
+    with pytest.raises(ValueError, match="bf16 is not available with backend onnxruntime"):
+        main(["val", "--weights", str(weights), "--precision", "bf16", "--backend", "onnxruntime", *common])

@@ -136,10 +136,10 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _add_precision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default=None,
-                   help="run the deploy form in this precision (bf16: torch; int8: onnxruntime); "
-                        "default: the train form (with energy metrics)")
+                   help="run the deploy form in this precision (bf16: torch; int8: torch on an x86 CPU, or "
+                        "onnxruntime); default: the train form (with energy metrics)")
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
-                   help="deploy-form runtime (default: torch, onnxruntime for int8 and .onnx weights)")
+                   help="deploy-form runtime (default: torch; onnxruntime for .onnx weights)")
 
 
 # --- train / val / predict / demo (engine) ------------------------------------------------------------------

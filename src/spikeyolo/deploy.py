@@ -21,16 +21,17 @@ from .ort import OrtModel, export_deployed_onnx, read_metadata
 
 PRECISIONS = ("fp32", "bf16", "int8")
 BACKENDS = ("torch", "onnxruntime")
-SUPPORTED = {("fp32", "torch"), ("bf16", "torch"), ("fp32", "onnxruntime"), ("int8", "onnxruntime")}
+SUPPORTED = {("fp32", "torch"), ("bf16", "torch"), ("int8", "torch"), ("fp32", "onnxruntime"),
+             ("int8", "onnxruntime")}
 
 
 def check_precision(precision: str, backend: str | None) -> str:
-    """The backend to use for ``precision`` (``None``: torch, or onnxruntime for int8); one clear error when the
-    pair is not supported, naming the pairs that are."""
+    """The backend to use for ``precision`` (``None``: torch); one clear error when the pair is not supported,
+    naming the pairs that are."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if backend is None:
-        backend = "onnxruntime" if precision == "int8" else "torch"
+        backend = "torch"
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if (precision, backend) not in SUPPORTED:
@@ -57,6 +58,9 @@ def check_device_support(precision: str, device: torch.device | str = "cpu") -> 
     device = torch.device(device)
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise RuntimeError(f"bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; use fp32")
+    if precision == "int8" and device.type != "cpu":
+        raise RuntimeError(f"int8 runs on the CPU (oneDNN's quantized conv), not on {device}; use bf16 or fp32 "
+                           f"there, or --device cpu")
     flags = CPU_FLAGS.get(precision)
     if device.type == "cpu" and flags and not any(cpu_has(f) for f in flags):
         warnings.warn(f"{precision}: this CPU lists none of {', '.join(flags)}; it runs, but likely slower "
@@ -67,20 +71,23 @@ def deploy_torch(model: nn.Module, precision: str = "fp32", channels_last: bool 
     """A deploy-form copy of a train-form model (eval mode, torch backend); the original is untouched.
 
     BatchNorm is folded everywhere; each unit keeps its factorized chain unless the fused conv needs fewer MACs.
-    ``bf16``: every conv fed by spikes runs in bfloat16 (the spikes 0..D are exact in it); the stem (real-valued
-    image), the head's last 1x1 convs (box-bin and class logits), every I-LIF and the box decoding stay float32.
-    ``channels_last`` (default: on for bf16) stores conv inputs NHWC.
+    ``bf16`` / ``int8``: every unit fed by spikes runs in that precision (:class:`~spikeyolo.nn.units.DeployUnit`
+    says which of its convs); the stem (real-valued image), the head's last 1x1 convs (box-bin and class
+    logits), every I-LIF and the box decoding stay float32. ``channels_last`` (default: on for bf16 and int8)
+    stores conv inputs NHWC.
     """
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"deploy_torch: precision must be fp32 or bf16, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"deploy_torch: precision must be one of {PRECISIONS}, got {precision!r}")
     if channels_last is None:
-        channels_last = precision == "bf16"
+        channels_last = precision != "fp32"
+    D = getattr(model, "config", {}).get("D", 1)
+    if precision == "int8" and D > 255:
+        raise ValueError(f"int8: spikes 0..D must fit uint8, but D = {D}; use precision fp32 or bf16")
     dep = copy.deepcopy(model).eval()
-    low = torch.bfloat16 if precision == "bf16" else None
 
     def convert(unit: SpikeUnit) -> nn.Module:
         keep_fp32 = unit.lif is None or isinstance(unit, ConvBias)  # real-valued input / final logits
-        return unit.deploy(None if keep_fp32 else low, channels_last)
+        return unit.deploy("fp32" if keep_fp32 else precision, channels_last)
 
     if replace_modules(dep, SpikeUnit, convert) == 0:
         raise ValueError("deploy: the model has no train-form units (already fused, deployed or spike-driven?)")
@@ -92,9 +99,10 @@ def deploy(model: nn.Module, precision: str = "fp32", backend: str | None = None
     """The deploy form of a train-form SpikeYOLO: same eval output ``[B, 4 + nc, anchors]``, faster.
 
     Args:
-        precision: ``fp32``, ``bf16`` (torch) or ``int8`` (onnxruntime: int8 weights per output channel, spike
-            inputs as uint8 with scale 1 and zero point 0, int32 accumulation; stem and final head convs fp32).
-        backend: ``torch`` or ``onnxruntime``; ``None`` picks torch, or onnxruntime for int8.
+        precision: ``fp32``, ``bf16`` (torch) or ``int8`` (torch or onnxruntime: int8 weights per output
+            channel, spike inputs as uint8 with scale 1 and zero point 0, int32 accumulation; stem and final head
+            convs fp32).
+        backend: ``torch`` (default; CPU for int8) or ``onnxruntime`` (fp32, int8).
         kwargs: ``channels_last`` (torch backend), ``imgsz`` (onnxruntime: the export size, default the
             checkpoint's training size).
     """

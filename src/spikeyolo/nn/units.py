@@ -7,7 +7,7 @@ Every parameterised part of SpikeYOLO is such a unit, so the three execution for
 - fused form: :class:`FusedUnit`, one ``nn.Conv2d`` with bias (``unit.fuse()``);
 - spike-driven form: :class:`SpikeDrivenUnit`, the same conv fed D binary virtual timesteps;
 - deploy form: :class:`DeployUnit`, BN folded, re-parameterized only where that does not raise MACs
-  (``unit.deploy()``; RepConv keeps its 1x1 -> dw3x3 -> 1x1 chain), convs optionally in bfloat16.
+  (``unit.deploy()``; RepConv keeps its 1x1 -> dw3x3 -> 1x1 chain), in fp32, bf16 or int8.
 
 A unit maps ``[T, B, C, H, W] -> [T, B, C', H', W']``; convs run on ``x.flatten(0, 1)``, so BatchNorm
 statistics are shared over T and B as in the reference. Op order is I-LIF -> conv -> BN (pre-activation).
@@ -20,8 +20,10 @@ import torch
 from torch import nn
 
 from ..neuron import ILIF
+from .int8 import Int8SpikeConv
 
 BN_EPS, BN_MOMENTUM = 1e-3, 0.03  # the reference's (ultralytics') BatchNorm settings
+DEPLOY_PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def batchnorm(c: int) -> nn.BatchNorm2d:
@@ -91,13 +93,14 @@ class SpikeUnit(nn.Module):
         conv, float64. Units whose chain is one conv return the fused kernel."""
         return [self.fused_kernel()]
 
-    def deploy(self, dtype: torch.dtype | None = None, channels_last: bool = False) -> DeployUnit:
-        """Deploy form: the BN-folded chain or the single fused conv, whichever needs fewer MACs per output
-        pixel (every conv of a chain keeps the spatial size, so per-pixel MACs compare the two exactly)."""
+    def deploy(self, precision: str = "fp32", channels_last: bool = False) -> DeployUnit:
+        """Deploy form in ``precision`` (:data:`DEPLOY_PRECISIONS`): the BN-folded chain or the single fused
+        conv, whichever needs fewer MACs per output pixel (every conv of a chain keeps the spatial size, so
+        per-pixel MACs compare the two exactly)."""
         chain, fused = self.chain_kernels(), [self.fused_kernel()]
         best = chain if kernels_macs(chain) < kernels_macs(fused) else fused
         convs = nn.Sequential(*(self._make_conv(*k) for k in best))
-        return DeployUnit(self.lif, convs, dtype, channels_last)
+        return DeployUnit(self.lif, convs, precision, channels_last)
 
     def _make_conv(self, w: torch.Tensor, b: torch.Tensor | None, kw: dict) -> nn.Conv2d:
         ref = next(self.parameters())
@@ -251,31 +254,49 @@ class FusedUnit(nn.Module):
 
 
 class DeployUnit(nn.Module):
-    """Deploy form: ``[I-LIF] -> convs`` (one conv or a BN-folded chain), the convs optionally in ``dtype``.
+    """Deploy form: ``[I-LIF] -> convs`` (one conv or a BN-folded chain) in ``precision``; output float32.
 
-    With a lower-precision ``dtype`` (bfloat16) the spikes 0..D are cast to it exactly, the convs accumulate in
-    float32 inside oneDNN / cuDNN, and the result is cast back to float32, so residual sums and the next I-LIF's
-    membrane stay float32. ``channels_last`` keeps the conv inputs NHWC, which oneDNN runs faster.
+    - ``fp32``: the convs as they are.
+    - ``bf16``: the spikes 0..D are cast to bfloat16 exactly and the chain runs in bf16 (oneDNN / cuDNN
+      accumulate in float32 and write bf16); the last conv's bias is added in float32 while casting back, so
+      a large folded bias is not rounded to bf16.
+    - ``int8``: the first conv (fed by the spikes) is an :class:`Int8SpikeConv` (exact uint8 inputs, int8
+      weights, float32 output); the chain's inner convs, whose inputs are real-valued, stay float32.
+
+    Residual sums and the next I-LIF's membrane stay float32. ``channels_last`` keeps the conv inputs NHWC,
+    which oneDNN runs faster.
     """
 
-    def __init__(self, lif: ILIF | None, convs: nn.Sequential, dtype: torch.dtype | None = None,
+    def __init__(self, lif: ILIF | None, convs: nn.Sequential, precision: str = "fp32",
                  channels_last: bool = False):
         super().__init__()
-        self.lif, self.convs = lif, convs
-        self.dtype = dtype
+        if precision not in DEPLOY_PRECISIONS:
+            raise ValueError(f"DeployUnit: precision must be one of {DEPLOY_PRECISIONS}, got {precision!r}")
+        self.lif, self.precision = lif, precision
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        convs.to(dtype=dtype, memory_format=self.memory_format)
+        self.register_buffer("bias", None)  # bf16: the last conv's bias, kept float32
+        if precision == "bf16":
+            last = convs[-1]
+            if last.bias is not None:
+                self.bias = last.bias.detach().float().clone()
+                last.bias = None
+            convs.to(dtype=torch.bfloat16)
+        elif precision == "int8":
+            convs[0] = Int8SpikeConv(convs[0])
+        self.convs = convs.to(memory_format=self.memory_format)
 
     def forward(self, x):
         if self.lif is not None:
             x = self.lif(x)
         n, flat = x.shape[:2], x.flatten(0, 1)
-        if self.dtype is not None:  # spikes 0..D are exact in bf16
-            flat = flat.to(self.dtype)
+        if self.precision == "bf16":  # spikes 0..D are exact in bf16
+            flat = flat.to(torch.bfloat16)
         if self.memory_format is torch.channels_last:
             flat = flat.contiguous(memory_format=torch.channels_last)
         y = self.convs(flat)
-        if y.dtype != x.dtype:
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)  # bf16 + float32 bias -> float32 in one pass
+        elif y.dtype != x.dtype:
             y = y.to(x.dtype)
         return y.view(*n, *y.shape[1:])
 
