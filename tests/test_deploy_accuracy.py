@@ -33,7 +33,8 @@ def test_bf16_and_int8_keep_heldout_map50_within_001_of_fp32(tmp_path):
                         imgsz=cfg.imgsz, resamples=1000)
     pooled = res["sets"]["pooled"]
     assert pooled["train"]["map50"] > 0.05, f"the model did not learn enough to compare precisions: {pooled}"
-    for form in ("deploy-bf16", "deploy-int8", "ort-int8"):
-        lo, hi = pooled[form]["d_map50_ci"]
-        # no loss shown (the interval reaches 0) or a loss shown to be within the tolerance
-        assert hi >= 0 or lo >= -TOLERANCE, (form, pooled[form])
+    # each form passes when no loss is shown (the interval reaches 0) or the loss is shown to be within tolerance
+    missed = {form: (round(pooled[form]["d_map50"], 4), pooled[form]["d_map50_ci"])
+              for form in ("deploy-bf16", "deploy-int8", "ort-int8")
+              if not (pooled[form]["d_map50_ci"][1] >= 0 or pooled[form]["d_map50_ci"][0] >= -TOLERANCE)}
+    assert not missed, f"mAP50 minus the train form's, (full set, 95% interval): {missed}"
