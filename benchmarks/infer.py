@@ -6,8 +6,9 @@
 
 Forms: train, fused, deploy fp32 / bf16 / int8 (torch), deploy fp32 / int8 (onnxruntime), and with --spike-driven the
 spike-driven form (D times the conv work). Every round runs each form once, in turn, so the ratios to the train
-form survive a noisy machine; the latency is the median over rounds. ``--memory`` measures each form's peak
-resident memory in a fresh subprocess (one forward pass; includes the Python, torch and model baseline).
+form survive a noisy machine; the latency is the median over rounds. ``--memory`` measures, in a fresh
+subprocess per form (Linux), the resident memory the converted model adds to a bare process and the peak a
+forward pass adds on top of that.
 ``--weights`` / ``--data`` add held-out mAP50 of a trained checkpoint under each form (random weights otherwise:
 timings only).
 """
@@ -15,7 +16,8 @@ timings only).
 from __future__ import annotations
 
 import argparse
-import resource
+import ctypes
+import gc
 import statistics
 import subprocess
 import sys
@@ -57,12 +59,45 @@ def time_forms(forms: dict, x: torch.Tensor, rounds: int) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def peak_memory_mb(form: str, scale: str, size: int, batch: int, threads: int) -> float:
-    """Peak RSS (MB) of a fresh process that builds ``form`` and runs one forward pass."""
+def proc_status_mb(key: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS: now; VmHWM: peak since the last reset)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":")) / 1024
+
+
+def release_free_memory() -> None:
+    """Hand memory freed by Python and torch back to the OS (glibc ``malloc_trim``), so RSS shows what is live."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def memory_of_form(form: str, scale: str, size: int, batch: int) -> tuple[float, float]:
+    """(model MB, forward MB) of ``form``: resident memory the converted model adds to a bare process, and the
+    peak a forward pass adds on top of it (freed memory is released and the peak counter reset first; Linux)."""
+    release_free_memory()
+    bare = proc_status_mb("VmRSS")
+    model = spikeyolo.build_model(scale, nc=80).eval()
+    m = make_form(model, form, size)
+    if m is not model:
+        del model
+    x = torch.rand(batch, 3, size, size)
+    with torch.inference_mode():
+        m(x)  # first call: oneDNN packs weights, ORT plans its arena; they belong to the model's footprint
+        release_free_memory()
+        loaded = proc_status_mb("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM, the peak resident size
+        m(x)
+    return loaded - bare, proc_status_mb("VmHWM") - loaded
+
+
+def peak_memory_mb(form: str, scale: str, size: int, batch: int, threads: int) -> tuple[float, float]:
+    """:func:`memory_of_form` measured in a fresh process."""
     cmd = [sys.executable, __file__, "--_memory-of", form, "--scales", scale, "--sizes", str(size), "--batches",
            str(batch), "--threads", str(threads)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return float(out.strip().splitlines()[-1])
+    model_mb, forward_mb = out.strip().splitlines()[-1].split()
+    return float(model_mb), float(forward_mb)
 
 
 def map50_of(weights: str, data: str, form: str) -> float:
@@ -92,12 +127,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     forms_wanted = ["train"] + [f for f in args.forms if f != "train"] + (["spike-driven"] if args.spike_driven else [])
     if args.memory_of:  # child process of --memory
-        model = spikeyolo.build_model(args.scales[0], nc=80).eval()
-        m = make_form(model, args.memory_of, args.sizes[0])
-        del model
-        with torch.inference_mode():
-            m(torch.rand(args.batches[0], 3, args.sizes[0], args.sizes[0]))
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print(*memory_of_form(args.memory_of, args.scales[0], args.sizes[0], args.batches[0]))
         return
     maps = {}
     if args.weights:
@@ -107,8 +137,8 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, float32 input, median of "
           f"{args.rounds} alternating rounds; random weights (mAP50 column: {args.weights or 'not measured'})")
-    print(f"| scale | size | batch | {'form':<12} | {'ms':>9} | vs train | peak MB | mAP50 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"| scale | size | batch | {'form':<12} | {'ms':>9} | vs train | model MB | forward MB | mAP50 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     torch.manual_seed(0)
     for scale in args.scales:
         model = spikeyolo.build_model(scale, nc=80).eval()
@@ -118,10 +148,11 @@ def main() -> None:
                 x = torch.rand(batch, 3, size, size)
                 t = time_forms(forms, x, args.rounds)
                 for f in forms_wanted:
-                    mem = f"{peak_memory_mb(f, scale, size, batch, args.threads):.0f}" if args.memory else "-"
+                    mem = peak_memory_mb(f, scale, size, batch, args.threads) if args.memory else None
+                    model_mb, fwd_mb = (f"{v:.0f}" for v in mem) if mem else ("-", "-")
                     acc = f"{maps[f]:.3f}" if f in maps else "-"
                     print(f"| {scale} | {size} | {batch} | {f:<12} | {t[f] * 1e3:9.1f} | {t['train'] / t[f]:7.2f}x "
-                          f"| {mem:>7} | {acc:>5} |", flush=True)
+                          f"| {model_mb:>8} | {fwd_mb:>10} | {acc:>5} |", flush=True)
 
 
 if __name__ == "__main__":

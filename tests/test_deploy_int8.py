@@ -3,17 +3,24 @@
 References are computed here independently: float64 convs with weights rounded by hand to the int8 grid."""
 
 import copy
+import json
 import pickle
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import spikeyolo
+from _train_data import make_dataset
+from spikeyolo.cli import main
+from spikeyolo.data.calibration import calibration_images
 from spikeyolo.deploy import check_device_support, deploy_torch
-from spikeyolo.nn.int8 import Int8SpikeConv, int8_available, quantize_weight
-from spikeyolo.nn.units import DeployUnit, RepConvBN, SepRepConvBN
+from spikeyolo.neuron import ILIF
+from spikeyolo.nn.int8 import Int8SpikeConv, bias_shift, int8_available, quantize_weight
+from spikeyolo.nn.units import ConvBN, DeployUnit, RepConvBN, SepRepConvBN
 from test_forms import randomize_bn, rel_diff
 
 pytestmark = pytest.mark.skipif(not int8_available(), reason="no oneDNN quantized conv in this PyTorch build")
@@ -105,3 +112,79 @@ def test_int8_refuses_what_it_cannot_run():
     model = spikeyolo.build_model("n", nc=2, width=0.0625, D=300)
     with pytest.raises(ValueError, match="spikes 0..D must fit uint8, but D = 300"):
         deploy_torch(model, "int8")
+
+
+def test_bias_shift_hand_example():
+    w = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[0.5, 0.5], [0.5, 0.5]]]])  # [1 out, 2 in, 2, 2]
+    wq = torch.tensor([[[[1.0, 2.0], [3.0, 3.5]], [[0.0, 0.5], [0.5, 0.5]]]])
+    # channel 0 residual sums to 0.5, channel 1 to 0.5; means 2 and 4: 0.5 * 2 + 0.5 * 4 = 3
+    assert bias_shift(w, wq, 1, torch.tensor([2.0, 4.0])).tolist() == [3.0]
+    # depthwise (groups = channels): each output sees its own input channel's mean
+    dw = torch.ones(2, 1, 3, 3)
+    assert bias_shift(dw, dw * 0.9, 2, torch.tensor([1.0, 2.0])).tolist() == pytest.approx([0.9, 1.8])
+
+
+def test_calibration_removes_the_mean_output_shift_of_weight_rounding():
+    """A 1x1 unit (no borders): over the calibration spikes, int8 outputs average to the fp32 outputs once the
+    bias is corrected, and not before."""
+    torch.manual_seed(0)
+    u = randomize_bn(ConvBN(16, 8, 1, lif=ILIF(D=4)), 0).eval()
+    x = torch.rand(1, 4, 16, 6, 6) * 5 * torch.linspace(0.2, 1, 16).view(1, 1, 16, 1, 1)  # channel means differ
+    spikes = u.lif(x).flatten(0, 1)
+    mean = spikes.double().mean((0, 2, 3))
+    with torch.no_grad():
+        ref = u(x).double().mean((0, 1, 3, 4))
+        plain = u.deploy("int8")(x).double().mean((0, 1, 3, 4))
+        corrected = u.deploy("int8", input_mean=mean)(x).double().mean((0, 1, 3, 4))
+    assert (plain - ref).abs().max() > 1e-3
+    assert (corrected - ref).abs().max() < 1e-4
+
+
+def test_deploy_int8_with_calibration_images():
+    torch.manual_seed(0)
+    model = randomize_bn(spikeyolo.build_model("n", nc=2, width=0.125), 0).eval()
+    images = torch.rand(2, 3, 64, 64)
+    plain, calibrated = spikeyolo.deploy(model, "int8"), spikeyolo.deploy(model, "int8", calibration=[images])
+    biases = [(a.bias, b.bias) for a, b in zip(plain.modules(), calibrated.modules()) if isinstance(a, Int8SpikeConv)]
+    assert biases and any(not torch.equal(a, b) for a, b in biases)
+    assert calibrated(images).shape == plain(images).shape
+    with pytest.raises(ValueError, match="precision bf16 takes none"):
+        spikeyolo.deploy(model, "bf16", calibration=images)
+    with pytest.raises(ValueError, match="calibration batch 0: expected a finite"):
+        spikeyolo.deploy(model, "int8", calibration=torch.full((1, 3, 8, 8), float("nan")))
+
+
+def test_cli_val_and_predict_int8_with_calibration(tmp_path, capsys):
+    data = make_dataset(tmp_path / "ds", n_train=3, n_val=2)
+    model = spikeyolo.build_model("n", nc=2, width=0.0625, imgsz=64, names=["class0", "class1"]).eval()
+    weights = spikeyolo.save(model, tmp_path / "w.pt")
+    train_images = str(data.parent / "images" / "train")
+    common = ["--weights", str(weights), "--device", "cpu", "--project", str(tmp_path / "runs"), "--json"]
+    assert main(["val", *common, "--data", str(data), "--workers", "0", "--no-plots", "--precision", "int8",
+                 "--calibration", train_images]) == 0
+    v = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert v["form"] == {"name": "deploy", "precision": "int8", "backend": "torch"} and 0 <= v["map50"] <= 1
+    assert main(["predict", *common, "--source", str(data.parent / "images" / "val"), "--no-save",
+                 "--precision", "int8", "--calibration", str(data.parent / "images" / "train" / "*")]) == 0
+    assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sources"]) == 2
+    with pytest.raises(ValueError, match="precision bf16 takes none"):
+        main(["val", *common, "--data", str(data), "--precision", "bf16", "--calibration", train_images])
+    with pytest.raises(ValueError, match="calibration: .*none does not exist"):
+        main(["val", *common, "--data", str(data), "--precision", "int8", "--calibration", str(tmp_path / "none")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="calibration: no images in .*empty"):
+        main(["val", *common, "--data", str(data), "--precision", "int8", "--calibration", str(tmp_path / "empty")])
+
+
+def test_calibration_images_are_letterboxed_rgb_in_unit_range(tmp_path):
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[..., 0] = 255  # blue in BGR
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    x = calibration_images(tmp_path, 32)
+    assert x.shape == (1, 3, 32, 32) and x.dtype == torch.float32
+    # 40x20 -> 32x16, centred: rows 8..23 are the image (blue = channel 2 in RGB), the rest is the grey pad
+    assert torch.all(x[0, 2, 8:24] == 1) and torch.all(x[0, 0, 8:24] == 0)
+    assert torch.allclose(x[0, :, :8], torch.full((3, 8, 32), 114 / 255))
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="b.png is missing or is not an image"):
+        calibration_images(tmp_path, 32)

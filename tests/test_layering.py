@@ -22,7 +22,7 @@ FLOORS = [
     ["nn"],
     ["model"],
     ["fuse", "official"],
-    ["spike_driven", "export", "checkpoint", "ort"],
+    ["spike_driven", "export", "checkpoint", "ort", "calibrate"],
     ["deploy"],
     ["events"],
     ["data"],

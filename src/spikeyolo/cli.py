@@ -140,6 +140,9 @@ def _add_precision_args(p: argparse.ArgumentParser) -> None:
                         "onnxruntime); default: the train form (with energy metrics)")
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
                    help="deploy-form runtime (default: torch; onnxruntime for .onnx weights)")
+    p.add_argument("--calibration", default=None, metavar="SOURCE",
+                   help="int8 (torch): images (folder, .txt list or glob; up to 32 used) whose mean spikes correct "
+                        "each int8 conv's bias for its weight rounding; default: no correction")
 
 
 # --- train / val / predict / demo (engine) ------------------------------------------------------------------
@@ -297,7 +300,8 @@ def run_val(args: argparse.Namespace) -> int:
         print(f"data: {args.data} (recorded in {args.weights}; --data to use another)")
     metrics, save_dir = validate(args.weights, args.data, args.imgsz, args.batch, args.device, args.workers,
                                  args.conf, args.iou, args.max_det, args.save_json, args.project, args.name,
-                                 args.plots, split=args.split, precision=args.precision, backend=args.backend)
+                                 args.plots, split=args.split, precision=args.precision, backend=args.backend,
+                                 calibration=args.calibration)
     print(summary_table(metrics, _names_of(args.weights)))
     print(f"results in {save_dir}")
     if args.json:
@@ -357,7 +361,7 @@ def run_predict(args: argparse.Namespace) -> int:
         args.weights, args.source, args.imgsz, args.conf, args.iou, args.max_det, args.device, save=args.save,
         save_txt=args.save_txt, project=args.project, name=args.name, classes=args.classes, batch=args.batch,
         vid_stride=args.vid_stride, window_us=args.window_us, step_us=args.step_us, carry_state=args.carry_state,
-        precision=args.precision, backend=args.backend)
+        precision=args.precision, backend=args.backend, calibration=args.calibration)
     done = [s for s in summaries if "skipped" not in s]
     skipped = [s for s in summaries if "skipped" in s]
     for s in done:

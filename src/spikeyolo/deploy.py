@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .calibrate import spike_means
 from .checkpoint import checkpoint_imgsz, load
 from .fuse import replace_modules
 from .nn.units import ConvBias, SpikeUnit
@@ -67,14 +68,17 @@ def check_device_support(precision: str, device: torch.device | str = "cpu") -> 
                       f"than fp32", stacklevel=3)
 
 
-def deploy_torch(model: nn.Module, precision: str = "fp32", channels_last: bool | None = None) -> nn.Module:
+def deploy_torch(model: nn.Module, precision: str = "fp32", channels_last: bool | None = None,
+                 calibration=None) -> nn.Module:
     """A deploy-form copy of a train-form model (eval mode, torch backend); the original is untouched.
 
     BatchNorm is folded everywhere; each unit keeps its factorized chain unless the fused conv needs fewer MACs.
     ``bf16`` / ``int8``: every unit fed by spikes runs in that precision (:class:`~spikeyolo.nn.units.DeployUnit`
     says which of its convs); the stem (real-valued image), the head's last 1x1 convs (box-bin and class
     logits), every I-LIF and the box decoding stay float32. ``channels_last`` (default: on for bf16 and int8)
-    stores conv inputs NHWC.
+    stores conv inputs NHWC. ``calibration`` (int8 only): images (a ``[N, 3, H, W]`` tensor in [0, 1] or an
+    iterable of them) whose mean spikes correct each int8 conv's bias for its weight rounding
+    (:mod:`spikeyolo.calibrate`).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"deploy_torch: precision must be one of {PRECISIONS}, got {precision!r}")
@@ -83,11 +87,15 @@ def deploy_torch(model: nn.Module, precision: str = "fp32", channels_last: bool 
     D = getattr(model, "config", {}).get("D", 1)
     if precision == "int8" and D > 255:
         raise ValueError(f"int8: spikes 0..D must fit uint8, but D = {D}; use precision fp32 or bf16")
+    if calibration is not None and precision != "int8":
+        raise ValueError(f"calibration corrects int8 weight rounding; precision {precision} takes none")
+    means = spike_means(deploy_torch(model), calibration) if calibration is not None else {}
     dep = copy.deepcopy(model).eval()
+    name_of = {id(m): name for name, m in dep.named_modules()}
 
     def convert(unit: SpikeUnit) -> nn.Module:
         keep_fp32 = unit.lif is None or isinstance(unit, ConvBias)  # real-valued input / final logits
-        return unit.deploy("fp32" if keep_fp32 else precision, channels_last)
+        return unit.deploy("fp32" if keep_fp32 else precision, channels_last, means.get(name_of[id(unit)]))
 
     if replace_modules(dep, SpikeUnit, convert) == 0:
         raise ValueError("deploy: the model has no train-form units (already fused, deployed or spike-driven?)")
@@ -103,14 +111,17 @@ def deploy(model: nn.Module, precision: str = "fp32", backend: str | None = None
             channel, spike inputs as uint8 with scale 1 and zero point 0, int32 accumulation; stem and final head
             convs fp32).
         backend: ``torch`` (default; CPU for int8) or ``onnxruntime`` (fp32, int8).
-        kwargs: ``channels_last`` (torch backend), ``imgsz`` (onnxruntime: the export size, default the
-            checkpoint's training size).
+        kwargs: ``channels_last`` and ``calibration`` (torch backend; see :func:`deploy_torch`), ``imgsz``
+            (onnxruntime: the export size, default the checkpoint's training size).
     """
     backend = check_precision(precision, backend)
     ref = next(model.parameters(), None)
     check_device_support(precision, ref.device if ref is not None else "cpu")
     if backend == "torch":
         return deploy_torch(model, precision, **kwargs)
+    if kwargs.get("calibration") is not None:
+        raise ValueError("calibration is applied by the torch backend only; use backend='torch' for int8")
+    kwargs.pop("calibration", None)
     imgsz = kwargs.pop("imgsz", None)
     return OrtModel.from_deployed(deploy_torch(model, "fp32", channels_last=False), precision, imgsz, **kwargs)
 
@@ -131,13 +142,17 @@ def inference_imgsz(weights: str | Path) -> int:
 
 
 def load_for_inference(weights: str | Path, precision: str | None = None, backend: str | None = None,
-                       imgsz: int | None = None, device: torch.device | str = "cpu") -> nn.Module:
+                       imgsz: int | None = None, device: torch.device | str = "cpu",
+                       calibration: torch.Tensor | None = None) -> nn.Module:
     """The model ``val`` / ``predict`` run: a ``.onnx`` deploy export in ONNX Runtime, or a checkpoint in the
-    train form (no precision or backend given) or in the deploy form (at ``imgsz`` for onnxruntime)."""
+    train form (no precision or backend given) or in the deploy form (at ``imgsz`` for onnxruntime;
+    ``calibration`` images for int8 in torch, see :func:`deploy_torch`)."""
     device = torch.device(device)
     if str(weights).endswith(".onnx"):
         if backend not in (None, "onnxruntime"):
             raise ValueError(f"{weights}: an ONNX file runs with backend onnxruntime, not {backend}")
+        if calibration is not None:
+            raise ValueError(f"{weights}: calibration applies when a checkpoint is converted, not to an ONNX file")
         model = OrtModel(weights)
         if precision not in (None, model.precision):
             raise ValueError(f"{weights} was exported in {model.precision}, not {precision}; export again with "
@@ -147,10 +162,12 @@ def load_for_inference(weights: str | Path, precision: str | None = None, backen
                              f"drop --imgsz or export again with --imgsz {imgsz}")
     else:
         model = load(weights)
-        if precision is None and backend is None:
+        if precision is None and backend is None and calibration is None:
             return model.to(device)
         backend = check_precision(precision or "fp32", backend)
         kwargs = {"imgsz": imgsz} if backend == "onnxruntime" else {}
+        if calibration is not None:
+            kwargs["calibration"] = calibration
         if backend == "onnxruntime" and device.type != "cpu":
             raise ValueError(f"the onnxruntime backend runs on the CPU here, not {device}; use --device cpu or "
                              f"--backend torch")

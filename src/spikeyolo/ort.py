@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .nn import int8
 from .nn.units import DeployUnit
 from .version import __version__
 
@@ -46,11 +47,9 @@ def spike_fed_convs(dep: nn.Module) -> dict[str, nn.Conv2d]:
 
 
 def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-output-channel int8: ``w ~= q * scale[:, None, None, None]``, |error| <= scale / 2."""
-    amax = np.abs(w).reshape(w.shape[0], -1).max(1)
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(w / scale[:, None, None, None]), -127, 127).astype(np.int8)
-    return q, scale
+    """:func:`spikeyolo.nn.int8.quantize_weight` on numpy arrays: both backends round the weights alike."""
+    q, scale = int8.quantize_weight(torch.from_numpy(w))
+    return q.numpy(), scale.numpy()
 
 
 def _int8_conv_nodes(node, w: np.ndarray, bias: np.ndarray | None, D: int):

@@ -179,17 +179,18 @@ def predict_to_folder(weights, source, imgsz: int | None = None, conf: float = 0
                       progress: bool = True, exist_ok: bool = False, classes=None, batch: int = 1,
                       vid_stride: int = 1, window_us: int | None = None, step_us: int | None = None,
                       carry_state: bool = False, precision: str | None = None,
-                      backend: str | None = None) -> tuple[list[dict], Path]:
+                      backend: str | None = None, calibration: str | Path | None = None) -> tuple[list[dict], Path]:
     """Load a checkpoint, predict on ``source`` and write the outputs into a new ``project/name`` folder.
 
     ``window_us``, ``step_us``, ``carry_state`` apply to event recordings only (ignored for images and videos);
     ``None`` takes the window the checkpoint was trained with (else 250 ms) and a 50 ms step (the window with
     ``carry_state``), see :func:`spikeyolo.engine.stream.predict_recording`. ``weights`` may be a ``.onnx``
-    deploy export; ``precision`` / ``backend`` run the deploy form.
+    deploy export; ``precision`` / ``backend`` run the deploy form (``calibration``: images for int8).
 
     Returns ``(per-source summaries, save_dir)``.
     """
-    predictor = load_predictor(weights, imgsz, conf, iou, max_det, device, classes, precision, backend)
+    predictor = load_predictor(weights, imgsz, conf, iou, max_det, device, classes, precision, backend,
+                               calibration)
     sources = resolve_sources(source)  # fails on a bad source before a run folder is created
     event_model = is_event_model(predictor.model)
     reasons = [source_mismatch(s, event_model) for s in sources]

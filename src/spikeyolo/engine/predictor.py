@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -26,6 +27,7 @@ from torch import nn
 
 from ..boxes import clip_boxes, unletterbox
 from ..data.augment import letterbox
+from ..data.calibration import calibration_images
 from ..deploy import inference_imgsz, load_for_inference
 from ..nms import non_max_suppression
 from ..plots import draw_boxes
@@ -199,15 +201,16 @@ def iter_results(predictor: Predictor, sources: list[Source], batch: int = 1, vi
 
 
 def load_predictor(weights, imgsz, conf, iou, max_det, device, classes, precision: str | None = None,
-                   backend: str | None = None) -> Predictor:
+                   backend: str | None = None, calibration: str | Path | None = None) -> Predictor:
     """A :class:`Predictor` of a loaded model, a checkpoint, or a ``.onnx`` deploy export (``precision`` /
-    ``backend`` run the deploy form)."""
+    ``backend`` run the deploy form; ``calibration`` images correct the int8 biases)."""
     dev = select_device(device)
     if isinstance(weights, nn.Module):
         size = imgsz or (getattr(weights, "config", None) or {}).get("imgsz") or 640
         return Predictor(weights, int(size), conf, iou, max_det, dev, classes)
     size = int(imgsz or inference_imgsz(weights))
-    model = load_for_inference(weights, precision, backend, size, dev)
+    images = calibration_images(calibration, size) if calibration is not None else None
+    model = load_for_inference(weights, precision, backend, size, dev, images)
     return Predictor(model, size, conf, iou, max_det, dev, classes)
 
 

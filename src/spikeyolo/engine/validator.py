@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ..boxes import clip_boxes, cxcywh2xyxy, unletterbox
 from ..data import build_dataloader, build_dataset, load_data_config
+from ..data.calibration import calibration_images
 from ..data.config import check_class_names
 from ..data.dataset import DetectionDataset
 from ..data.labels import coco_id_maps
@@ -311,16 +312,18 @@ def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=No
              conf: float = 0.001, iou: float = 0.7, max_det: int = 300, save_json: bool = False,
              project: str = "runs/detect", name: str = "val", plots: bool = True, progress: bool = True,
              split: str = "val", energy=None, exist_ok: bool = False, precision: str | None = None,
-             backend: str | None = None) -> tuple[dict, Path]:
+             backend: str | None = None, calibration: str | Path | None = None) -> tuple[dict, Path]:
     """Validate a checkpoint (or a ``.onnx`` deploy export) on a data YAML split; writes into a new
-    ``project/name`` folder. ``precision`` / ``backend`` run the deploy form (:func:`spikeyolo.deploy`);
+    ``project/name`` folder. ``precision`` / ``backend`` run the deploy form (:func:`spikeyolo.deploy`;
+    ``calibration``: an image folder, list or glob whose images correct the int8 biases);
     energy is measured on the train form only (the default).
 
     Returns ``(metrics, save_dir)``.
     """
     dev = select_device(device)
     imgsz = int(imgsz or inference_imgsz(weights))
-    model = load_for_inference(weights, precision, backend, imgsz, dev)
+    images = calibration_images(calibration, imgsz) if calibration is not None else None
+    model = load_for_inference(weights, precision, backend, imgsz, dev, images)
     if energy is None and model.form == "train":
         energy = EnergyMeter()  # firing rates, synaptic operations and energy at the end of every val
     data_cfg = load_data_config(data)

@@ -97,7 +97,7 @@ class SPPF(nn.Module):
         ys = [self.cv1(x)]
         for _ in range(3):
             ys.append(self.pool(ys[-1]))
-        return self.cv2(torch.cat(ys, 2))
+        return self.cv2(cat_channels(ys))
 
 
 class Upsample(nn.Module):
@@ -111,8 +111,15 @@ class Upsample(nn.Module):
         return time_distributed(lambda t: F.interpolate(t, scale_factor=self.scale, mode="nearest"), x)
 
 
+def cat_channels(xs: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate ``[T, B, C, H, W]`` tensors along C, on their ``[T*B, C, H, W]`` views: that keeps
+    channels-last inputs channels-last (a 5-D cat returns them contiguous, and the next conv copies them back)."""
+    y = torch.cat([x.flatten(0, 1) for x in xs], 1)
+    return y.view(*xs[0].shape[:2], *y.shape[1:])
+
+
 class Concat(nn.Module):
     """Concatenate ``[T, B, C, H, W]`` tensors along channels."""
 
     def forward(self, xs):
-        return torch.cat(xs, 2)
+        return cat_channels(xs)

@@ -30,18 +30,29 @@ def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q.to(torch.int8), scale.float()
 
 
+def bias_shift(weight: torch.Tensor, rounded: torch.Tensor, groups: int, input_mean: torch.Tensor) -> torch.Tensor:
+    """The mean output change ``sum_{c,kh,kw} (W - Wq)[o, c, kh, kw] * E[x_c]`` of rounding a conv ``weight`` to
+    ``rounded``, given the mean input per channel (float64, per output channel; zero padding ignored)."""
+    residual = (weight.double() - rounded.double()).sum((2, 3))  # [Cout, Cin / groups]
+    cout, cin_g = residual.shape
+    mean = input_mean.double().view(groups, cin_g)[torch.arange(cout) // (cout // groups)]
+    return (residual * mean).sum(1)
+
+
 class Int8SpikeConv(nn.Module):
     """A ``nn.Conv2d`` fed by integer spikes 0..D, run in int8 (see the module docstring).
 
     Input: float spike counts ``[N, C, H, W]`` (any memory format); output float32 ``[N, C', H', W']``,
-    channels-last. The int8 weight and scales are buffers. oneDNN's packed copy of the weight is made per input
-    shape on first use (packed without the shape, oneDNN reorders the weight on every call: 30x slower for a
-    1024x1024 1x1 conv) and is not copied or saved with the module (it is an opaque tensor).
+    channels-last. ``input_mean`` (the spikes' mean per input channel on calibration images) adds the mean output
+    change of the weight rounding back to the bias (:func:`bias_shift`). The int8 weight and scales are buffers.
+    oneDNN's packed copy of the weight is made per input shape on first use (packed without the shape, oneDNN
+    reorders the weight on every call: 30x slower for a 1024x1024 1x1 conv) and is not copied or saved with the
+    module (it is an opaque tensor).
     """
 
     MAX_PACKED_SHAPES = 8  # input shapes whose packed weights are kept (batch sizes x image sizes in use)
 
-    def __init__(self, conv: nn.Conv2d):
+    def __init__(self, conv: nn.Conv2d, input_mean: torch.Tensor | None = None):
         super().__init__()
         if not int8_available():
             raise RuntimeError("int8: this PyTorch build has no oneDNN quantized convolution (x86 CPU builds "
@@ -49,8 +60,11 @@ class Int8SpikeConv(nn.Module):
         q, scale = quantize_weight(conv.weight)
         self.register_buffer("weight_int8", q)
         self.register_buffer("weight_scale", scale)
-        bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros(conv.out_channels)
-        self.register_buffer("bias", bias.clone())
+        bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros(conv.out_channels).double()
+        if input_mean is not None:
+            rounded = q.double() * scale.double().view(-1, 1, 1, 1)
+            bias = bias + bias_shift(conv.weight, rounded, conv.groups, input_mean)
+        self.register_buffer("bias", bias.float())
         self.register_buffer("weight_zero_point", torch.zeros(conv.out_channels, dtype=torch.int64))
         self.stride, self.padding = list(conv.stride), list(conv.padding)
         self.dilation, self.groups = list(conv.dilation), conv.groups
@@ -81,7 +95,7 @@ class Int8SpikeConv(nn.Module):
         return packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spikes = x.to(torch.uint8)  # integers 0..D: exact
+        spikes = x.to(torch.uint8, memory_format=torch.channels_last)  # integers 0..D: exact; NHWC for oneDNN
         return torch.ops.onednn.qconv_pointwise(
             spikes, 1.0, 0, self.packed_weight(tuple(x.shape)), self.weight_scale, self.weight_zero_point,
             self.bias, self.stride, self.padding, self.dilation, self.groups, 1.0, 0, torch.float32, "none", [], "")

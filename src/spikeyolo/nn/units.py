@@ -93,14 +93,15 @@ class SpikeUnit(nn.Module):
         conv, float64. Units whose chain is one conv return the fused kernel."""
         return [self.fused_kernel()]
 
-    def deploy(self, precision: str = "fp32", channels_last: bool = False) -> DeployUnit:
+    def deploy(self, precision: str = "fp32", channels_last: bool = False,
+               input_mean: torch.Tensor | None = None) -> DeployUnit:
         """Deploy form in ``precision`` (:data:`DEPLOY_PRECISIONS`): the BN-folded chain or the single fused
         conv, whichever needs fewer MACs per output pixel (every conv of a chain keeps the spatial size, so
         per-pixel MACs compare the two exactly)."""
         chain, fused = self.chain_kernels(), [self.fused_kernel()]
         best = chain if kernels_macs(chain) < kernels_macs(fused) else fused
         convs = nn.Sequential(*(self._make_conv(*k) for k in best))
-        return DeployUnit(self.lif, convs, precision, channels_last)
+        return DeployUnit(self.lif, convs, precision, channels_last, input_mean)
 
     def _make_conv(self, w: torch.Tensor, b: torch.Tensor | None, kw: dict) -> nn.Conv2d:
         ref = next(self.parameters())
@@ -261,14 +262,15 @@ class DeployUnit(nn.Module):
       accumulate in float32 and write bf16); the last conv's bias is added in float32 while casting back, so
       a large folded bias is not rounded to bf16.
     - ``int8``: the first conv (fed by the spikes) is an :class:`Int8SpikeConv` (exact uint8 inputs, int8
-      weights, float32 output); the chain's inner convs, whose inputs are real-valued, stay float32.
+      weights, float32 output; ``input_mean`` from calibration corrects its bias); the chain's inner convs,
+      whose inputs are real-valued, stay float32.
 
     Residual sums and the next I-LIF's membrane stay float32. ``channels_last`` keeps the conv inputs NHWC,
     which oneDNN runs faster.
     """
 
     def __init__(self, lif: ILIF | None, convs: nn.Sequential, precision: str = "fp32",
-                 channels_last: bool = False):
+                 channels_last: bool = False, input_mean: torch.Tensor | None = None):
         super().__init__()
         if precision not in DEPLOY_PRECISIONS:
             raise ValueError(f"DeployUnit: precision must be one of {DEPLOY_PRECISIONS}, got {precision!r}")
@@ -282,7 +284,7 @@ class DeployUnit(nn.Module):
                 last.bias = None
             convs.to(dtype=torch.bfloat16)
         elif precision == "int8":
-            convs[0] = Int8SpikeConv(convs[0])
+            convs[0] = Int8SpikeConv(convs[0], input_mean)
         self.convs = convs.to(memory_format=self.memory_format)
 
     def forward(self, x):
@@ -291,7 +293,7 @@ class DeployUnit(nn.Module):
         n, flat = x.shape[:2], x.flatten(0, 1)
         if self.precision == "bf16":  # spikes 0..D are exact in bf16
             flat = flat.to(torch.bfloat16)
-        if self.memory_format is torch.channels_last:
+        if self.memory_format is torch.channels_last and self.precision != "int8":  # int8: done with the cast
             flat = flat.contiguous(memory_format=torch.channels_last)
         y = self.convs(flat)
         if self.bias is not None:
