@@ -5,7 +5,8 @@
 
 The held-out splits are enlarged to every image in its 8 dihedral views (benchmarks/precision_eval.py), written
 to a temporary YOLO dataset. Every form runs the library's Validator on it: train (the reference), deploy fp32,
-bf16 and int8 (torch, where ``spikeyolo.deploy.SUPPORTED`` has it), ONNX Runtime fp32 and int8. Printed per split
+bf16 and int8 (torch, where ``spikeyolo.deploy.SUPPORTED`` has it; also int8 with its bias correction calibrated
+on training images, ``--calibration``), ONNX Runtime fp32 and int8. Printed per split
 and pooled: mAP50 and mAP50:95 (COCOeval, as ``spikeyolo val`` reports them), the difference to the train form
 with a paired bootstrap 95% interval over source images (all 8 views of a source image drawn together;
 ``--resamples`` draws with a fixed ``--seed``; AP recomputed per draw from cached per-image matches), and the
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 
 from precision_eval import FORMS, compare_forms
+from spikeyolo.data import load_data_config
 
 
 def ci(lo_hi) -> str:
@@ -59,6 +61,9 @@ def main() -> None:
                    help="dihedral views to use: index k + 4 * flip of k quarter turns (default: all 8)")
     p.add_argument("--forms", nargs="+", default=list(FORMS), choices=list(FORMS),
                    help="forms to compare (train is the reference and always runs)")
+    p.add_argument("--calibration", default=None, metavar="SOURCE",
+                   help="training images for deploy-int8-cal's bias correction (default: the data YAML's first "
+                        "train path; 'none': skip that form)")
     p.add_argument("--imgsz", type=int, default=None, help="input size (default: the checkpoint's training size)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap draws")
@@ -67,9 +72,14 @@ def main() -> None:
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.calibration is None:
+        train = load_data_config(args.data).get("train")
+        args.calibration = (train[0] if isinstance(train, list) else train) if train else None
+    elif args.calibration == "none":
+        args.calibration = None
     t0 = time.perf_counter()
     res = compare_forms(args.weights, args.data, args.splits, args.forms, args.views, args.imgsz, args.batch,
-                        args.resamples, args.seed)
+                        args.resamples, args.seed, args.calibration)
     wall = time.perf_counter() - t0
     print(f"{args.weights} on {args.data}: {', '.join(f'{s} {v}' for s, v in res['sizes'].items())} "
           f"(x{len(args.views)} dihedral views); forms {', '.join(res['forms'])}; "

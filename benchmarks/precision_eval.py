@@ -28,6 +28,7 @@ from torch import nn
 
 from spikeyolo.checkpoint import checkpoint_imgsz, load
 from spikeyolo.data import build_dataloader, build_dataset, load_data_config
+from spikeyolo.data.calibration import calibration_images
 from spikeyolo.deploy import SUPPORTED, deploy
 from spikeyolo.engine.validator import Validator, to_input
 from spikeyolo.metrics.detection import match_predictions, pr_curves
@@ -37,8 +38,10 @@ VIEWS = tuple((k, flip) for flip in (False, True) for k in range(4))
 """The 8 dihedral views ``(quarter turns counter-clockwise, flipped first)``; view 0 is the image itself."""
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO's thresholds, the same floats as COCOeval's
 # (precision, backend) of each form; train is the reference
+# deploy-int8-cal: int8 with the bias correction calibrated on training images (compare_forms' calibration)
 FORMS = {"train": None, "deploy-fp32": ("fp32", "torch"), "deploy-bf16": ("bf16", "torch"),
-         "deploy-int8": ("int8", "torch"), "ort-fp32": ("fp32", "onnxruntime"), "ort-int8": ("int8", "onnxruntime")}
+         "deploy-int8": ("int8", "torch"), "deploy-int8-cal": ("int8", "torch"), "ort-fp32": ("fp32", "onnxruntime"),
+         "ort-int8": ("int8", "onnxruntime")}
 VIEW_NAME = re.compile(r"^(?P<source>.+)__d(?P<view>[0-7])$")  # file stem of a written view
 
 
@@ -235,15 +238,18 @@ def spike_flip_counts(reference: nn.Module, model: nn.Module, batches) -> dict[s
         for h in handles:
             h.remove()
     return {n: (d, t) for n, (d, t) in counts.items()}
-def build_forms(model, names, imgsz: int) -> dict:
-    """The forms to compare, those this spikeyolo supports (int8 on torch only where SUPPORTED lists it)."""
+def build_forms(model, names, imgsz: int, calibration: torch.Tensor | None = None) -> dict:
+    """The forms to compare, those this spikeyolo supports (``deploy-int8-cal`` only with ``calibration``
+    images)."""
     forms = {}
     for name in names:
         spec = FORMS[name]
         if spec is None:
             forms[name] = model
-        elif spec in SUPPORTED:
+        elif spec in SUPPORTED and (name != "deploy-int8-cal" or calibration is not None):
             kwargs = {"imgsz": imgsz} if spec[1] == "onnxruntime" else {}
+            if name == "deploy-int8-cal":
+                kwargs["calibration"] = calibration
             forms[name] = deploy(model, *spec, **kwargs)
     return forms
 
@@ -289,16 +295,19 @@ def merge_counts(*counts: dict) -> dict:
 
 
 def compare_forms(weights, data, splits=("val", "test"), forms=tuple(FORMS), views=range(8), imgsz: int | None = None,
-                  batch: int = 8, resamples: int = 1000, seed: int = 0) -> dict:
+                  batch: int = 8, resamples: int = 1000, seed: int = 0, calibration=None) -> dict:
     """Every form of a trained checkpoint on the dihedral views of the held-out ``splits``, against the train form.
 
     Returns ``sets`` (per split and ``pooled``: :func:`paired_bootstrap`'s result per form), ``flips`` (per set:
     :func:`flip_summary` per torch deploy form), ``coco_gap`` (per split: the largest difference between the
-    cached-match AP and COCOeval's on the whole set, a self-check), ``sizes`` and ``forms`` (those that ran)."""
+    cached-match AP and COCOeval's on the whole set, a self-check), ``sizes`` and ``forms`` (those that ran).
+    ``calibration``: an image folder, list or glob for ``deploy-int8-cal`` (use training images; None: that form
+    does not run)."""
     model = load(weights).eval()
     imgsz = imgsz or checkpoint_imgsz(weights)
     nc = int(model.nc)
-    built = build_forms(model, ["train", *(f for f in forms if f != "train")], imgsz)
+    images = calibration_images(calibration, imgsz) if calibration is not None else None
+    built = build_forms(model, ["train", *(f for f in forms if f != "train")], imgsz, images)
     with tempfile.TemporaryDirectory() as tmp:
         data_yaml = write_dihedral_dataset(data, splits, tmp, imgsz, views)
         per_split = {s: evaluate_split(built, data_yaml, s, imgsz, batch) for s in splits}
