@@ -238,6 +238,8 @@ def spike_flip_counts(reference: nn.Module, model: nn.Module, batches) -> dict[s
         for h in handles:
             h.remove()
     return {n: (d, t) for n, (d, t) in counts.items()}
+
+
 def build_forms(model, names, imgsz: int, calibration: torch.Tensor | None = None) -> dict:
     """The forms to compare, those this spikeyolo supports (``deploy-int8-cal`` only with ``calibration``
     images)."""
@@ -286,6 +288,7 @@ def flip_summary(counts: dict[str, tuple[int, int]], worst: int = 5) -> dict:
 
 
 def merge_counts(*counts: dict) -> dict:
+    """Flip counts of several splits added per layer."""
     out: dict[str, tuple[int, int]] = {}
     for c in counts:
         for n, (d, t) in c.items():

@@ -32,6 +32,8 @@ def test_bf16_and_int8_keep_heldout_map50_within_001_of_fp32(tmp_path):
     res = compare_forms(best, data, splits=("val", "test"), forms=("deploy-bf16", "deploy-int8", "ort-int8"),
                         imgsz=cfg.imgsz, resamples=1000)
     pooled = res["sets"]["pooled"]
+    for form, r in pooled.items():  # shown with -s: what the assertion judged
+        print(f"{form}: mAP50 {r['map50']:.4f}, minus train {r['d_map50']:+.4f} {r['d_map50_ci']}")
     assert pooled["train"]["map50"] > 0.05, f"the model did not learn enough to compare precisions: {pooled}"
     # each form passes when no loss is shown (the interval reaches 0) or the loss is shown to be within tolerance
     missed = {form: (round(pooled[form]["d_map50"], 4), pooled[form]["d_map50_ci"])

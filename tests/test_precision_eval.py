@@ -168,3 +168,14 @@ def test_compare_forms_end_to_end_on_a_tiny_model(tmp_path):
     assert set(res["sets"]) == {"val", "pooled"} and res["sets"]["pooled"]["train"]["d_map50_ci"] == (0.0, 0.0)
     flips = res["flips"]["pooled"]["deploy-fp32"]
     assert 0 <= flips["rate"] <= 1 and flips["outputs"] > 0 and len(flips["worst"]) == 5
+
+
+def test_only_the_100_best_detections_per_image_count_as_in_cocoeval():
+    gt = np.array([[0.0, 0.0, 10.0, 10.0]])
+    misses = np.tile([[50.0, 50.0, 60.0, 60.0]], (100, 1))
+    boxes = np.concatenate((misses, gt))  # the one hit is the 101st by score
+    scores = np.concatenate((np.full(100, 0.9), [0.5]))
+    coco = coco_evaluate([{"image_id": "a", "shape": (100, 100), "boxes_xyxy": gt, "cls": [0]}],
+                         [("a", boxes, scores, np.zeros(101))], ["a"])
+    ours = average_precision([score_image(boxes, scores, np.zeros(101), gt, [0])], 1)
+    assert coco["map50"] == 0 and ours == (0.0, 0.0)
