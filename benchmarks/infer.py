@@ -2,15 +2,17 @@
 
     python benchmarks/infer.py                                   # quick: n@320, batch 1 (a few minutes, 2 cores)
     python benchmarks/infer.py --scales n s --sizes 320 640 --batches 1 8 --memory   # the full grid
-    python benchmarks/infer.py --weights runs/demo/trees/weights/best.pt --data runs/demo/trees_data/data.yaml
+    python benchmarks/infer.py --weights runs/demo/trees/weights/best.pt --data runs/demo/trees_data/data.yaml \
+        --calibration runs/demo/trees_data/images/train
 
 Forms: train, fused, deploy fp32 / bf16 / int8 (torch), deploy fp32 / int8 (onnxruntime), and with --spike-driven the
 spike-driven form (D times the conv work). Every round runs each form once, in turn, so the ratios to the train
 form survive a noisy machine; the latency is the median over rounds. ``--memory`` measures, in a fresh
 subprocess per form (Linux), the resident memory the converted model adds to a bare process and the peak a
 forward pass adds on top of that.
-``--weights`` / ``--data`` add held-out mAP50 of a trained checkpoint under each form (random weights otherwise:
-timings only).
+``--weights`` / ``--data`` add the held-out mAP50 of a trained checkpoint under each form and its difference to
+the train form: val and test images in 8 dihedral views each (``benchmarks/precision.py`` gives the intervals;
+the timings always use random weights at full width).
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ import gc
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import torch
 
 import spikeyolo
+from precision_eval import FORMS as EVAL_FORMS  # benchmarks/ is on sys.path when this script runs
+from precision_eval import compare_forms
 from spikeyolo.deploy import deploy
-from spikeyolo.engine.validator import validate
 
 FORMS = ("train", "fused", "deploy-fp32", "deploy-bf16", "deploy-int8", "ort-fp32", "ort-int8", "spike-driven")
 PRECISION = {"deploy-fp32": ("fp32", "torch"), "deploy-bf16": ("bf16", "torch"), "deploy-int8": ("int8", "torch"),
@@ -100,14 +102,13 @@ def peak_memory_mb(form: str, scale: str, size: int, batch: int, threads: int) -
     return float(model_mb), float(forward_mb)
 
 
-def map50_of(weights: str, data: str, form: str) -> float:
-    precision, backend = PRECISION.get(form, (None, None))
-    if form in ("fused", "spike-driven"):
-        return float("nan")  # validate runs the train or deploy form only
-    with tempfile.TemporaryDirectory() as tmp:
-        metrics, _ = validate(weights, data, batch=4, workers=0, plots=False, progress=False, project=tmp,
-                              precision=precision, backend=backend, device="cpu", energy=None)
-    return float(metrics["map50"])
+def accuracy_column(weights: str, data: str, forms: list[str], calibration: str | None) -> dict[str, str]:
+    """``{form: "mAP50 (minus train)"}``: the pooled held-out mAP50 of a trained checkpoint on the 8 dihedral
+    views of its val and test images (:func:`precision_eval.compare_forms`; ``benchmarks/precision.py`` prints
+    the intervals and flip rates). Forms the comparison does not run (fused, spike-driven) are left out."""
+    wanted = [f for f in forms if f in EVAL_FORMS] + (["deploy-int8-cal"] if calibration else [])
+    pooled = compare_forms(weights, data, forms=wanted, calibration=calibration)["sets"]["pooled"]
+    return {f: f"{r['map50']:.3f} ({r['d_map50']:+.3f})" for f, r in pooled.items()}
 
 
 def main() -> None:
@@ -121,7 +122,8 @@ def main() -> None:
     p.add_argument("--spike-driven", action="store_true", help="also the spike-driven form (D times the work)")
     p.add_argument("--memory", action="store_true", help="peak resident memory per form (a subprocess each)")
     p.add_argument("--weights", default=None, help="trained checkpoint: its held-out mAP50 per form")
-    p.add_argument("--data", default=None, help="data YAML for --weights (its val split)")
+    p.add_argument("--data", default=None, help="data YAML for --weights (its val and test splits)")
+    p.add_argument("--calibration", default=None, help="training images: also time and score calibrated int8")
     p.add_argument("--_memory-of", dest="memory_of", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -133,11 +135,15 @@ def main() -> None:
     if args.weights:
         if not args.data:
             p.error("--weights needs --data")
-        maps = {f: map50_of(args.weights, args.data, f) for f in forms_wanted}
+        maps = accuracy_column(args.weights, args.data, forms_wanted, args.calibration)
 
     print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, float32 input, median of "
           f"{args.rounds} alternating rounds; random weights (mAP50 column: {args.weights or 'not measured'})")
-    print(f"| scale | size | batch | {'form':<12} | {'ms':>9} | vs train | model MB | forward MB | mAP50 |")
+    if "deploy-int8-cal" in maps:
+        print(f"deploy-int8 with calibration on {args.calibration}: mAP50 (- train) {maps['deploy-int8-cal']}; "
+              f"it runs as fast as deploy-int8")
+    print(f"| scale | size | batch | {'form':<12} | {'ms':>9} | vs train | model MB | forward MB | "
+          f"{'mAP50 (- train)':>15} |")
     print("|---|---|---|---|---|---|---|---|---|")
     torch.manual_seed(0)
     for scale in args.scales:
@@ -150,9 +156,9 @@ def main() -> None:
                 for f in forms_wanted:
                     mem = peak_memory_mb(f, scale, size, batch, args.threads) if args.memory else None
                     model_mb, fwd_mb = (f"{v:.0f}" for v in mem) if mem else ("-", "-")
-                    acc = f"{maps[f]:.3f}" if f in maps else "-"
+                    acc = maps.get(f, "-")
                     print(f"| {scale} | {size} | {batch} | {f:<12} | {t[f] * 1e3:9.1f} | {t['train'] / t[f]:7.2f}x "
-                          f"| {model_mb:>8} | {fwd_mb:>10} | {acc:>5} |", flush=True)
+                          f"| {model_mb:>8} | {fwd_mb:>10} | {acc:>15} |", flush=True)
 
 
 if __name__ == "__main__":
