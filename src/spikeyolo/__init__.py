@@ -2,7 +2,7 @@
 
     model = spikeyolo.build_model("s", nc=80, T=1, D=4)   # train form
     fused = spikeyolo.fuse(model)                          # BN folded, re-parameterized
-    fast = spikeyolo.deploy(model, "bf16")                 # deploy form: fp32 | bf16 (torch), int8 (onnxruntime)
+    fast = spikeyolo.deploy(model, "int8")                 # deploy form: fp32 | bf16 | int8; fastest on x86 CPUs
     sd = spikeyolo.to_spike_driven(model)                  # binary virtual timesteps
     spikeyolo.save(model, "m.pt"); model = spikeyolo.load("m.pt")
     results = spikeyolo.predict("best.pt", "photos/*.jpg")   # per image: boxes (xyxy px), scores, classes
