@@ -390,7 +390,7 @@ COMMANDS = {
     "train": (add_train_args, run_train, "train a detector (torchrun --nproc_per_node N for DDP)"),
     "val": (add_val_args, run_val, "COCO mAP, precision and recall of a checkpoint on a data split"),
     "predict": (add_predict_args, run_predict, "detect on images, folders, videos or event recordings"),
-    "demo": (add_demo_args, run_demo, "train and evaluate on the bundled tree photos (CPU, ~10 min)"),
+    "demo": (add_demo_args, run_demo, "train and evaluate on the bundled tree photos (CPU, ~5 min on 2 cores)"),
     "export": (add_export_args, run_export, "export the fused or deploy (fp32/int8) form to ONNX"),
     "energy": (add_energy_args, run_energy, "per-layer firing rate, operations and energy over a val split"),
 }
