@@ -68,22 +68,20 @@ def check_device_support(precision: str, device: torch.device | str = "cpu") -> 
                       f"than fp32", stacklevel=3)
 
 
-def deploy_torch(model: nn.Module, precision: str = "fp32", channels_last: bool | None = None,
+def deploy_torch(model: nn.Module, precision: str = "fp32", channels_last: bool = True,
                  calibration=None) -> nn.Module:
     """A deploy-form copy of a train-form model (eval mode, torch backend); the original is untouched.
 
     BatchNorm is folded everywhere; each unit keeps its factorized chain unless the fused conv needs fewer MACs.
     ``bf16`` / ``int8``: every unit fed by spikes runs in that precision (:class:`~spikeyolo.nn.units.DeployUnit`
     says which of its convs); the stem (real-valued image), the head's last 1x1 convs (box-bin and class
-    logits), every I-LIF and the box decoding stay float32. ``channels_last`` (default: on for bf16 and int8)
-    stores conv inputs NHWC. ``calibration`` (int8 only): images (a ``[N, 3, H, W]`` tensor in [0, 1] or an
-    iterable of them) whose mean spikes correct each int8 conv's bias for its weight rounding
-    (:mod:`spikeyolo.calibrate`).
+    logits), every I-LIF and the box decoding stay float32. ``channels_last`` (default on: oneDNN runs every
+    precision faster NHWC, fp32 too) stores conv inputs NHWC. ``calibration`` (int8 only): images (a
+    ``[N, 3, H, W]`` tensor in [0, 1] or an iterable of them) whose mean spikes correct each int8 conv's bias
+    for its weight rounding (:mod:`spikeyolo.calibrate`).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"deploy_torch: precision must be one of {PRECISIONS}, got {precision!r}")
-    if channels_last is None:
-        channels_last = precision != "fp32"
     D = getattr(model, "config", {}).get("D", 1)
     if precision == "int8" and D > 255:
         raise ValueError(f"int8: spikes 0..D must fit uint8, but D = {D}; use precision fp32 or bf16")
