@@ -33,8 +33,6 @@ from precision_eval import compare_forms
 from spikeyolo.deploy import deploy
 
 FORMS = ("train", "fused", "deploy-fp32", "deploy-bf16", "deploy-int8", "ort-fp32", "ort-int8", "spike-driven")
-PRECISION = {"deploy-fp32": ("fp32", "torch"), "deploy-bf16": ("bf16", "torch"), "deploy-int8": ("int8", "torch"),
-             "ort-fp32": ("fp32", "onnxruntime"), "ort-int8": ("int8", "onnxruntime")}
 
 
 def make_form(model, form: str, imgsz: int):
@@ -44,7 +42,7 @@ def make_form(model, form: str, imgsz: int):
         return spikeyolo.fuse(model)
     if form == "spike-driven":
         return spikeyolo.to_spike_driven(model)
-    precision, backend = PRECISION[form]
+    precision, backend = EVAL_FORMS[form]  # the deploy forms' (precision, backend), named as precision.py names them
     return deploy(model, precision, backend, **({"imgsz": imgsz} if backend == "onnxruntime" else {}))
 
 

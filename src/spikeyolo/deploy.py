@@ -117,9 +117,8 @@ def deploy(model: nn.Module, precision: str = "fp32", backend: str | None = None
     check_device_support(precision, ref.device if ref is not None else "cpu")
     if backend == "torch":
         return deploy_torch(model, precision, **kwargs)
-    if kwargs.get("calibration") is not None:
+    if kwargs.pop("calibration", None) is not None:
         raise ValueError("calibration is applied by the torch backend only; use backend='torch' for int8")
-    kwargs.pop("calibration", None)
     imgsz = kwargs.pop("imgsz", None)
     return OrtModel.from_deployed(deploy_torch(model, "fp32", channels_last=False), precision, imgsz, **kwargs)
 

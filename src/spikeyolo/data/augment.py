@@ -45,6 +45,11 @@ def resize_long_side(img: np.ndarray, size: int) -> tuple[np.ndarray, tuple[floa
     return _resize(img, nw, nh), (nh / h, nw / w)
 
 
+def bgr_to_rgb_chw(img: np.ndarray) -> np.ndarray:
+    """An OpenCV image (BGR, ``[H, W, 3]``) as the model's input layout: RGB, ``[3, H, W]``, contiguous."""
+    return np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))
+
+
 def letterbox(
     img: np.ndarray, new_shape: int | tuple[int, int] = 640, scaleup: bool = True, color: int = PAD_VALUE
 ) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .augment import letterbox
+from .augment import bgr_to_rgb_chw, letterbox
 from .labels import list_images, read_image
 
 CALIBRATION_LIMIT = 32  # images read; bias correction needs only the mean spikes per channel
@@ -30,6 +29,5 @@ def calibration_images(source: str | Path, imgsz: int, limit: int = CALIBRATION_
         img = read_image(f)
         if img is None:
             raise ValueError(f"calibration: {f} is missing or is not an image")
-        img = letterbox(img, imgsz)[0]
-        images.append(torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))))
+        images.append(torch.from_numpy(bgr_to_rgb_chw(letterbox(img, imgsz)[0])))
     return torch.stack(images).float() / 255.0

@@ -195,10 +195,9 @@ class DetectionDataset(torch.utils.data.Dataset):
     def _item(self, img, boxes, cls, s: Sample, gain, pad) -> dict:
         h, w = img.shape[:2]
         boxes = torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4))
-        chw = np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))  # BGR HWC -> RGB CHW
         n = len(boxes)
         return {
-            "img": torch.from_numpy(chw),
+            "img": torch.from_numpy(A.bgr_to_rgb_chw(img)),
             "cls": torch.as_tensor(np.asarray(cls, np.float32).reshape(n, 1)),
             "bboxes": xyxy2cxcywh(boxes) / torch.tensor([w, h, w, h], dtype=torch.float32),
             "batch_idx": torch.zeros(n),

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..boxes import clip_boxes, unletterbox
-from ..data.augment import letterbox
+from ..data.augment import bgr_to_rgb_chw, letterbox
 from ..data.calibration import calibration_images
 from ..deploy import inference_imgsz, load_for_inference
 from ..nms import non_max_suppression
@@ -121,7 +121,7 @@ class Predictor:
             if f.ndim == 2:
                 f = cv2.cvtColor(f, cv2.COLOR_GRAY2BGR)
             img, gain, pad = letterbox(f[..., :3], self.imgsz)
-            inputs.append(torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))))
+            inputs.append(torch.from_numpy(bgr_to_rgb_chw(img)))
             metas.append(((gain, pad), f.shape[:2]))
         x = torch.stack(inputs).to(self.device).float() / 255.0
         require_finite(x, "the frames given to the predictor")
