@@ -18,7 +18,7 @@ import tempfile
 import torch
 
 from precision_eval import evaluate_split, paired_bootstrap, write_dihedral_dataset  # benchmarks/ is on sys.path
-from spikeyolo.checkpoint import checkpoint_imgsz, load
+from spikeyolo.models.checkpoint import checkpoint_imgsz, load
 
 
 def main() -> None:

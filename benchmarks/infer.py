@@ -30,7 +30,7 @@ import torch
 import spikeyolo
 from precision_eval import FORMS as EVAL_FORMS  # benchmarks/ is on sys.path when this script runs
 from precision_eval import compare_forms
-from spikeyolo.deploy import deploy
+from spikeyolo.inference import deploy
 
 FORMS = ("train", "fused", "deploy-fp32", "deploy-bf16", "deploy-int8", "ort-fp32", "ort-int8", "spike-driven")
 

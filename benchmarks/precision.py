@@ -5,7 +5,7 @@
 
 The held-out splits are enlarged to every image in its 8 dihedral views (benchmarks/precision_eval.py), written
 to a temporary YOLO dataset. Every form runs the library's Validator on it: train (the reference), deploy fp32,
-bf16 and int8 (torch, where ``spikeyolo.deploy.SUPPORTED`` has it; also int8 with its bias correction calibrated
+bf16 and int8 (torch, where ``spikeyolo.forms.deploy.SUPPORTED`` has it; also int8 with its bias correction calibrated
 on training images, ``--calibration``), ONNX Runtime fp32 and int8. Printed per split
 and pooled: mAP50 and mAP50:95 (COCOeval, as ``spikeyolo val`` reports them), the difference to the train form
 with a paired bootstrap 95% interval over source images (all 8 views of a source image drawn together;

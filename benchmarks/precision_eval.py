@@ -26,13 +26,14 @@ import torch
 import yaml
 from torch import nn
 
-from spikeyolo.checkpoint import checkpoint_imgsz, load
 from spikeyolo.data import build_dataloader, build_dataset, load_data_config
 from spikeyolo.data.calibration import calibration_images
-from spikeyolo.deploy import SUPPORTED, deploy
 from spikeyolo.engine.validator import Validator, to_input
+from spikeyolo.forms.deploy import SUPPORTED
+from spikeyolo.inference import deploy
 from spikeyolo.metrics.detection import match_predictions, pr_curves
-from spikeyolo.neuron import ILIF
+from spikeyolo.models.checkpoint import checkpoint_imgsz, load
+from spikeyolo.nn.neuron import ILIF
 
 VIEWS = tuple((k, flip) for flip in (False, True) for k in range(4))
 """The 8 dihedral views ``(quarter turns counter-clockwise, flipped first)``; view 0 is the image itself."""

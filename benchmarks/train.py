@@ -51,7 +51,7 @@ def main(argv=None) -> int:
 
     from spikeyolo.data import build_dataloader, build_dataset
     from spikeyolo.engine.trainer import TrainConfig, Trainer
-    from spikeyolo.runs import select_device
+    from spikeyolo.utils.runs import select_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-import spikeyolo.neuron as neuron
 import spikeyolo.nn.depthwise as depthwise
+import spikeyolo.nn.neuron as neuron
 from spikeyolo.data import build_dataloader, build_dataset
 from spikeyolo.demo.trees import prepare_tree_dataset
 from spikeyolo.engine.trainer import TrainConfig, Trainer
-from spikeyolo.runs import select_device
+from spikeyolo.utils.runs import select_device
 
 
 class EarlierQuantizeSTE(torch.autograd.Function):

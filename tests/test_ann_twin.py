@@ -17,7 +17,7 @@ from spikeyolo.cli import add_energy_args, add_train_args, run_energy, run_train
 from spikeyolo.energy import EnergyMeter, estimate_energy
 from spikeyolo.energy.ops import unit_geometry
 from spikeyolo.energy.report import SILENT_FIRING_RATE
-from spikeyolo.neuron import ILIF, Activation
+from spikeyolo.nn.neuron import ILIF, Activation
 
 TINY = dict(nc=2, width=0.125, imgsz=64)
 
@@ -32,7 +32,7 @@ def test_twin_has_the_same_blocks_with_an_activation_for_each_neuron(kind):
     ann = spikeyolo.build_model("s", neuron=kind, **TINY)
     assert _count(ann, ILIF) == 0 and _count(ann, Activation) == _count(snn, ILIF) == 88
     assert [k for k, _ in ann.named_parameters()] == [k for k, _ in snn.named_parameters()]
-    assert spikeyolo.checkpoint.count_parameters(ann) == spikeyolo.checkpoint.count_parameters(snn)
+    assert spikeyolo.models.checkpoint.count_parameters(ann) == spikeyolo.models.checkpoint.count_parameters(snn)
     assert ann.config["neuron"] == kind and ann.neuron.kind == kind and snn.neuron.kind == "ilif"
 
 
@@ -140,7 +140,7 @@ def test_cli_trains_the_twin_and_reports_its_energy(tiny_data, tmp_path, capsys)
                          "--project", str(tmp_path), "--name", "ann", "--json"])
     assert run_train(args) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    ckpt = spikeyolo.checkpoint.read_checkpoint(out["last"])
+    ckpt = spikeyolo.models.checkpoint.read_checkpoint(out["last"])
     assert ckpt["config"]["neuron"] == "relu" and ckpt["train_args"]["neuron_kind"] == "relu"
     p = argparse.ArgumentParser()
     add_energy_args(p)

@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from spikeyolo.boxes import (
+from spikeyolo.utils.boxes import (
     bbox2dist,
     bbox_iou,
     box_iou,
@@ -110,7 +110,7 @@ def test_clip_boxes():
 def test_centre_and_ultralytics_names_are_one_function():
     import torch
 
-    from spikeyolo.boxes import cxcywh2xyxy, xywh2xyxy, xyxy2cxcywh, xyxy2xywh
+    from spikeyolo.utils.boxes import cxcywh2xyxy, xywh2xyxy, xyxy2cxcywh, xyxy2xywh
 
     assert xywh2xyxy is cxcywh2xyxy and xyxy2xywh is xyxy2cxcywh
     # hand-computed: centre (5, 4), size 2x6 -> corners (4, 1, 6, 7)
@@ -119,7 +119,7 @@ def test_centre_and_ultralytics_names_are_one_function():
 
 
 def test_letterbox_geometry_hand_computed():
-    from spikeyolo.boxes import letterbox_geometry
+    from spikeyolo.utils.boxes import letterbox_geometry
 
     # Gen1 sensor 240x304 into 320: gain 320/304, height round(252.63) = 253, top (320 - 253) // 2 = 33
     assert letterbox_geometry((240, 304), (320, 320)) == (253, 320, 0, 33)
@@ -131,7 +131,7 @@ def test_letterbox_geometry_hand_computed():
 def test_clip_visible_hand_computed():
     import numpy as np
 
-    from spikeyolo.boxes import clip_visible
+    from spikeyolo.utils.boxes import clip_visible
 
     boxes = np.array([[0, 0, 10, 10], [30, 30, 40, 40], [6, 2, 8, 4]], np.float32)
     clipped, keep = clip_visible(boxes, (5, 0, 20, 20), 0.5)  # box 0: half inside; box 1: outside; box 2: inside

@@ -90,7 +90,7 @@ def test_train_augmentation_flags_reach_the_config(train_configs, tmp_path):
 
 def test_train_neuron_flags_build_the_official_gen1_neuron(train_configs, tmp_path):
     from spikeyolo.engine.trainer import Trainer
-    from spikeyolo.neuron import ILIF, NeuronConfig
+    from spikeyolo.nn.neuron import ILIF, NeuronConfig
 
     seen = train_configs
     assert main(["train", "--data", str(tmp_path / "d.yaml"), "--decay", "0.5", "--input-gain", "0.5",

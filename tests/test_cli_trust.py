@@ -104,7 +104,7 @@ def test_verbose_shows_the_traceback_and_bugs_keep_theirs(tmp_path, monkeypatch)
 
 
 def test_disk_full_says_no_space_left(tmp_path, monkeypatch, capsys):
-    import spikeyolo.checkpoint as ck
+    import spikeyolo.models.checkpoint as ck
 
     def full_disk(path, data):
         with open("/dev/full", "wb") as f:  # a real ENOSPC from the kernel
@@ -159,9 +159,9 @@ def test_load_applies_T_and_D_or_refuses(run):
     x = torch.rand(1, 3, 64, 64)
     assert m(x).shape == spikeyolo.load(best)(x).shape
     assert (spikeyolo.load(best).T, spikeyolo.load(best).D) == (1, 4)
-    with pytest.raises(spikeyolo.errors.InputError, match="decay"):
+    with pytest.raises(spikeyolo.utils.errors.InputError, match="decay"):
         spikeyolo.load(best, decay=0.5)
-    with pytest.raises(spikeyolo.errors.InputError, match="T must be a positive integer"):
+    with pytest.raises(spikeyolo.utils.errors.InputError, match="T must be a positive integer"):
         spikeyolo.load(best, T=0)
 
 

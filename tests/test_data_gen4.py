@@ -14,9 +14,9 @@ from spikeyolo.cli import main
 from spikeyolo.data import build_dataset, load_data_config
 from spikeyolo.data.gen1 import downsample_events
 from spikeyolo.data.gen4 import RVT_CLASSES, gen4_protocol, rvt_label_filter
+from spikeyolo.demo.simulator import simulate_recording
 from spikeyolo.events.io import BBOX_DTYPE, EVENT_DTYPE, read_bbox
 from spikeyolo.events.representations import events_to_frames
-from spikeyolo.events.simulator import simulate_recording
 
 
 def _boxes(rows):
@@ -151,7 +151,7 @@ class _CentreBox(torch.nn.Module):
 
 
 def test_predict_follows_the_models_downsampling_and_writes_sensor_pixels(tmp_path):
-    from spikeyolo.engine.stream import predict_recording
+    from spikeyolo.engine.recordings import predict_recording
     from spikeyolo.events.io import write_dat
 
     e = np.zeros(4, EVENT_DTYPE)

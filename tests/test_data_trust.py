@@ -14,7 +14,7 @@ import pytest
 import spikeyolo
 from spikeyolo.data import DataConfigError, build_dataset
 from spikeyolo.data.labels import LabelFileError, Report, coco_id_maps, parse_yolo_txt, read_voc
-from spikeyolo.errors import SpikeYOLOError
+from spikeyolo.utils.errors import SpikeYOLOError
 
 
 def write_img(path, h=40, w=80):

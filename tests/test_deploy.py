@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import spikeyolo
-from spikeyolo.deploy import check_precision, deploy_torch
+from spikeyolo.forms.deploy import check_precision, deploy_torch
 from spikeyolo.nn.units import ConvBias, ConvBN, DeployUnit, RepConvBN, SepRepConvBN
 from test_forms import randomize_bn, rel_diff
 

@@ -17,9 +17,9 @@ import spikeyolo
 from _train_data import make_dataset
 from spikeyolo.cli import main
 from spikeyolo.data.calibration import calibration_images
-from spikeyolo.deploy import check_device_support, deploy_torch
-from spikeyolo.neuron import ILIF
+from spikeyolo.forms.deploy import check_device_support, deploy_torch
 from spikeyolo.nn.int8 import Int8SpikeConv, bias_shift, int8_available, quantize_weight
+from spikeyolo.nn.neuron import ILIF
 from spikeyolo.nn.units import ConvBN, DeployUnit, RepConvBN, SepRepConvBN
 from test_forms import randomize_bn, rel_diff
 

@@ -11,15 +11,16 @@ from torch import nn
 import spikeyolo
 from _train_data import make_dataset
 from spikeyolo.cli import main
-from spikeyolo.deploy import deploy_torch, export_deploy, load_for_inference
-from spikeyolo.export import export_onnx
-from spikeyolo.neuron import ILIF
+from spikeyolo.export.onnx import export_deploy, export_onnx
+from spikeyolo.forms.deploy import deploy_torch
+from spikeyolo.inference import load_for_inference
+from spikeyolo.nn.neuron import ILIF
 from spikeyolo.nn.units import DeployUnit, RepConvBN
 from test_forms import randomize_bn
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from spikeyolo.ort import OrtModel, quantize_graph, quantize_weight, spike_fed_convs  # noqa: E402
+from spikeyolo.export.ort import OrtModel, quantize_graph, quantize_weight, spike_fed_convs  # noqa: E402
 
 
 def test_int8_weights_dequantize_within_half_a_step():
@@ -114,7 +115,7 @@ def test_onnx_file_carries_metadata_and_refuses_other_sizes(tmp_path):
 def test_version_mismatch_warns(tmp_path, monkeypatch):
     model = spikeyolo.build_model("n", nc=2, width=0.125, imgsz=64).eval()
     path = export_deploy(model, tmp_path / "m.onnx", "fp32", check=False)["path"]
-    monkeypatch.setattr("spikeyolo.ort.__version__", "9.9.9")
+    monkeypatch.setattr("spikeyolo.export.ort.__version__", "9.9.9")
     with pytest.warns(UserWarning, match="exported by spikeyolo 0.1.0, this is 9.9.9"):
         OrtModel(path)
 

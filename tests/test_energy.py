@@ -11,7 +11,7 @@ from torch import nn
 
 import spikeyolo
 from spikeyolo.energy import EnergyMeter, FiringRateMonitor, estimate_energy, stage_of, unit_geometry
-from spikeyolo.neuron import ILIF
+from spikeyolo.nn.neuron import ILIF
 from spikeyolo.nn.units import FusedUnit
 
 DATA = Path(__file__).parent / "data"

@@ -14,7 +14,7 @@ from torch import nn
 
 import spikeyolo
 from spikeyolo.cli import COMMANDS, add_energy_args, run_energy
-from spikeyolo.neuron import ILIF
+from spikeyolo.nn.neuron import ILIF
 
 
 @pytest.fixture(scope="module")

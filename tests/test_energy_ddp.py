@@ -11,7 +11,7 @@ from torch import nn
 class _OneUnit(nn.Module):
     def __init__(self):
         super().__init__()
-        from spikeyolo.neuron import ILIF
+        from spikeyolo.nn.neuron import ILIF
         from spikeyolo.nn.units import FusedUnit
 
         self.unit = FusedUnit(ILIF(D=4), nn.Conv2d(2, 3, 3, 1, 1))

@@ -13,8 +13,8 @@ import spikeyolo
 from _event_data import write_gen1
 from spikeyolo.cli import main
 from spikeyolo.data.gen1 import letterbox_frames
-from spikeyolo.engine import stream
-from spikeyolo.engine.stream import infer_representation, predict_recording
+from spikeyolo.engine import recordings as stream
+from spikeyolo.engine.recordings import infer_representation, predict_recording
 from spikeyolo.events.io import read_bbox
 from spikeyolo.events.representations import EventInput, events_to_frames
 

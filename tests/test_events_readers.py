@@ -92,7 +92,7 @@ class _FirstEventBox(torch.nn.Module):
 
 
 def test_raw_recording_predicts_like_the_same_events_in_dat(tmp_path):
-    from spikeyolo.engine.stream import predict_recording
+    from spikeyolo.engine.recordings import predict_recording
 
     ev = _faery_events(6000, 0, 600_000, seed=2)
     raw = _write_with_faery(tmp_path / "cam.raw", ev, "evt3")

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
+from spikeyolo.demo.simulator import EventSimulator, render_view, simulate_recording, view_boxes
 from spikeyolo.events.io import read_bbox, read_dat
-from spikeyolo.events.simulator import EventSimulator, render_view, simulate_recording, view_boxes
 
 EPS = 1e-3
 
@@ -121,7 +121,7 @@ def test_tree_split_is_spatial():
 
 
 def test_absolute_scale_and_image_smaller_than_the_view():
-    from spikeyolo.events.simulator import random_motion
+    from spikeyolo.demo.simulator import random_motion
 
     for seed in range(5):
         motion = random_motion(1_000_000, (100, 80), seed=seed, scale_range=(0.5, 0.7), speed=200.0)

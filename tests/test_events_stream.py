@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from spikeyolo.engine.stream import predict_recording
+from spikeyolo.engine.recordings import predict_recording
 from spikeyolo.events.io import EVENT_DTYPE, read_bbox, write_dat
-from spikeyolo.neuron import ILIF
+from spikeyolo.nn.neuron import ILIF
 
 
 class StandIn(nn.Module):
@@ -105,7 +105,7 @@ class Oracle(nn.Module):
 
 def test_evaluate_recordings_end_to_end(tmp_path):
     from spikeyolo.data.gen1 import Gen1Dataset
-    from spikeyolo.engine.stream import evaluate_recordings
+    from spikeyolo.engine.recordings import evaluate_recordings
     from spikeyolo.events.io import BBOX_DTYPE, write_bbox
 
     rng = np.random.default_rng(0)
@@ -139,7 +139,7 @@ def test_evaluate_recordings_end_to_end(tmp_path):
 
 
 def test_infer_representation():
-    from spikeyolo.engine.stream import infer_representation
+    from spikeyolo.engine.recordings import infer_representation
 
     m = nn.Module()
     assert infer_representation(m) == ("spikeyolo", {})

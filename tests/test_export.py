@@ -6,7 +6,7 @@ import torch
 
 import spikeyolo
 from spikeyolo.cli import main
-from spikeyolo.export import export_onnx
+from spikeyolo.export.onnx import export_onnx
 
 ort = pytest.importorskip("onnxruntime")
 

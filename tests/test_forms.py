@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import spikeyolo
-from spikeyolo.neuron import ILIF
+from spikeyolo.nn.neuron import ILIF
 from spikeyolo.nn.units import ConvBias, ConvBN, RepConvBN, SepRepConvBN, SpikeDrivenUnit
 
 

@@ -1,7 +1,7 @@
 """Property-based tests (hypothesis): untrusted files either load or raise the project's own error type.
 
 Arbitrary bytes and mutated valid files go to the label parsers (YOLO txt, COCO JSON, VOC XML), the ``.dat``
-reader and the checkpoint loaders. Any exception other than :class:`spikeyolo.errors.SpikeYOLOError` fails;
+reader and the checkpoint loaders. Any exception other than :class:`spikeyolo.utils.errors.SpikeYOLOError` fails;
 each example has a deadline (no hang) and the process's peak memory may not grow by more than ``MEMORY_MB``.
 """
 
@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import spikeyolo
-from spikeyolo.checkpoint import save
 from spikeyolo.data.labels import Report, parse_yolo_txt, read_coco, read_voc
-from spikeyolo.errors import CheckpointError, SpikeYOLOError
 from spikeyolo.events.io import DatFormatError, DatReader
-from spikeyolo.official import read_official_state_dict
+from spikeyolo.models.checkpoint import save
+from spikeyolo.models.official import read_official_state_dict
+from spikeyolo.utils.errors import CheckpointError, SpikeYOLOError
 
 MEMORY_MB = 400
 FAST = settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.too_slow], database=None)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from spikeyolo.cli import main
-from spikeyolo.info import model_summary
+from spikeyolo.energy.summary import model_summary
 
 
 def test_s_at_640_matches_the_reference_counts():

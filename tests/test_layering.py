@@ -16,19 +16,18 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "spikeyolo"
 
 # Floors, low to high. Each name is a top-level module or package of spikeyolo.
 FLOORS = [
-    ["version", "errors", "argtypes", "neuron", "boxes", "runs"],
-    ["nms", "plots"],
+    ["utils"],
     ["metrics"],
     ["nn"],
-    ["model"],
-    ["fuse", "official"],
-    ["spike_driven", "export", "checkpoint", "ort", "calibrate"],
-    ["deploy"],
+    ["models"],
+    ["forms"],
+    ["export"],
+    ["inference"],
     ["events"],
     ["data"],
     ["energy"],
     ["engine"],
-    ["info", "demo"],
+    ["demo"],
     ["cli"],
     ["__init__", "__main__"],
 ]
@@ -173,9 +172,9 @@ def test_in_function_imports_only_for_optional_heavy_deps():
 
 def test_checks_catch_bad_graphs():
     """The checks on made-up graphs: an upward import, a sideways one and a cycle are all reported."""
-    up = {"spikeyolo.neuron": {"spikeyolo.engine.trainer"}, "spikeyolo.engine.trainer": set()}
-    assert layering_errors(up) == ["spikeyolo.neuron (floor 0) imports spikeyolo.engine.trainer (floor 11)"]
-    sideways = {"spikeyolo.fuse": {"spikeyolo.official"}}
+    up = {"spikeyolo.nn.neuron": {"spikeyolo.engine.trainer"}, "spikeyolo.engine.trainer": set()}
+    assert layering_errors(up) == ["spikeyolo.nn.neuron (floor 2) imports spikeyolo.engine.trainer (floor 10)"]
+    sideways = {"spikeyolo.__main__": {"spikeyolo.__init__"}}  # two top-level modules on one floor
     assert len(layering_errors(sideways)) == 1
     down = {"spikeyolo.engine.trainer": {"spikeyolo.data.dataset", "spikeyolo.engine.loss"}}
     assert layering_errors(down) == []
@@ -188,13 +187,14 @@ def test_checks_catch_bad_graphs():
 
 def test_graph_reader_sees_function_and_relative_imports(tmp_path):
     pkg = tmp_path / "spikeyolo"
-    (pkg / "engine").mkdir(parents=True)
+    for sub in ("engine", "nn"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
-    (pkg / "neuron.py").write_text("def f():\n    from .engine import trainer\n")
-    (pkg / "engine" / "__init__.py").write_text("")
-    (pkg / "engine" / "trainer.py").write_text("from ..neuron import f\n")
+    (pkg / "nn" / "neuron.py").write_text("def f():\n    from ..engine import trainer\n")
+    (pkg / "engine" / "trainer.py").write_text("from ..nn.neuron import f\n")
     graph, lazy = import_graph(pkg)
-    assert graph["spikeyolo.neuron"] == {"spikeyolo.engine.trainer"}
-    assert graph["spikeyolo.engine.trainer"] == {"spikeyolo.neuron"}
-    assert lazy == [("spikeyolo.neuron", 2, "spikeyolo.engine", False)]
+    assert graph["spikeyolo.nn.neuron"] == {"spikeyolo.engine.trainer"}
+    assert graph["spikeyolo.engine.trainer"] == {"spikeyolo.nn.neuron"}
+    assert lazy == [("spikeyolo.nn.neuron", 2, "spikeyolo.engine", False)]
     assert find_cycle(graph) is not None and layering_errors(graph) != []

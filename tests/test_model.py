@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import spikeyolo
-from spikeyolo.model import StaticStem
+from spikeyolo.models.yolo import StaticStem
 from spikeyolo.nn.blocks import SNNBlock1, SNNBlock2, Stem
 from spikeyolo.nn.units import BN_EPS, BN_MOMENTUM
 
@@ -132,7 +132,7 @@ def test_static_stem_batchnorm_statistics_are_those_of_the_t_copies():
 
 
 def test_layer_roles_of_the_shipped_table():
-    from spikeyolo.model import layer_roles, load_spec
+    from spikeyolo.models.yolo import layer_roles, load_spec
 
     # configs/spikeyolo.yaml: layer 1 the Stem, 9 the SPPF ending the backbone, 26 the Detect head
     assert layer_roles(load_spec()) == {"stem": 1, "neck_start": 10, "head": 26}

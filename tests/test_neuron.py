@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from spikeyolo.neuron import ILIF, reset_state, set_carry_state
+from spikeyolo.nn.neuron import ILIF, reset_state, set_carry_state
 
 
 def reference_ilif(x, D, decay, gain, detach):
@@ -75,7 +75,7 @@ def test_invalid_D():
 
 
 def test_neuron_config_owns_the_settings():
-    from spikeyolo.neuron import NeuronConfig
+    from spikeyolo.nn.neuron import NeuronConfig
 
     assert NeuronConfig() == NeuronConfig(D=4, decay=0.25, input_gain=1.0, detach_reset=True)  # reference COCO
     gen1 = NeuronConfig(decay=0.5, input_gain=0.5)
@@ -90,7 +90,7 @@ def test_neuron_config_owns_the_settings():
 
 def test_model_and_checkpoint_keep_the_neuron(tmp_path):
     import spikeyolo
-    from spikeyolo.neuron import NeuronConfig
+    from spikeyolo.nn.neuron import NeuronConfig
 
     gen1 = NeuronConfig(decay=0.5, input_gain=0.5)
     model = spikeyolo.build_model("n", nc=2, width=0.0625, neuron=gen1)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from spikeyolo import nms as nms_mod
-from spikeyolo.nms import nms_torch, non_max_suppression
+from spikeyolo.utils import nms as nms_mod
+from spikeyolo.utils.nms import nms_torch, non_max_suppression
 
 
 def iou_py(a, b):

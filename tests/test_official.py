@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 import spikeyolo
-from spikeyolo.errors import CheckpointError
-from spikeyolo.official import MAX_MODULE_DEPTH, import_official, official_to_ours, read_official_state_dict
+from spikeyolo.models.official import MAX_MODULE_DEPTH, import_official, official_to_ours, read_official_state_dict
+from spikeyolo.utils.errors import CheckpointError
 
 # A few official key names, written out by hand from the reference code's module attributes.
 HAND_CASES = {
@@ -222,7 +222,7 @@ def test_tensor_valued_fields_and_entries(tmp_path):
     stem = {"1.encode_conv.weight": torch.zeros(()), "26.cv3.0.2.conv.weight": torch.zeros(())}  # 0-d tensors
     torch.save({"ema": Rec(_parameters=stem)}, tmp_path / "scalar.pt")
     with pytest.raises(CheckpointError, match="scalar.pt: not a SpikeYOLO checkpoint"):
-        spikeyolo.official.infer_official(tmp_path / "scalar.pt")
+        spikeyolo.models.official.infer_official(tmp_path / "scalar.pt")
 
 
 def test_no_module_outside_the_allow_list_is_imported(tmp_path):

@@ -27,10 +27,10 @@ from precision_eval import (  # noqa: E402
     spike_flip_counts,
     write_dihedral_dataset,
 )
-from spikeyolo.checkpoint import save  # noqa: E402
 from spikeyolo.data import build_dataset, load_data_config  # noqa: E402
 from spikeyolo.metrics.coco import coco_evaluate  # noqa: E402
-from spikeyolo.neuron import ILIF  # noqa: E402
+from spikeyolo.models.checkpoint import save  # noqa: E402
+from spikeyolo.nn.neuron import ILIF  # noqa: E402
 
 
 def test_dihedral_boxes_hand_example():

@@ -13,7 +13,7 @@ from spikeyolo.cli import main
 from spikeyolo.engine.predict_outputs import predict_source
 from spikeyolo.engine.predictor import Predictor
 from spikeyolo.engine.validator import Validator
-from spikeyolo.errors import InputError
+from spikeyolo.utils.errors import InputError
 from test_predict import FixedDetector
 
 

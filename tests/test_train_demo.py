@@ -41,7 +41,7 @@ def test_event_demo_flow_tiny(tmp_path, capsys, monkeypatch):
     import yaml
 
     from spikeyolo import demo
-    from spikeyolo.checkpoint import read_checkpoint
+    from spikeyolo.models.checkpoint import read_checkpoint
 
     tiny = {"recordings_per_image": {"train": 1, "val": 1}, "scale_range": [0.6, 0.9], "fps": 200,
             "duration_us": {"train": 300_000, "val": 400_000}}

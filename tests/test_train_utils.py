@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from spikeyolo.checkpoint import atomic_torch_save
 from spikeyolo.engine.ema import ModelEMA
 from spikeyolo.engine.optim import (
     LRSchedule,
@@ -19,7 +18,8 @@ from spikeyolo.engine.optim import (
     scaled_weight_decay,
     warmup_iters,
 )
-from spikeyolo.runs import get_rng_state, increment_path, set_rng_state
+from spikeyolo.models.checkpoint import atomic_torch_save
+from spikeyolo.utils.runs import get_rng_state, increment_path, set_rng_state
 
 
 def tiny():

@@ -12,7 +12,7 @@ from torch import nn
 
 from _train_data import NAMES, make_dataset, read_labels
 from spikeyolo.data import build_dataloader, build_dataset
-from spikeyolo.engine.report import fitness
+from spikeyolo.engine.results import fitness
 from spikeyolo.engine.validator import Validator
 
 IMGSZ = 64

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from _train_data import NAMES, read_labels
-from spikeyolo.engine.report import summary_table
+from spikeyolo.engine.results import summary_table
 from spikeyolo.metrics.detection import confusion_matrix
-from spikeyolo.plots import normalize_columns
+from spikeyolo.utils.plots import normalize_columns
 from test_val import run_validator
 
 

@@ -8,14 +8,14 @@
     results = spikeyolo.predict("best.pt", "photos/*.jpg")   # per image: boxes (xyxy px), scores, classes
 """
 
-from .checkpoint import load, save
-from .deploy import deploy
 from .engine.predictor import Predictor, Result, predict
-from .fuse import fuse
-from .model import SpikeYOLO, build_model
-from .neuron import ILIF
-from .spike_driven import audit, to_spike_driven
-from .version import __version__
+from .forms.fuse import fuse
+from .forms.spike_driven import audit, to_spike_driven
+from .inference import deploy
+from .models.checkpoint import load, save
+from .models.yolo import SpikeYOLO, build_model
+from .nn.neuron import ILIF
+from .utils.version import __version__
 
 __all__ = ["ILIF", "Predictor", "Result", "SpikeYOLO", "audit", "build_model", "deploy", "fuse", "load", "predict",
            "save", "to_spike_driven", "__version__"]

@@ -13,7 +13,20 @@ import os
 import sys
 from pathlib import Path
 
-from .argtypes import (
+from .data.loader import default_workers
+from .demo import add_demo_options, run_demo_cli
+from .energy.run import run
+from .energy.summary import model_summary
+from .engine.predict_outputs import predict_to_folder
+from .engine.results import metrics_json, summary_table
+from .engine.trainer import RESUME_MAY_CHANGE, TrainConfig, Trainer
+from .engine.validator import validate
+from .export.onnx import export_deploy, export_onnx
+from .export.ort import read_metadata
+from .forms.deploy import check_precision
+from .models.checkpoint import checkpoint_imgsz, load, read_checkpoint
+from .nn.neuron import NEURONS
+from .utils.argtypes import (
     below_one,
     image_size,
     nonneg_float,
@@ -23,22 +36,9 @@ from .argtypes import (
     positive_int,
     probability,
 )
-from .checkpoint import checkpoint_imgsz, load, read_checkpoint
-from .data.loader import default_workers
-from .demo import add_demo_options, run_demo_cli
-from .deploy import check_precision, export_deploy
-from .energy.run import run
-from .engine.predict_outputs import predict_to_folder
-from .engine.report import metrics_json, summary_table
-from .engine.trainer import RESUME_MAY_CHANGE, TrainConfig, Trainer
-from .engine.validator import validate
-from .errors import InputError, SpikeYOLOError
-from .export import export_onnx
-from .info import model_summary
-from .neuron import NEURONS
-from .ort import read_metadata
-from .runs import plain
-from .version import __version__
+from .utils.errors import InputError, SpikeYOLOError
+from .utils.runs import plain
+from .utils.version import __version__
 
 VERBOSE_ENV = "SPIKEYOLO_VERBOSE"  # set to 1 to see the traceback of a user error (as --verbose does)
 

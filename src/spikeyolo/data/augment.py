@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..boxes import letterbox_geometry
+from ..utils.boxes import letterbox_geometry
 
 # The SpikeYOLO COCO recipe (ultralytics v8 defaults): no rotation, shear, mixup or copy-paste.
 DEFAULT_HYP = {

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import SpikeYOLOError
+from ..utils.errors import SpikeYOLOError
 from .gen4 import GEN4_CLASSES, RVT_CLASSES
 
 TYPES = ("yolo", "coco", "voc", "gen1", "gen4")

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..boxes import xyxy2cxcywh
-from ..errors import SpikeYOLOError
+from ..utils.boxes import xyxy2cxcywh
+from ..utils.errors import SpikeYOLOError
 from . import augment as A
 from .cache import cached, files_hash
 from .config import DataConfigError, load_data_config

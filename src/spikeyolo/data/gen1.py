@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..boxes import letterbox_geometry
 from ..events.io import DatReader, read_bbox
 from ..events.representations import EventInput, events_to_frames
+from ..utils.boxes import letterbox_geometry
 from .augment import keep_boxes, sample_rng
 
 GEN1_HYP = {"fliplr": 0.5, "scale": 0.0, "translate": 0.0}  # training augmentation (see Gen1Dataset)

@@ -33,8 +33,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..boxes import cxcywh2xyxy
-from ..errors import FileFormatError
+from ..utils.boxes import cxcywh2xyxy
+from ..utils.errors import FileFormatError
 
 IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 TOL = 1e-3  # normalized tolerance before a coordinate counts as outside [0, 1]

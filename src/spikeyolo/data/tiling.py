@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..boxes import clip_visible
+from ..utils.boxes import clip_visible
 
 
 def _starts(length: int, tile: int, stride: int) -> list[int]:

@@ -28,16 +28,16 @@ from pathlib import Path
 
 import yaml
 
-from ..argtypes import image_size, nonneg_int, positive_float, positive_int
-from ..checkpoint import load
 from ..engine.predict_outputs import predict_source
 from ..engine.predictor import Predictor
-from ..engine.report import summary_table
+from ..engine.results import summary_table
 from ..engine.trainer import TrainConfig, Trainer
 from ..engine.validator import validate
-from ..events.simulator import make_gen1_dataset
-from ..neuron import NEURONS
-from ..runs import plain, select_device
+from ..models.checkpoint import load
+from ..nn.neuron import NEURONS
+from ..utils.argtypes import image_size, nonneg_int, positive_float, positive_int
+from ..utils.runs import plain, select_device
+from .simulator import make_gen1_dataset
 from .trees import prepare_tree_dataset, tree_event_splits
 
 # Sized for a 2-core CPU (docs/training.md compares the runs behind them); every one can be overridden.

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import yaml
 
-from ..boxes import xyxy2cxcywh
 from ..data.labels import Record, Report, read_image, read_voc
 from ..data.tiling import clip_boxes_to_region, partition_grid, split_regions, tile_grid
+from ..utils.boxes import xyxy2cxcywh
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "trees"
 NAMES = ["Tree"]

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..neuron import ILIF
+from ..nn.neuron import ILIF
 from ..nn.units import SpikeDrivenUnit
 from .ops import ConvSpec, fused_conv_spec, iter_units, synops_tensor
 

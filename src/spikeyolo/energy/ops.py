@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..deploy import deploy_torch
-from ..fuse import fuse
-from ..model import HEAD_LAYER, NECK_START, SpikeYOLO
+from ..forms.deploy import deploy_torch
+from ..forms.fuse import fuse
+from ..models.yolo import HEAD_LAYER, NECK_START, SpikeYOLO
 from ..nn.units import DeployUnit, FusedUnit, SpikeDrivenUnit, SpikeUnit
 
 UNIT_TYPES = (SpikeUnit, FusedUnit, SpikeDrivenUnit, DeployUnit)

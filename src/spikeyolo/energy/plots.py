@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..plots import pyplot
+from ..utils.plots import pyplot
 from .ops import STAGES
 from .report import EnergyReport
 

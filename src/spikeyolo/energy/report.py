@@ -27,8 +27,8 @@ from pathlib import Path
 
 from torch import nn
 
-from ..neuron import NeuronConfig
-from ..runs import plain_json, unwrap
+from ..nn.neuron import NeuronConfig
+from ..utils.runs import plain_json, unwrap
 from .monitor import FiringRateMonitor, NeuronStats
 from .ops import STAGES, ConvGeometry, unit_geometry
 

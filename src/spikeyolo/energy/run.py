@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import load
 from ..data import build_dataloader, build_dataset
-from ..fuse import fuse
-from ..runs import increment_path, select_device
-from ..spike_driven import to_spike_driven
+from ..forms.fuse import fuse
+from ..forms.spike_driven import to_spike_driven
+from ..models.checkpoint import load
+from ..utils.runs import increment_path, select_device
 from .plots import plot_energy_breakdown, plot_firing_rates
 from .report import E_AC_PJ, E_MAC_PJ, EnergyMeter, EnergyReport
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..boxes import bbox_iou
+from ..utils.boxes import bbox_iou
 
 
 class TaskAlignedAssigner(nn.Module):

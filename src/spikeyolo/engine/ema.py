@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from ..runs import unwrap
+from ..utils.runs import unwrap
 
 
 class ModelEMA:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..boxes import bbox2dist, bbox_iou, cxcywh2xyxy, dist2bbox, make_anchors
-from ..runs import unwrap
+from ..utils.boxes import bbox2dist, bbox_iou, cxcywh2xyxy, dist2bbox, make_anchors
+from ..utils.runs import unwrap
 from .assigner import TaskAlignedAssigner
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from ..errors import InputError, SpikeYOLOError
-from ..runs import increment_path
+from ..utils.errors import InputError, SpikeYOLOError
+from ..utils.runs import increment_path
 from .predictor import Predictor, Result, detections_json, iter_with_images, load_predictor, yolo_lines
+from .recordings import predict_recording
 from .sources import Source, resolve_sources
-from .stream import predict_recording
 
 
 class _SourceWriter:

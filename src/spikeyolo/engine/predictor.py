@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..boxes import clip_boxes, unletterbox
 from ..data.augment import bgr_to_rgb_chw, letterbox
 from ..data.calibration import calibration_images
-from ..deploy import inference_imgsz, load_for_inference
-from ..nms import non_max_suppression
-from ..plots import draw_boxes
-from ..runs import select_device
+from ..inference import inference_imgsz, load_for_inference
+from ..utils.boxes import clip_boxes, unletterbox
+from ..utils.nms import non_max_suppression
+from ..utils.plots import draw_boxes
+from ..utils.runs import select_device
 from .sources import Source, open_capture, read_frames, read_image_file, resolve_sources
 from .validator import require_finite
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..plots import image_grid, plot_labels
+from ..utils.plots import image_grid, plot_labels
 from .validator import batch_images_and_boxes
 
 TRAIN_BATCH_PLOTS = 3  # train_batch0.jpg, train_batch1.jpg, train_batch2.jpg

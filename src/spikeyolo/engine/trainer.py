@@ -35,23 +35,23 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from ..checkpoint import atomic_torch_save, checkpoint_dict, load, read_checkpoint
 from ..data import build_dataloader, build_dataset, load_data_config, single_class_names
 from ..data.config import check_class_names
 from ..data.loader import default_workers
 from ..data.protocol import DetectionItems, is_event_dataset
 from ..energy import EnergyMeter
-from ..errors import InputError, SpikeYOLOError
-from ..model import build_model
-from ..neuron import NeuronConfig
-from ..plots import plot_results
-from ..runs import get_rng_state, increment_path, plain, seed_everything, select_device, set_rng_state, unwrap
+from ..models.checkpoint import atomic_torch_save, checkpoint_dict, load, read_checkpoint
+from ..models.yolo import build_model
+from ..nn.neuron import NeuronConfig
+from ..utils.errors import InputError, SpikeYOLOError
+from ..utils.plots import plot_results
+from ..utils.runs import get_rng_state, increment_path, plain, seed_everything, select_device, set_rng_state, unwrap
 from . import distributed as ddp
 from .ema import ModelEMA
 from .loss import DetectionLoss
 from .optim import LRSchedule, accumulate_steps, apply_warmup, build_optimizer, scaled_weight_decay, warmup_iters
-from .report import fitness, summary_table
-from .stream import event_settings
+from .recordings import event_settings
+from .results import fitness, summary_table
 from .tb_log import open_tensorboard
 from .train_plots import TRAIN_BATCH_PLOTS, plot_dataset_labels, plot_train_batch
 from .validator import Validator, to_input

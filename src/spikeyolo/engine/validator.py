@@ -29,26 +29,26 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..boxes import clip_boxes, cxcywh2xyxy, unletterbox
 from ..data import build_dataloader, build_dataset, load_data_config
 from ..data.calibration import calibration_images
 from ..data.config import check_class_names
 from ..data.dataset import DetectionDataset
 from ..data.labels import coco_id_maps
 from ..data.protocol import DetectionItems, EventDetectionItems
-from ..deploy import inference_imgsz, load_for_inference
 from ..energy import EnergyMeter
 from ..energy.plots import plot_energy_breakdown, plot_firing_rates
-from ..errors import InputError
+from ..inference import inference_imgsz, load_for_inference
 from ..metrics.coco import coco_evaluate, write_coco_json
 from ..metrics.detection import DetectionMetrics
-from ..nms import non_max_suppression
 from ..nn.head import returning_maps
-from ..plots import image_grid, plot_confusion_matrix, plot_metric_curve, plot_pr_curve
-from ..runs import increment_path, select_device, unwrap
+from ..utils.boxes import clip_boxes, cxcywh2xyxy, unletterbox
+from ..utils.errors import InputError
+from ..utils.nms import non_max_suppression
+from ..utils.plots import image_grid, plot_confusion_matrix, plot_metric_curve, plot_pr_curve
+from ..utils.runs import increment_path, select_device, unwrap
 from .loss import DetectionLoss
-from .report import fitness
-from .stream import event_settings, score_sample_detections
+from .recordings import event_settings, score_sample_detections
+from .results import fitness
 
 COCO_MAX_DETS = 100  # the COCO protocol's maxDets (NMS may keep more; COCO scores the 100 best per image)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FileFormatError
+from ..utils.errors import FileFormatError
 
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<u2"), ("y", "<u2"), ("p", "u1")])
 """Decoded events: ``t`` int64 microseconds (after wrap-around), ``x``, ``y`` uint16, ``p`` uint8 (0 OFF, 1 ON)."""

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..neuron import NeuronConfig
+from .neuron import NeuronConfig
 from .units import ConvBN, RepConvBN, SepRepConvBN, time_distributed
 
 

@@ -8,9 +8,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..boxes import dist2bbox, make_anchors
-from ..neuron import NeuronConfig
+from ..utils.boxes import dist2bbox, make_anchors
 from .blocks import SpikeConv
+from .neuron import NeuronConfig
 from .units import ConvBias
 
 

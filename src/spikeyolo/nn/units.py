@@ -19,9 +19,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..neuron import ILIF
 from .depthwise import DepthwiseConv2d
 from .int8 import Int8SpikeConv
+from .neuron import ILIF
 
 BN_EPS, BN_MOMENTUM = 1e-3, 0.03  # the reference's (ultralytics') BatchNorm settings
 DEPLOY_PRECISIONS = ("fp32", "bf16", "int8")

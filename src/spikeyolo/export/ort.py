@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .nn import int8
-from .nn.units import DeployUnit
-from .version import __version__
+from ..nn import int8
+from ..nn.units import DeployUnit
+from ..utils.version import __version__
 
 METADATA_KEYS = ("names", "strides", "imgsz", "T", "D", "nc", "in_channels", "precision", "config",
                  "spikeyolo_version")

@@ -20,8 +20,8 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from ..boxes import clip_visible
-from .io import BBOX_DTYPE, EVENT_DTYPE, write_bbox, write_dat, xyxy_to_bbox
+from ..events.io import BBOX_DTYPE, EVENT_DTYPE, write_bbox, write_dat, xyxy_to_bbox
+from ..utils.boxes import clip_visible
 
 
 class EventSimulator:

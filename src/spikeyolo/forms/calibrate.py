@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .nn.units import DeployUnit
+from ..nn.units import DeployUnit
 
 
 def calibration_batches(images) -> Iterable[torch.Tensor]:

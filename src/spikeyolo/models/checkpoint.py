@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CheckpointError, InputError
-from .model import SpikeYOLO
+from ..utils.errors import CheckpointError, InputError
+from ..utils.version import __version__
 from .official import infer_official
-from .version import __version__
+from .yolo import SpikeYOLO
 
 FORMAT = "spikeyolo"
 RUNTIME_SETTINGS = ("T", "D")  # settings a saved model can run with other values of (no weight depends on them)

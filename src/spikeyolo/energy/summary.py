@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import count_parameters, load
-from .energy.ops import unit_geometry
-from .model import SpikeYOLO, build_model
+from ..models.checkpoint import count_parameters, load
+from ..models.yolo import SpikeYOLO, build_model
+from .ops import unit_geometry
 
 
 @dataclass

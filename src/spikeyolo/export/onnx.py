@@ -6,9 +6,12 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from .fuse import fuse
-from .model import SpikeYOLO
+from ..forms.deploy import deploy_torch
+from ..forms.fuse import fuse
+from ..models.yolo import SpikeYOLO
+from .ort import export_deployed_onnx
 
 
 def export_onnx(
@@ -44,3 +47,11 @@ def export_onnx(
         with torch.no_grad():
             result["max_abs_diff"] = float((torch.from_numpy(got) - fused(x)).abs().max())
     return result
+
+
+def export_deploy(model: nn.Module, path: str | Path, precision: str = "fp32", imgsz=None, opset: int = 17,
+                  check: bool = True) -> dict:
+    """Write the deploy form of a train-form SpikeYOLO as ONNX (fp32 or int8; see
+    :func:`spikeyolo.ort.export_deployed_onnx`) at ``imgsz``, by default the size in the model config."""
+    return export_deployed_onnx(deploy_torch(model, "fp32", channels_last=False), path, precision, imgsz, opset,
+                                check)

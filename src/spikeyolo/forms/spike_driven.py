@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..nn.neuron import require_spiking
+from ..nn.units import FusedUnit, SpikeDrivenUnit, SpikeUnit
 from .fuse import fuse, replace_modules
-from .neuron import require_spiking
-from .nn.units import FusedUnit, SpikeDrivenUnit, SpikeUnit
 
 
 def to_spike_driven(model: nn.Module) -> nn.Module:

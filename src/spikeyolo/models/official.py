@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
-from .model import HEAD_LAYER, STEM_LAYER, SpikeYOLO, build_config
-from .neuron import NeuronConfig
+from ..nn.neuron import NeuronConfig
+from ..utils.errors import CheckpointError
+from .yolo import HEAD_LAYER, STEM_LAYER, SpikeYOLO, build_config
 
 
 # the only globals the unpickler hands out (everything else becomes an inert record): tensor rebuilding, plain

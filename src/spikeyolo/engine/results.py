@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..energy.report import SILENT_FIRING_RATE
-from ..runs import plain_json
+from ..utils.runs import plain_json
 
 
 def fitness(metrics: dict) -> float:

@@ -23,15 +23,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..boxes import clip_boxes, unletterbox
 from ..data.gen1 import downsample_events, letterbox_frames
 from ..data.protocol import EventDetectionItems, is_event_dataset
 from ..events.io import BBOX_DTYPE, write_bbox, xyxy_to_bbox
 from ..events.prophesee import evaluate_prophesee
 from ..events.readers import open_recording
 from ..events.representations import EventInput, events_to_frames, representation_channels
-from ..neuron import reset_state, set_carry_state
-from ..nms import non_max_suppression
+from ..nn.neuron import reset_state, set_carry_state
+from ..utils.boxes import clip_boxes, unletterbox
+from ..utils.nms import non_max_suppression
 
 DEFAULT_STEP_US = 50_000
 VIDEO_SCALE = 2  # the mp4 shows each window enlarged this many times (render_window's scale)

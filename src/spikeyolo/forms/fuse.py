@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from .nn.units import SpikeUnit
+from ..nn.units import SpikeUnit
 
 
 def replace_modules(model: nn.Module, kind: type, make: Callable[[nn.Module], nn.Module]) -> int:

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from .neuron import NeuronConfig
-from .nn.blocks import SPPF, Concat, Downsample, SNNBlock1, SNNBlock2, SpikeConv, Stem, Upsample
-from .nn.head import Detect
-from .nn.units import form_of
+from ..nn.blocks import SPPF, Concat, Downsample, SNNBlock1, SNNBlock2, SpikeConv, Stem, Upsample
+from ..nn.head import Detect
+from ..nn.neuron import NeuronConfig
+from ..nn.units import form_of
 
 DEFAULT_CONFIG = "spikeyolo.yaml"
 SCALES = ("n", "s", "m", "l")
@@ -84,7 +84,7 @@ def load_spec(model: str | Path | dict = DEFAULT_CONFIG) -> dict:
         return copy.deepcopy(model)
     path = Path(model)
     if not path.exists():
-        shipped = resources.files("spikeyolo") / "configs" / str(model)
+        shipped = resources.files("spikeyolo") / "models" / "configs" / str(model)
         if not shipped.is_file():
             raise FileNotFoundError(f"model {model!r}: not a scale {SCALES}, a YAML file or a shipped config")
         return yaml.safe_load(shipped.read_text())
