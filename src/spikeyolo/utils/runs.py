@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,35 @@ def increment_path(path: str | Path, exist_ok: bool = False, mkdir: bool = True)
     if mkdir:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; on a clean exit it is renamed onto ``path``.
+
+    A failed write (full disk, exception, Ctrl-C) leaves ``path`` as it was (an existing good file survives)
+    and no temporary behind; a full disk is reported as ``OSError(ENOSPC)`` naming ``path``. The temporary keeps
+    the suffix (``.model.tmp123.onnx``), so writers that look at the extension behave the same.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
