@@ -371,7 +371,7 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"skipped {len(skipped)} file(s):")
         for s in skipped:
             print(f"  {s['source']}: {s['skipped']}")
-    print(f"{len(done)} source(s); results in {save_dir}")
+    print(f"{len(done)} source(s); " + (f"results in {save_dir}" if save_dir.is_dir() else "nothing written"))
     if args.json:
         print_json({"save_dir": str(save_dir), "sources": done, "skipped": skipped})
     return 0 if done else 1

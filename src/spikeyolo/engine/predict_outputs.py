@@ -2,10 +2,15 @@
 
 Layout under ``save_dir``: the annotated image (its own name) or video (``<stem>.mp4``), ``labels/<stem>.txt``
 (videos and streams: ``labels/<stem>_<frame>.txt``) with one ``cls cx cy w h conf`` row per box (normalized to
-the frame), ``<stem>.json`` per source, and for event recordings ``<stem>_bbox.npy`` (and ``<stem>.mp4``).
-Two sources with the same stem (``x.jpg``, ``x.png``) write under ``<stem>_<ext>`` (``x_jpg``, ``x_png``).
+the frame; as in ultralytics, no label file for an image or frame without detections), ``<stem>.json`` per
+source, and for event recordings ``<stem>_bbox.npy`` (and ``<stem>.mp4``).
+Two sources with the same stem write under distinct names, so no output overwrites another: ``x.jpg`` and
+``x.png`` as ``x_jpg`` / ``x_png``; ``a/x.png`` and ``b/x.png`` as ``a_x_png`` / ``b_x_png`` (their annotated
+images then as ``a_x_png.png`` / ``b_x_png.png``).
 A file that cannot be read, or does not suit the model (an image for an event model or the reverse), is
 skipped with a warning (its summary is ``{"source", "skipped": reason}``); one bad file never stops a folder.
+Every file is written through a temporary and renamed (a full disk leaves no torn or empty file), and a run
+that wrote nothing (every source unreadable: a dead URL or webcam) leaves no run folder behind.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import cv2
 from tqdm import tqdm
 
 from ..utils.errors import InputError, SpikeYOLOError
-from ..utils.runs import increment_path
+from ..utils.runs import atomic_path, atomic_write, increment_path
 from .predictor import Predictor, Result, detections_json, iter_with_images, load_predictor, yolo_lines
 from .recordings import predict_recording
 from .sources import Source, resolve_sources
@@ -40,12 +45,12 @@ class _SourceWriter:
         self.n, self.n_det, self.fps, self.shape = self.n + 1, self.n_det + len(r), r.fps, r.shape
         if self.src.kind == "image":
             if self.save:
-                cv2.imwrite(str(self.dir / Path(self.src.path).name), self.p.draw(image, det))
-            if self.save_txt:
-                (self.dir / "labels" / f"{stem}.txt").write_text("".join(f"{x}\n" for x in yolo_lines(det, r.shape)))
+                write_image(self.picture, self.p.draw(image, det))
+            if self.save_txt and len(det):
+                atomic_write(self.dir / "labels" / f"{stem}.txt", "".join(f"{x}\n" for x in yolo_lines(det, r.shape)))
             if self.save_json:
                 js = {"source": r.path, "shape": list(r.shape), "detections": detections_json(det, self.p.names)}
-                (self.dir / f"{stem}.json").write_text(json.dumps(js))
+                atomic_write(self.dir / f"{stem}.json", json.dumps(js))
             return
         if self.save:
             if self.writer is None:
@@ -53,11 +58,19 @@ class _SourceWriter:
                 self.writer = cv2.VideoWriter(str(self.dir / f"{stem}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
                                               r.fps or 30.0, (w, h))
             self.writer.write(self.p.draw(image, det))
-        if self.save_txt:
+        if self.save_txt and len(det):
             rows = yolo_lines(det, r.shape)
-            (self.dir / "labels" / f"{stem}_{r.frame}.txt").write_text("".join(x + "\n" for x in rows))
+            atomic_write(self.dir / "labels" / f"{stem}_{r.frame}.txt", "".join(x + "\n" for x in rows))
         if self.save_json:
             self.frames.append({"frame": r.frame, "detections": detections_json(det, self.p.names)})
+
+    @property
+    def picture(self) -> Path:
+        """Where the annotated image goes: its own file name, or ``<output stem><suffix>`` where two sources
+        share a file name (``a/x.png``, ``b/x.png``)."""
+        src = Path(self.src.path)
+        own = self.stem in (src.stem, f"{src.stem}_{src.suffix.lstrip('.').lower()}")
+        return self.dir / (src.name if own else f"{self.stem}{src.suffix}")
 
     def summary(self) -> dict:
         if self.writer is not None:
@@ -66,7 +79,7 @@ class _SourceWriter:
         if self.src.kind == "image":
             out = {"source": self.src.path, "type": "image", "shape": list(self.shape), "detections": self.n_det}
             if self.save:
-                out["saved"] = str(self.dir / Path(self.src.path).name)
+                out["saved"] = str(self.picture)
             return out
         if self.n == 0:
             raise OSError(f"no frame could be read from {self.src.kind} {self.src.path}")
@@ -76,8 +89,15 @@ class _SourceWriter:
             out["saved"] = str(self.dir / f"{stem}.mp4")
         if self.save_json:
             js = {"source": self.src.path, "fps": self.fps, "frames": self.frames}
-            (self.dir / f"{stem}.json").write_text(json.dumps(js))
+            atomic_write(self.dir / f"{stem}.json", json.dumps(js))
         return out
+
+
+def write_image(path: Path, image) -> None:
+    """``cv2.imwrite`` through a temporary (same suffix, so the same encoder) renamed onto ``path``."""
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), image):
+            raise OSError(f"cannot write image {path}")
 
 
 def is_event_model(model) -> bool:
@@ -97,11 +117,25 @@ def source_mismatch(source: Source, event_model: bool) -> str | None:
 
 
 def output_stems(sources: list[Source]) -> list[str]:
-    """The name each source's outputs are written under: its stem, or ``<stem>_<ext>`` where two sources share a
-    stem (``x.jpg`` and ``x.png``), so no output overwrites another."""
-    names = [s.name for s in sources]
-    return [n if names.count(n) == 1 else f"{n}_{Path(s.path).suffix.lstrip('.').lower()}"
-            for n, s in zip(names, sources)]
+    """The name each source's outputs are written under, distinct for every source, so no output overwrites
+    another: its stem; where stems collide, ``<stem>_<ext>`` (``x.jpg``, ``x.png``); where those still collide,
+    the folder in front (``a/x.png``, ``b/x.png`` -> ``a_x_png``, ``b_x_png``); then a counter."""
+    def ext(s: Source) -> str:
+        return Path(s.path).suffix.lstrip(".").lower()
+
+    out = [s.name for s in sources]
+    out = [n if out.count(n) == 1 else f"{n}_{ext(s)}" for n, s in zip(out, sources)]
+    out = [n if out.count(n) == 1 else f"{Path(s.path).parent.name}_{n}".lstrip("_") for n, s in zip(out, sources)]
+    taken, unique = set(out), []
+    for n in out:
+        if n in unique:
+            k = 2
+            while f"{n}_{k}" in taken:
+                k += 1
+            n = f"{n}_{k}"
+            taken.add(n)
+        unique.append(n)
+    return unique
 
 
 def predict_source(predictor: Predictor, source, save_dir: Path | None = None, save: bool = True,
@@ -196,7 +230,24 @@ def predict_to_folder(weights, source, imgsz: int | None = None, conf: float = 0
     reasons = [source_mismatch(s, event_model) for s in sources]
     if all(reasons):  # nothing this model can read: one line, and no run folder
         raise InputError(f"{sources[0].path if len(sources) == 1 else source}: {reasons[0]}")
+    existed = (Path(project) / name).is_dir() and exist_ok
     save_dir = increment_path(Path(project) / name, exist_ok)
     event_kwargs = {"window_us": window_us, "step_us": step_us, "carry_state": carry_state}
-    return predict_source(predictor, sources, save_dir, save, save_txt, save_json, progress, batch, vid_stride,
-                          **event_kwargs), save_dir
+    try:
+        return predict_source(predictor, sources, save_dir, save, save_txt, save_json, progress, batch,
+                              vid_stride, **event_kwargs), save_dir
+    finally:
+        if not existed:
+            remove_if_empty(save_dir)
+
+
+def remove_if_empty(save_dir: Path) -> None:
+    """Remove a run folder this run made that holds nothing (an empty ``labels/`` at most): a dead URL, webcam
+    or camera file leaves no empty folder behind. Never removes a file."""
+    if not save_dir.is_dir():
+        return
+    labels = save_dir / "labels"
+    if [p.name for p in save_dir.iterdir()] == ["labels"] and labels.is_dir() and not any(labels.iterdir()):
+        labels.rmdir()
+    if not any(save_dir.iterdir()):
+        save_dir.rmdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from torch import nn
 from ..forms.deploy import deploy_torch
 from ..forms.fuse import fuse
 from ..models.yolo import SpikeYOLO
+from ..utils.runs import atomic_write
 from .ort import export_deployed_onnx
 
 
@@ -31,11 +33,12 @@ def export_onnx(
     shape = (1, cfg["in_channels"], h, w) if static else (1, cfg["T"], cfg["in_channels"], h, w)
     example = torch.rand(shape)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()  # serialized first, then written through a temporary: a full disk never tears a good file
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks are constant for a fixed size
-        torch.onnx.export(fused, (example,), str(path), dynamo=False, opset_version=opset, input_names=["images"],
+        torch.onnx.export(fused, (example,), buf, dynamo=False, opset_version=opset, input_names=["images"],
                           output_names=["output"], dynamic_axes={"images": {0: "batch"}, "output": {0: "batch"}})
+    atomic_write(path, buf.getvalue())
     result = {"path": str(path), "max_abs_diff": None}
     if check:
         try:

@@ -11,6 +11,7 @@ and the conv output is the next I-LIF's membrane input, whose rounding to 0..D t
 from __future__ import annotations
 
 import copy
+import io
 import json
 import tempfile
 import warnings
@@ -22,6 +23,7 @@ from torch import nn
 
 from ..nn import int8
 from ..nn.units import DeployUnit
+from ..utils.runs import atomic_write
 from ..utils.version import __version__
 
 METADATA_KEYS = ("names", "strides", "imgsz", "T", "D", "nc", "in_channels", "precision", "config",
@@ -123,21 +125,21 @@ def export_deployed_onnx(dep: nn.Module, path: str | Path, precision: str = "fp3
     static = cfg["in_channels"] == 3
     shape = (1, cfg["in_channels"], h, w) if static else (1, cfg["T"], cfg["in_channels"], h, w)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     dep = copy.deepcopy(dep).float().cpu().eval()
+    buf = io.BytesIO()  # built in memory, written once through a temporary: a full disk never tears a good file
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer/deprecation warnings: shape checks are constant at a fixed size
-        torch.onnx.export(dep, (torch.rand(shape),), str(path), dynamo=False, opset_version=opset,
+        torch.onnx.export(dep, (torch.rand(shape),), buf, dynamo=False, opset_version=opset,
                           input_names=["images"], output_names=["output"],
                           dynamic_axes={"images": {0: "batch"}, "output": {0: "batch"}})
-    proto = onnx.load(str(path))
+    proto = onnx.load_model_from_string(buf.getvalue())
     n_int8 = quantize_graph(proto, spike_fed_convs(dep), cfg["D"]) if precision == "int8" else 0
     meta = {"names": cfg["names"], "strides": dep.head.strides, "imgsz": [h, w], "T": cfg["T"], "D": cfg["D"],
             "nc": cfg["nc"], "in_channels": cfg["in_channels"], "precision": precision, "config": cfg,
             "spikeyolo_version": __version__}
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=json.dumps(v))
-    onnx.save(proto, str(path))
+    atomic_write(path, proto.SerializeToString())
     result = {"path": str(path), "precision": precision, "imgsz": [h, w], "int8_convs": n_int8,
               "max_abs_diff": None}
     if check:
