@@ -96,7 +96,7 @@ def test_train_neuron_flags_build_the_official_gen1_neuron(train_configs, tmp_pa
     assert main(["train", "--data", str(tmp_path / "d.yaml"), "--decay", "0.5", "--input-gain", "0.5",
                  "--model", "n", "--width", "0.0625"]) == 0
     assert seen[0].neuron == NeuronConfig(decay=0.5, input_gain=0.5)
-    model = Trainer(seen[0])._build_model(["car", "pedestrian"])
+    model = Trainer(seen[0]).get_model(["car", "pedestrian"])
     assert {(m.decay, m.input_gain) for m in model.modules() if isinstance(m, ILIF)} == {(0.5, 0.5)}
 
 

@@ -26,8 +26,8 @@ class RecordingTrainer(Trainer):
     def _dump(self, model, name):  # not _save: that is the trainer's checkpoint writer
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, f"{self.out}/{name}.pt")
 
-    def _build_model(self, *args):
-        model = super()._build_model(*args)
+    def get_model(self, *args):
+        model = super().get_model(*args)
         self._dump(model, f"init{os.environ['RANK']}")
         return model
 

@@ -160,7 +160,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, 0, 0,1 (torchrun for several GPUs); default: GPU 0 if any")
     p.add_argument("--workers", type=nonneg_int, default=default_workers(),
                    help="dataloader workers per process (default: 8 or the number of CPUs if fewer)")
-    p.add_argument("--optimizer", default=d.optimizer, choices=["SGD", "AdamW"])
+    p.add_argument("--optimizer", default=d.optimizer, choices=["SGD", "AdamW"],
+                   help="SGD with Nesterov momentum (the reference recipe) or AdamW")
     p.add_argument("--lr0", type=positive_float, default=d.lr0, help="initial learning rate")
     p.add_argument("--lrf", type=positive_float, default=d.lrf, help="final lr = lr0 * lrf (the paper used 0.004)")
     p.add_argument("--momentum", type=below_one, default=d.momentum, help="SGD momentum / AdamW beta1")
@@ -175,7 +176,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--translate", type=probability, default=None,
                    help="random shift, fraction of imgsz (default 0.1 for images, 0 for event data)")
     p.add_argument("--fliplr", type=probability, default=None, help="horizontal flip probability (default 0.5)")
-    p.add_argument("--seed", type=nonneg_int, default=d.seed, help="random seed")
+    p.add_argument("--seed", type=nonneg_int, default=d.seed,
+                   help="random seed of shuffling, augmentation and weight init (same seed, same run)")
     _no_flag(p, "deterministic", "allow non-deterministic (faster) kernels")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision: float16 autocast on CUDA (default on), bfloat16 autocast on CPU "
@@ -208,10 +210,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="stop after this many epochs without a better fitness (0: never)")
     p.add_argument("--save-period", type=int, default=d.save_period,
                    help="also keep weights/epoch<N>.pt every N epochs (<= 0: off)")
-    p.add_argument("--freeze", type=int, default=d.freeze, help="freeze the first N layers")
+    p.add_argument("--freeze", type=nonneg_int, default=d.freeze,
+                   help="freeze the first N layers (their weights stay as loaded; 0: train all)")
     p.add_argument("--single-cls", action="store_true", help="train every class as one class")
     p.add_argument("--cache", choices=["ram"], default=None, help="ram: decode images once, keep them in memory")
     _no_flag(p, "tensorboard", "no TensorBoard logging (it is on when the tensorboard package is installed)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no model summary, per-epoch lines or final table (progress bars and warnings stay)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
@@ -240,12 +245,14 @@ def run_train(args: argparse.Namespace) -> int:
         print("error: --data is required (or --resume)", file=sys.stderr)
         return 2
     if args.resume:  # a resumed run keeps its own settings; a flag that would be ignored is refused
-        allowed = {"--resume", "--json", *(f"--{k}" for k in RESUME_MAY_CHANGE)}
+        allowed = {"--resume", "--json", "--quiet", *(f"--{k}" for k in RESUME_MAY_CHANGE)}
         other = [f for f in _flags_given(args, add_train_args) if f not in allowed]
         if other:
+            may = sorted(allowed - {"--resume", "--json", "--quiet"})
             raise InputError(f"--resume continues {args.resume} with its own settings; {', '.join(other)} "
-                             f"cannot change (only {', '.join(sorted(allowed - {'--resume', '--json'}))} can)")
-    fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if hasattr(args, f)}
+                             f"cannot change (only {', '.join(may)} can)")
+    fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if hasattr(args, f) and f != "verbose"}
+    fields["verbose"] = not args.quiet  # (the global --verbose is about tracebacks, not the trainer's lines)
     hyp = {k: getattr(args, k) for k in ("mosaic", "scale", "translate", "fliplr")}
     fields["hyp"] = {k: v for k, v in hyp.items() if v is not None}
     trainer = Trainer(TrainConfig.from_dict(fields))

@@ -25,7 +25,9 @@ import csv
 import dataclasses
 import math
 import os
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from tqdm import tqdm
 
 from ..data import build_dataloader, build_dataset, load_data_config, single_class_names
 from ..data.config import check_class_names
-from ..data.loader import default_workers
+from ..data.loader import EpochDataLoader, default_workers
 from ..data.protocol import DetectionItems, is_event_dataset
 from ..energy import EnergyMeter
 from ..models.checkpoint import atomic_torch_save, checkpoint_dict, load, read_checkpoint
@@ -71,9 +73,10 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Every training setting (saved as args.yaml and inside each checkpoint)."""
+    """Every training setting (saved as args.yaml and inside each checkpoint); immutable: derive another with
+    ``dataclasses.replace``."""
 
     data: str | None = None
     model: str = "s"  # scale n/s/m/l, a model YAML, or a checkpoint .pt to start from
@@ -179,16 +182,47 @@ def remove_stale_temporaries(weights: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+START_FILES = ("args.yaml", "results.csv", "labels.jpg", *(f"train_batch{i}.jpg" for i in range(3)))
+
+
 def remove_if_unused(save_dir: Path) -> None:
-    """Remove a run folder that a failed start left without any checkpoint; only files the trainer writes at
-    start (args.yaml, results.csv, an empty weights/) are deleted, never anything else."""
+    """Remove a run folder that a failed or interrupted start left without any checkpoint; only files the
+    trainer writes before its first checkpoint (args.yaml, results.csv, labels.jpg, train_batch*.jpg,
+    TensorBoard's event file, an empty weights/) are deleted, never anything else."""
     if not save_dir.is_dir() or (save_dir / "weights" / "last.pt").exists():
         return
-    for name in ("args.yaml", "results.csv"):
+    for name in START_FILES:
         (save_dir / name).unlink(missing_ok=True)
+    for events in save_dir.glob("events.out.tfevents.*"):
+        events.unlink()
     for folder in (save_dir / "weights", save_dir):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
+
+
+def resolve_config(cfg: TrainConfig, last: Path | None = None, resume_ckpt: dict | None = None) -> TrainConfig:
+    """The run's one config: a new run's with data and model paths made absolute (it resumes from any working
+    directory); a resumed run's own saved settings (from ``last``, its ``last.pt``), where only data and device
+    may change (and what is printed: verbose, progress). Refuses a run that already finished its epochs."""
+    if resume_ckpt is None:
+        return dataclasses.replace(cfg, data=_absolute(cfg.data), model=_absolute(str(cfg.model)))
+    saved = dict(resume_ckpt["train_args"])
+    given = {k: _absolute(getattr(cfg, k)) for k in RESUME_MAY_CHANGE if getattr(cfg, k) is not None}
+    saved.update(resume=str(last), verbose=cfg.verbose, progress=cfg.progress, **given)  # display: this session's
+    resolved = TrainConfig.from_dict(saved)
+    if int(resume_ckpt["train_state"]["epoch"]) + 1 >= resolved.epochs:
+        raise SpikeYOLOError(f"{last.parent.parent} already finished its {resolved.epochs} epochs; nothing to "
+                             f"resume (to train on, start a new run from its weights: --model {last})")
+    return resolved
+
+
+def capped_workers(asked: int, n_batches: int) -> tuple[int, str | None]:
+    """Dataloader workers: ``asked``, at most the CPUs and the batches there are (a worker more starts a process
+    that has nothing to do); with a note when capped."""
+    cap = max(1, min(os.cpu_count() or 1, n_batches))
+    if asked <= cap:
+        return asked, None
+    return cap, f"--workers {asked}: using {cap} (the CPU count is {os.cpu_count()}, an epoch has {n_batches} batches)"
 
 
 def write_csv_atomic(path: Path, rows: list[list]) -> None:
@@ -219,29 +253,92 @@ def record_event_settings(model: nn.Module, dataset) -> None:
         config["events"] = settings
 
 
+CALLBACK_EVENTS = ("on_train_start", "on_epoch_start", "on_batch_end", "on_epoch_end", "on_fit_end")
+
+
 class Trainer:
     """Train a SpikeYOLO detector. ``Trainer(config).train()`` returns a summary dict.
 
     Args:
-        config: a :class:`TrainConfig` or a dict of its fields.
+        config: a :class:`TrainConfig` or a dict of its fields. It is resolved once here (a resumed run takes
+            its own saved settings; data and model paths become absolute) into ``self.cfg``, which never
+            changes afterwards; what the model really has (T, D, decay, ...) is recorded beside it
+            (:meth:`train_args`).
         energy: monitor for the validator (see :mod:`spikeyolo.engine.validator`), an
             :class:`~spikeyolo.energy.EnergyMeter` by default; its ``snn/...`` results fill the SNN columns of
             results.csv.
         model: optional ready model (train form) instead of building ``config.model``.
+
+    Extension points, without subclassing: the factories :meth:`get_model`, :meth:`get_dataloader` and
+    :meth:`get_validator`, and callbacks ``trainer.add_callback(event, fn)``: ``fn(trainer)`` is called on every
+    process (``trainer.info.main`` tells the main one) at each event of ``CALLBACK_EVENTS``, in this order:
+    ``on_train_start`` (set up, before the first epoch), per epoch ``on_epoch_start``, ``on_batch_end`` (after
+    each optimizer-step batch, ``trainer.batch_i`` / ``trainer.loss_items`` set) and ``on_epoch_end`` (after the
+    epoch is validated and saved, ``trainer.epoch`` / ``trainer.metrics`` set), then ``on_fit_end``
+    (``trainer.result`` set). Every message goes through :meth:`log`.
     """
 
     def __init__(self, config: TrainConfig | dict, energy=None, model: nn.Module | None = None):
-        self.cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-        if energy is None:
-            energy = EnergyMeter(synops=False)  # fills results.csv's snn/* columns at every validation
-        self.energy = energy
+        cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        last = resolve_resume(cfg.resume).resolve() if cfg.resume else None
+        self.resume_ckpt = read_checkpoint(last) if last else None
+        self.cfg = cfg = resolve_config(cfg, last, self.resume_ckpt)  # the one resolved config: never rewritten
+        self.energy = energy if energy is not None else EnergyMeter(synops=False)  # results.csv's snn/* columns
         self.given_model = model
+        self.callbacks: dict[str, list[Callable[[Trainer], None]]] = {e: [] for e in CALLBACK_EVENTS}
+        self.info = ddp.env_info()  # the process's rank (set again from the real process group in train())
+        self.device: torch.device | None = None
         self.save_dir: Path | None = None
-        self.log = print
-        self._mosaic_closed = False
+        self.csv_path: Path | None = None
+        self.weights: Path | None = None
+        # data, model and optimization (setup() fills them)
+        self.names: list[str] = []
+        self.train_set = self.train_loader = self.validator = self.tb = None
+        self.model: nn.Module | None = None
+        self.net: nn.Module | None = None  # the model, or its DDP wrapper
+        self.model_settings: dict = {}  # the T and neuron settings the model has (recorded in args.yaml)
+        self.optimizer = self.schedule = self.scaler = self.ema = self.criterion = None
+        self.weight_decay, self.use_amp = cfg.weight_decay, False
+        self.nb = self.nw = 0  # batches per epoch, warm-up iterations
+        self.last_step = -1
+        # progress of the run
+        self.t_start = self.t_epoch = time.time()
+        self.start_epoch, self.epoch, self.epochs_done = 0, 0, 0
+        self.batch_i, self.loss_items = 0, torch.zeros(3)
+        self.metrics: dict = {}
+        self.best_fitness, self.best_metrics, self.last_metrics = -math.inf, None, None
+        self.stopped: str | None = None
+        self.early_stopped: str | None = None
+        self.mosaic_closed = False
+        self.result: dict | None = None
 
-    # -- set-up ----------------------------------------------------------------------------------------------
-    def _build_model(self, names: list[str], in_channels: int = 3, T: int | None = None) -> nn.Module:
+    # -- extension points ------------------------------------------------------------------------------------
+    def add_callback(self, event: str, fn: Callable[[Trainer], None]) -> None:
+        """Call ``fn(trainer)`` at ``event`` (one of ``CALLBACK_EVENTS``), after those added before it."""
+        if event not in self.callbacks:
+            raise ValueError(f"unknown trainer event {event!r}; one of {', '.join(CALLBACK_EVENTS)}")
+        self.callbacks[event].append(fn)
+
+    def run_callbacks(self, event: str) -> None:
+        for fn in self.callbacks[event]:
+            fn(self)
+
+    def log(self, msg: str, warning: bool = False) -> None:
+        """The trainer's one logger: on the main process, ``msg`` on stdout unless ``verbose`` is off (``--quiet``);
+        a ``warning`` always, on stderr."""
+        if not self.info.main:
+            return
+        if warning:
+            print(f"warning: {msg}", file=sys.stderr)
+        elif self.cfg.verbose:
+            print(msg)
+
+    def train_args(self) -> dict:
+        """The settings of this run as recorded in args.yaml and checkpoints: the config, with the T and neuron
+        settings the model really has."""
+        return plain({**dataclasses.asdict(self.cfg), **self.model_settings})
+
+    def get_model(self, names: list[str], in_channels: int = 3, T: int | None = None) -> nn.Module:
         """The model to train; ``T``: the timesteps an event dataset brings (``None`` for images). Every
         setting given is applied or refused: a flag is never recorded without being used."""
         cfg = self.cfg
@@ -262,53 +359,56 @@ class Trainer:
         return build_model(src, nc=len(names), T=T or 1, neuron=cfg.neuron, names=list(names),
                            in_channels=in_channels, width=cfg.width, depth=cfg.depth, imgsz=cfg.imgsz)
 
-    def _record_model_settings(self) -> None:
-        """args.yaml and checkpoints record the T and neuron settings the model has, not the defaults asked."""
-        config = unwrap(self.model).config
-        for k in ("T", "D", "decay", "input_gain", "detach_reset"):
-            if k in config:
-                setattr(self.cfg, k, config[k])
-
-    def _loaders(self, data_cfg: dict, info: ddp.DistInfo):
-        cfg = self.cfg
-        hyp = dict(cfg.hyp)
+    def get_dataloader(self, data_cfg: dict, split: str = "train") -> EpochDataLoader:
+        """The loader of ``split`` (``train``: augmented, shuffled, this process's shard; ``val``: plain, in
+        order, twice the batch); its dataset is ``loader.dataset``. Workers are capped at the CPUs and the
+        batches there are (said once)."""
+        cfg, info, train = self.cfg, self.info, split == "train"
         local_batch = max(cfg.batch // info.world_size, 1)
         event_args = {"T": cfg.T} if data_cfg["type"] == "gen1" and cfg.T is not None else {}
         if cfg.single_cls or cfg.cache == "ram":
             event_args.update(single_cls=cfg.single_cls, cache_ram=cfg.cache == "ram")
-        train_set = build_dataset(data_cfg, "train", imgsz=cfg.imgsz, augment=True, hyp=hyp, seed=cfg.seed,
-                                  progress=cfg.progress, **event_args)
-        if train_set.stats.get("boxes", 1) == 0 and not cfg.allow_no_boxes:
+        dataset = build_dataset(data_cfg, split, imgsz=cfg.imgsz, augment=train, hyp=dict(cfg.hyp) if train else None,
+                                seed=cfg.seed, progress=cfg.progress, **event_args)
+        if train and dataset.stats.get("boxes", 1) == 0 and not cfg.allow_no_boxes:
             raise SpikeYOLOError(f"{data_cfg.get('yaml_file') or 'the data'}: the train split has no box in any of "
-                                 f"its {len(train_set)} images (label files missing or empty?); pass "
+                                 f"its {len(dataset)} images (label files missing or empty?); pass "
                                  "--allow-no-boxes to train on background only")
-        train_loader = build_dataloader(train_set, batch_size=local_batch, workers=cfg.workers, shuffle=True,
-                                        seed=cfg.seed, rank=info.rank, world_size=info.world_size)
-        val_loader = None
-        if cfg.val and info.main and data_cfg.get("val"):
-            val_set = build_dataset(data_cfg, "val", imgsz=cfg.imgsz, augment=False, seed=cfg.seed,
-                                    progress=cfg.progress, **event_args)
-            val_loader = build_dataloader(val_set, batch_size=max(local_batch * 2, 1), workers=cfg.workers,
-                                          shuffle=False, seed=cfg.seed, rank=0, world_size=1)
-        return train_set, train_loader, val_loader
+        batch = local_batch if train else max(local_batch * 2, 1)
+        workers, note = capped_workers(cfg.workers, math.ceil(len(dataset) / batch))
+        if note and train:
+            self.log(note)
+        rank, world = (info.rank, info.world_size) if train else (0, 1)
+        return build_dataloader(dataset, batch_size=batch, workers=workers, shuffle=train, seed=cfg.seed,
+                                rank=rank, world_size=world)
+
+    def get_validator(self, loader) -> Validator:
+        """The validator run after epochs (on the EMA model) over ``loader``."""
+        cfg = self.cfg
+        return Validator(loader, names=self.names, device=self.device, conf=cfg.conf, iou=cfg.iou,
+                         max_det=cfg.max_det, save_dir=self.save_dir, half=self.use_amp, energy=self.energy,
+                         progress=cfg.progress)
 
     # -- the run (YOLOX style: setup, then per epoch train_epoch -> train_step per batch, end_epoch) -----------
     def train(self) -> dict:
         device = select_device(self.cfg.device)
         info = ddp.setup(device)
-        resuming = bool(self.cfg.resume)
         try:
             self.setup(ddp.process_device(device, info), info)
+            self.run_callbacks("on_train_start")
             for epoch in range(self.start_epoch, self.cfg.epochs):
                 mean_loss = self.train_epoch(epoch)
                 if mean_loss is None:
                     break
+                self.epochs_done = epoch + 1
                 self.end_epoch(epoch, mean_loss)
                 if self.early_stopped:
                     break
-            return self.finish()
+            self.result = self.finish()
+            self.run_callbacks("on_fit_end")
+            return self.result
         except BaseException:
-            if info.main and self.save_dir is not None and not resuming:
+            if self.info.main and self.save_dir is not None and self.resume_ckpt is None:
                 remove_if_unused(self.save_dir)  # a run that failed before its first checkpoint leaves no folder
             raise
         finally:
@@ -316,60 +416,55 @@ class Trainer:
 
     def setup(self, device: torch.device, info: ddp.DistInfo | None = None) -> None:
         """Run folder, data, model, optimizer, schedule, EMA, loss, validator, resumed state, results.csv."""
+        cfg, ckpt = self.cfg, self.resume_ckpt
         self.device, self.info = device, info or ddp.DistInfo()
         self.t_start = time.time()
-        resume_ckpt = self._resolve_run()
-        cfg = self.cfg
-        self.say = self.log if (self.info.main and cfg.verbose) else (lambda *a, **k: None)
+        self.save_dir = self._run_folder()
+        self.csv_path, self.weights = self.save_dir / "results.csv", self.save_dir / "weights"
         seed_everything(cfg.seed + self.info.rank, cfg.deterministic)
         data_cfg = load_data_config(cfg.data)
         self.names = single_class_names(data_cfg["names"]) if cfg.single_cls else list(data_cfg["names"])
-        self.train_set, self.train_loader, val_loader = self._loaders(data_cfg, self.info)
+        self.train_loader = self.get_dataloader(data_cfg, "train")
+        self.train_set = self.train_loader.dataset
         # event datasets bring their input channels and timesteps (their EventInput, which took --T when given)
         T = self.train_set.events.T if is_event_dataset(self.train_set) else cfg.T or 1
-        model = self._build_model(self.names, self.train_set.in_channels, T)
-        self.model = model = model.to(device).train()
-        self._record_model_settings()
-        record_event_settings(model, self.train_set)
+        self.model = self.net = self.get_model(self.names, self.train_set.in_channels, T).to(device).train()
+        config = unwrap(self.model).config
+        self.model_settings = {k: config[k] for k in ("T", "D", "decay", "input_gain", "detach_reset") if k in config}
+        record_event_settings(self.model, self.train_set)
         if cfg.freeze:
-            self.say(f"froze the first {freeze_layers(model, cfg.freeze)} layers")
+            self.log(f"froze the first {freeze_layers(self.model, cfg.freeze)} layers")
         self._build_optimization()
-        self.start_epoch, self.best_fitness, self.best_metrics = 0, -math.inf, None
-        if resume_ckpt is not None:
-            self._load_train_state(resume_ckpt)
-        self.net = model
+        if ckpt is not None:
+            self._load_train_state(ckpt)
         if self.info.enabled:
             ids = [device.index] if device.type == "cuda" else None
-            self.net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        self.validator = None
-        if val_loader is not None:
-            self.validator = Validator(val_loader, names=self.names, device=device, conf=cfg.conf, iou=cfg.iou,
-                                       max_det=cfg.max_det, save_dir=self.save_dir, half=self.use_amp,
-                                       energy=self.energy, progress=cfg.progress)
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.val and self.info.main and data_cfg.get("val"):
+            self.validator = self.get_validator(self.get_dataloader(data_cfg, "val"))
         self.nb = len(self.train_loader)
         self.nw = warmup_iters(cfg.warmup_epochs, self.nb, cfg.warmup_min_iters)
         self.last_step = self.nb * self.start_epoch - 1
-        self.csv_path, self.weights = self.save_dir / "results.csv", self.save_dir / "weights"
         if self.info.main:
-            self._start_files(resume_ckpt is not None)
-        if resume_ckpt is not None:
-            rng = resume_ckpt["train_state"]["rng"]
+            self._start_files(ckpt is not None)
+        if ckpt is not None:
+            rng = ckpt["train_state"]["rng"]
             set_rng_state(rng[self.info.rank if self.info.rank < len(rng) else 0])
-            self.say(f"resuming {self.save_dir} at epoch {self.start_epoch + 1}/{cfg.epochs}")
-        self.stopped, self.last_metrics, self.epoch = None, self.best_metrics, self.start_epoch - 1
-        self.early_stopped = None
-        self.tb = open_tensorboard(self.save_dir, self.say) if (self.info.main and cfg.tensorboard) else None
+            self.log(f"resuming {self.save_dir} at epoch {self.start_epoch + 1}/{cfg.epochs}")
+        self.last_metrics, self.epochs_done = self.best_metrics, self.start_epoch
+        self.tb = open_tensorboard(self.save_dir, self.log) if (self.info.main and cfg.tensorboard) else None
 
     def train_epoch(self, epoch: int) -> torch.Tensor | None:
         """One pass over the training data; the mean ``[box, cls, dfl]`` loss, or None when it stopped on a
         non-finite loss (``self.stopped`` says why)."""
         cfg, nb = self.cfg, self.nb
-        self.t_epoch = time.time()
+        self.epoch, self.t_epoch = epoch, time.time()
         self._set_epoch(self.train_set, self.train_loader, epoch)
         self.schedule.set_epoch(epoch)
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         self.last_step = nb * epoch - 1  # every epoch ends with an optimizer step
+        self.run_callbacks("on_epoch_start")
         mean_loss = torch.zeros(3)
         bar = tqdm(total=nb, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=cfg.verbose,
                    disable=not (self.info.main and cfg.progress))
@@ -377,17 +472,17 @@ class Trainer:
             for i, batch in zip(range(nb), self.train_loader):
                 if i < TRAIN_BATCH_PLOTS and epoch == self.start_epoch and self.info.main and cfg.plots:
                     plot_train_batch(batch, self.names, self.save_dir / f"train_batch{i}.jpg")
-                items = self.train_step(batch, i + nb * epoch)
-                mean_loss = (mean_loss * i + items) / (i + 1)
+                self.batch_i, self.loss_items = i, self.train_step(batch, i + nb * epoch)
+                mean_loss = (mean_loss * i + self.loss_items) / (i + 1)
                 bar.set_postfix_str(f"box {mean_loss[0]:.3f} cls {mean_loss[1]:.3f} dfl {mean_loss[2]:.3f} "
                                     f"inst {len(batch['cls'])} size {batch['img'].shape[-1]}", refresh=False)
                 bar.update()
+                self.run_callbacks("on_batch_end")
         except NonFiniteLossError as e:
             self.stopped = str(e)
             return None
         finally:
             bar.close()
-        self.epoch = epoch
         return mean_loss
 
     def train_step(self, batch: dict, ni: int) -> torch.Tensor:
@@ -417,7 +512,8 @@ class Trainer:
         return items.detach().float().cpu()
 
     def end_epoch(self, epoch: int, mean_loss: torch.Tensor) -> None:
-        """Validate (main process), write results.csv and the checkpoints, log; then the ``on_epoch_end`` hook."""
+        """Validate (main process), write results.csv and the checkpoints, log; then the ``on_epoch_end`` hook
+        and callbacks."""
         metrics = {}
         if self.info.main:
             metrics = self._validate(epoch)
@@ -430,15 +526,17 @@ class Trainer:
             if self.tb is not None:
                 self.tb.log(row, epoch + 1)
             self._save_checkpoints(epoch, metrics, fit, improved)
-            self._log_epoch(epoch, metrics)
+            self._log_epoch(epoch, mean_loss, metrics)
         else:
             self._gather_rng(self.info)
         ddp.barrier(self.info)
+        self.metrics = metrics
         self.on_epoch_end(epoch, metrics)
+        self.run_callbacks("on_epoch_end")
         early = _patience_out(self.cfg.patience, epoch, self.best_metrics) if self.info.main else None
         self.early_stopped = ddp.broadcast(early, self.info)
         if self.early_stopped:
-            self.say(self.early_stopped)
+            self.log(self.early_stopped)
 
     def finish(self) -> dict:
         """The run's summary (and results.png, the best epoch's table)."""
@@ -446,7 +544,7 @@ class Trainer:
         best_pt, last_pt = weights / "best.pt", weights / "last.pt"
         result = {"save_dir": str(self.save_dir), "last": str(last_pt) if last_pt.exists() else None,
                   "best": str(best_pt) if best_pt.exists() else None,
-                  "epochs": cfg.epochs, "epochs_done": self.epoch + 1, "time_s": time.time() - self.t_start,
+                  "epochs": cfg.epochs, "epochs_done": self.epochs_done, "time_s": time.time() - self.t_start,
                   "best_fitness": self.best_fitness, "best_metrics": self.best_metrics,
                   "last_metrics": plain(self.last_metrics) if self.last_metrics else None, "stopped": stopped,
                   "early_stopped": self.early_stopped}
@@ -458,41 +556,28 @@ class Trainer:
             kept = "weights/last.pt keeps the last good epoch" if (weights / "last.pt").exists() else \
                 "no epoch finished, so no checkpoint was written"
             self.log(f"STOPPED: {stopped}. Nothing was written for this epoch; {kept} ({self.save_dir}). "
-                     "Try a lower --lr0, a longer warm-up, or check the data.")
+                     "Try a lower --lr0, a longer warm-up, or check the data.", warning=True)
         if cfg.plots and self.csv_path.exists():
             try:
                 plot_results(self.csv_path)
             except Exception as e:  # plotting must never lose a finished run
-                self.log(f"warning: results.png not written: {e}")
+                self.log(f"results.png not written: {e}", warning=True)
         best = self.best_metrics
-        if cfg.verbose and best and "map50" in best:
-            self.log(f"\n{result['epochs_done']} epochs in {result['time_s'] / 60:.1f} min. "
-                     f"Best epoch {best['epoch']} ({weights / 'best.pt'}):")
+        self.log(f"\n{result['epochs_done'] - self.start_epoch} epochs completed in {result['time_s'] / 60:.1f} min.")
+        if best and "map50" in best:
+            self.log(f"Best epoch {best['epoch']} ({weights / 'best.pt'}):")
             self.log(summary_table(best, self.names))
-            self.log(f"results: {self.save_dir}")
+        self.log(f"Results saved to {self.save_dir}")
         return result
 
     # -- set-up and end-of-epoch pieces ----------------------------------------------------------------------
-    def _resolve_run(self) -> dict | None:
-        """The run folder (a new one, or the resumed run's); the checkpoint to resume from, if any."""
-        resume_ckpt, info = None, self.info
-        if self.cfg.resume:
-            last = resolve_resume(self.cfg.resume).resolve()
-            resume_ckpt = read_checkpoint(last)
-            saved = dict(resume_ckpt["train_args"])
-            given = {k: _absolute(getattr(self.cfg, k)) for k in RESUME_MAY_CHANGE if getattr(self.cfg, k) is not None}
-            saved.update(resume=str(last), **given)
-            self.cfg = TrainConfig.from_dict(saved)
-            save_dir = last.parent.parent
-            if int(resume_ckpt["train_state"]["epoch"]) + 1 >= self.cfg.epochs:
-                raise SpikeYOLOError(f"{save_dir} already finished its {self.cfg.epochs} epochs; nothing to resume "
-                                     f"(to train on, start a new run from its weights: --model {last})")
-        else:
-            self.cfg = dataclasses.replace(self.cfg, data=_absolute(self.cfg.data),
-                                           model=_absolute(str(self.cfg.model)))
-            save_dir = increment_path(Path(self.cfg.project) / self.cfg.name, self.cfg.exist_ok) if info.main else None
-        self.save_dir = Path(ddp.broadcast(str(save_dir) if save_dir else None, info))
-        return resume_ckpt
+    def _run_folder(self) -> Path:
+        """The run folder: the resumed run's, or a new ``project/name`` (made by the main process)."""
+        if self.resume_ckpt is not None:
+            return Path(self.cfg.resume).parent.parent
+        cfg, info = self.cfg, self.info
+        save_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok) if info.main else None
+        return Path(ddp.broadcast(str(save_dir) if save_dir else None, info))
 
     def _build_optimization(self) -> None:
         cfg, model = self.cfg, self.model
@@ -518,24 +603,28 @@ class Trainer:
             self.ema.load_state_dict(st["ema"])
         self.start_epoch, self.best_fitness = int(st["epoch"]) + 1, float(st["best_fitness"])
         self.best_metrics = st.get("best_metrics")
+        self.epoch = self.start_epoch
 
     def _start_files(self, resumed: bool) -> None:
         """weights/, args.yaml and results.csv (a resumed run keeps the rows of the epochs its checkpoint saw)."""
         cfg = self.cfg
         self.weights.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.weights)
-        (self.save_dir / "args.yaml").write_text(yaml.safe_dump(plain(dataclasses.asdict(cfg)), sort_keys=False))
+        (self.save_dir / "args.yaml").write_text(yaml.safe_dump(self.train_args(), sort_keys=False))
         rows = []
         if resumed and self.csv_path.exists():
             with open(self.csv_path, newline="") as f:
                 rows = [r for r in list(csv.reader(f))[1:] if r and int(r[0]) <= self.start_epoch]
         write_csv_atomic(self.csv_path, [RESULTS_COLUMNS, *rows])
         self._first_plots()
-        model = self.model
-        self.say(f"training {type(unwrap(model)).__name__} ({sum(p.numel() for p in model.parameters()):,} params) "
-                 f"on {self.device} x{self.info.world_size}, {len(self.train_set)} train images, {self.nb} "
+        model, params = unwrap(self.model), sum(p.numel() for p in self.model.parameters())
+        grads = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.log(f"{type(model).__name__} summary: {len(getattr(model, 'layers', []))} layers, {params:,} parameters, "
+                 f"{grads:,} gradients, T={model.config.get('T')}, D={model.config.get('D')}, "
+                 f"{len(self.names)} classes")
+        self.log(f"training on {self.device} x{self.info.world_size}: {len(self.train_set)} train images, {self.nb} "
                  f"batches/epoch, accumulate {accumulate_steps(cfg.batch, cfg.nbs)}, weight decay "
-                 f"{self.weight_decay:.3g}, results in {self.save_dir}")
+                 f"{self.weight_decay:.3g}, {cfg.epochs} epochs; results in {self.save_dir}")
 
     def _validate(self, epoch: int) -> dict:
         cfg = self.cfg
@@ -557,7 +646,7 @@ class Trainer:
             "best_metrics": self.best_metrics,
             "rng": self._gather_rng(self.info),
         }
-        common = {"train_args": plain(dataclasses.asdict(self.cfg)), "epoch": epoch, "metrics": plain(metrics),
+        common = {"train_args": self.train_args(), "epoch": epoch, "metrics": plain(metrics),
                   "fitness": fit}
         if improved:  # best before last: a kill in between never leaves last.pt ahead of a missing best.pt
             atomic_torch_save(checkpoint_dict(self.ema.ema, **common), self.weights / "best.pt")
@@ -565,29 +654,30 @@ class Trainer:
         if self.cfg.save_period > 0 and (epoch + 1) % self.cfg.save_period == 0:
             atomic_torch_save(checkpoint_dict(self.ema.ema, **common), self.weights / f"epoch{epoch + 1}.pt")
 
-    def _log_epoch(self, epoch: int, metrics: dict) -> None:
-        if not self.cfg.verbose:
-            return
-        msg = f"epoch {epoch + 1}/{self.cfg.epochs} done in {time.time() - self.t_epoch:.1f}s"
+    def _log_epoch(self, epoch: int, mean_loss: torch.Tensor, metrics: dict) -> None:
+        box, cls, dfl = mean_loss.tolist()
+        msg = (f"epoch {epoch + 1}/{self.cfg.epochs} done in {time.time() - self.t_epoch:.1f}s: "
+               f"box {box:.3f} cls {cls:.3f} dfl {dfl:.3f}")
         if metrics:
-            msg += (f": P {metrics['precision']:.3f} R {metrics['recall']:.3f} "
+            msg += (f" | P {metrics['precision']:.3f} R {metrics['recall']:.3f} "
                     f"mAP50 {metrics['map50']:.3f} mAP50-95 {metrics['map']:.3f}")
-        self.say(msg)
+        self.log(msg)
 
     # -- pieces ----------------------------------------------------------------------------------------------
     def on_epoch_end(self, epoch: int, metrics: dict) -> None:
-        """Called on every rank after an epoch is saved (0-based ``epoch``); a hook for subclasses."""
+        """Called on every rank after an epoch is saved (0-based ``epoch``), before the ``on_epoch_end``
+        callbacks; a hook for subclasses (without subclassing: :meth:`add_callback`)."""
 
     def _set_epoch(self, dataset, loader, epoch: int) -> None:
         """Tell the sampler and dataset the epoch (shuffling and augmentation depend on seed and epoch only),
         and switch mosaic off for the last ``close_mosaic`` epochs."""
         loader.set_epoch(epoch)  # an EpochDataLoader (build_dataloader): sampler and dataset both
         if self.cfg.close_mosaic and epoch >= self.cfg.epochs - self.cfg.close_mosaic:
-            if isinstance(dataset, DetectionItems) and not self._mosaic_closed:
+            if isinstance(dataset, DetectionItems) and not self.mosaic_closed:
                 mosaic_ran = epoch > 0 and dataset.mosaic  # else there is nothing to say
                 dataset.close_mosaic()
-                self._mosaic_closed = True
-                if self.cfg.verbose and ddp.env_info().main and mosaic_ran:
+                self.mosaic_closed = True
+                if mosaic_ran:
                     self.log(f"mosaic off for the last {self.cfg.epochs - epoch} epochs")
 
     def _step(self, model: nn.Module, optimizer, scaler, ema: ModelEMA | None) -> None:
@@ -617,7 +707,7 @@ class Trainer:
         try:
             plot_dataset_labels(self.train_set, self.names, self.save_dir / "labels.jpg")
         except Exception as e:  # a picture must never stop a run
-            self.log(f"warning: labels.jpg not written: {e}")
+            self.log(f"labels.jpg not written: {e}", warning=True)
 
     @staticmethod
     def _write_row(path: Path, epoch: int, loss: torch.Tensor, metrics: dict, lrs: list[float]) -> dict:
