@@ -53,7 +53,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or action.nargs == 0:
+        # `is`, not `in`: 0 == False, and a default of 0 (--workers, --seed, --freeze) is worth showing
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS \
+                or "default" in text or action.nargs == 0:
             return text
         return super()._get_help_string(action)
 
@@ -80,9 +82,11 @@ def add_energy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="data YAML; its val split is run")
     p.add_argument("--imgsz", type=image_size, default=None, help="square input size (default: the checkpoint's)")
     p.add_argument("--batch", type=positive_int, default=8, help="batch size")
-    p.add_argument("--max-batches", type=positive_int, default=None, help="stop after this many batches")
-    p.add_argument("--device", default="cpu", help="cpu, 0, cuda:1, mps")
-    p.add_argument("--workers", type=nonneg_int, default=0, help="data-loading worker processes")
+    p.add_argument("--max-batches", type=positive_int, default=None,
+                   help="stop after this many batches (default: the whole split)")
+    p.add_argument("--device", default=None, help="cpu, 0, cuda:1, mps (default: GPU 0 if any, else cpu)")
+    p.add_argument("--workers", type=nonneg_int, default=0,
+                   help="data-loading worker processes (0: load in the main process)")
     p.add_argument("--e-mac", type=nonneg_float, default=4.6, help="energy per MAC in pJ")
     p.add_argument("--e-ac", type=nonneg_float, default=0.9, help="energy per AC in pJ")
     p.add_argument("--first-layer", choices=("mac", "ac"), default="mac", help="charge the stem as MACs or ACs")
@@ -167,6 +171,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum", type=below_one, default=d.momentum, help="SGD momentum / AdamW beta1")
     p.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay,
                    help="for batch 64; scaled to the batch")
+    p.add_argument("--nbs", type=positive_int, default=d.nbs,
+                   help="nominal batch: gradients accumulate over NBS/BATCH batches (tiny datasets: set it to --batch)")
     p.add_argument("--warmup-epochs", type=nonneg_float, default=d.warmup_epochs, help="(at least 100 iterations)")
     p.add_argument("--cos-lr", action="store_true", help="cosine instead of linear lr decay")
     p.add_argument("--close-mosaic", type=nonneg_int, default=d.close_mosaic, help="epochs at the end without mosaic")
@@ -397,7 +403,7 @@ COMMANDS = {
     "train": (add_train_args, run_train, "train a detector (torchrun --nproc_per_node N for DDP)"),
     "val": (add_val_args, run_val, "COCO mAP, precision and recall of a checkpoint on a data split"),
     "predict": (add_predict_args, run_predict, "detect on images, folders, videos or event recordings"),
-    "demo": (add_demo_args, run_demo, "train and evaluate on the bundled tree photos (CPU, ~5 min on 2 cores)"),
+    "demo": (add_demo_args, run_demo, "train and evaluate on the bundled tree photos (CPU, about 5 min on 2 cores)"),
     "export": (add_export_args, run_export, "export the fused or deploy (fp32/int8) form to ONNX"),
     "energy": (add_energy_args, run_energy, "per-layer firing rate, operations and energy over a val split"),
 }

@@ -8,7 +8,7 @@ test region, used for nothing but the final report. One class: Tree.
 
 The model is SpikeYOLO at scale ``n`` with a reduced width multiplier (the demo default 0.125 instead of the
 scale's 0.375, about 1.7 M parameters instead of 13 M), trained from scratch with the reference recipe
-(SGD, warm-up, linear decay, EMA, mosaic until the last 10 epochs) but sized to finish in about ten minutes on
+(SGD, warm-up, linear decay, EMA, mosaic until the last 10 epochs) but sized to finish in about five minutes on
 two CPU cores: 256-pixel inputs, batch 4, 220 epochs of the 20 training tiles (1100 optimizer steps).
 These settings were chosen from runs compared on the held-out mAP50 (docs/training.md has the numbers).
 Augmentation is the training default: mosaic, random affine with scale jitter (``--scale``, 1 +- 0.5) and
@@ -86,7 +86,8 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
                    help="scale jitter: random zoom by 1 +- SCALE (default 0.5; --events: 0.5)")
     p.add_argument("--no-hsv", dest="hsv", action="store_false",
                    help="no HSV colour jitter (default on: hue 0.015, saturation 0.7, value 0.4; images only)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, 0, cuda:1 (default: cpu, which the demo's settings and times are for)")
     p.add_argument("--amp", action="store_true",
                    help="mixed precision: bfloat16 autocast on CPU (float16 on CUDA), as train --amp; default off "
                         "(the demo's settings and numbers are for float32)")
@@ -237,11 +238,22 @@ def _prepare_only(project: Path, events: bool, progress: bool, as_json: bool) ->
     """``spikeyolo demo --prepare-only``: the bundled data as a ready dataset, to try the other commands on."""
     data = prepare_event_data(project / "trees_events_data", progress) if events else \
         prepare_tree_dataset(project / "trees_data")
-    print(f"dataset ready: {data}\ntry: spikeyolo train --data {data} --model n --width 0.125 --imgsz 256 "
-          f"--epochs 5 --batch 4 --workers 0")
+    print(f"dataset ready: {data}\ntry (close to the {'event ' if events else ''}demo's recipe, which learns; "
+          f"{'5.5' if events else 'about 5'} min on 2 CPU cores): spikeyolo train {train_flags(data, events)}")
     if as_json:
         print(json.dumps({"data": str(data)}), flush=True)
     return 0
+
+
+def train_flags(data: Path, events: bool = False) -> str:
+    """The ``spikeyolo train`` flags that reproduce the (event) demo's training on ``data``."""
+    d = EVENT_DEMO_DEFAULTS if events else DEMO_DEFAULTS
+    flags = [f"--data {data}", f"--model {d['model']}", f"--width {d['width']}", f"--imgsz {d['imgsz']}",
+             f"--batch {d['batch']}", f"--nbs {d['batch']}", f"--epochs {d['epochs']}", f"--lr0 {d['lr0']}",
+             f"--warmup-epochs {d['warmup_epochs']}", f"--close-mosaic {d['close_mosaic']}",
+             f"--val-period {d['val_period']}", f"--patience {d['patience']}", f"--workers {d['workers']}"]
+    flags += [f"--{k} {v}" for k, v in d.get("hyp", {}).items()]
+    return " ".join(flags)
 
 
 def run_demo_cli(args: argparse.Namespace) -> int:
