@@ -270,7 +270,8 @@ HYP_FLAGS = ("mosaic", "scale", "translate", "fliplr")
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The training settings of parsed ``train`` arguments: with ``--recipe``, the recipe's settings with every
     flag the user typed (``args._typed``, recorded by :class:`CommandParser`) on top."""
-    fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if hasattr(args, f)}
+    # the top-level --verbose (tracebacks) is not TrainConfig.verbose (the trainer's log lines, on by default)
+    fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if hasattr(args, f) and f != "verbose"}
     hyp = {k: getattr(args, k) for k in HYP_FLAGS}
     fields["hyp"] = {k: v for k, v in hyp.items() if v is not None}
     if not getattr(args, "recipe", None):
