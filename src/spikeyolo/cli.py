@@ -26,7 +26,7 @@ from .engine.validator import validate
 from .export.onnx import export_deploy, export_onnx
 from .export.ort import read_metadata
 from .forms.deploy import check_precision
-from .models.checkpoint import checkpoint_imgsz, load, read_checkpoint
+from .models.checkpoint import checkpoint_imgsz, checkpoint_names, load, read_checkpoint
 from .models.recipes import apply_recipe, load_recipe, recipe_names, recipe_table
 from .nn.neuron import NEURONS
 from .utils.argtypes import (
@@ -352,7 +352,7 @@ def run_val(args: argparse.Namespace) -> int:
 def _names_of(weights) -> list:
     if str(weights).endswith(".onnx"):
         return list(read_metadata(weights)["names"])
-    return list(read_checkpoint(weights)["config"]["names"])
+    return checkpoint_names(weights)
 
 
 def _form_of(args: argparse.Namespace) -> dict:
