@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from .data.loader import default_workers
 from .demo import add_demo_options, run_demo_cli
 from .energy.run import run
@@ -24,7 +26,8 @@ from .engine.validator import validate
 from .export.onnx import export_deploy, export_onnx
 from .export.ort import read_metadata
 from .forms.deploy import check_precision
-from .models.checkpoint import checkpoint_imgsz, load, read_checkpoint
+from .models.checkpoint import checkpoint_imgsz, checkpoint_names, load, read_checkpoint
+from .models.recipes import apply_recipe, load_recipe, recipe_names, recipe_table
 from .nn.neuron import NEURONS
 from .utils.argtypes import (
     below_one,
@@ -157,6 +160,9 @@ def _no_flag(p: argparse.ArgumentParser, name: str, help_text: str) -> None:
 def add_train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--data", help="data YAML (ultralytics convention; type: coco/voc/gen1 also)")
+    p.add_argument("--recipe", default=None, metavar="NAME",
+                   help=f"start from a named recipe: {', '.join(recipe_names())} (`spikeyolo recipes` lists them; "
+                        "or a recipe .yaml); every flag typed here overrides it")
     p.add_argument("--model", default=d.model, help="scale n/s/m/l, a model YAML, or a checkpoint .pt to start from")
     p.add_argument("--epochs", type=positive_int, default=d.epochs, help="training epochs")
     p.add_argument("--imgsz", type=image_size, default=d.imgsz, help="square input size (multiple of 32)")
@@ -257,11 +263,7 @@ def run_train(args: argparse.Namespace) -> int:
             may = sorted(allowed - {"--resume", "--json", "--quiet"})
             raise InputError(f"--resume continues {args.resume} with its own settings; {', '.join(other)} "
                              f"cannot change (only {', '.join(may)} can)")
-    fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if hasattr(args, f) and f != "verbose"}
-    fields["verbose"] = not args.quiet  # (the global --verbose is about tracebacks, not the trainer's lines)
-    hyp = {k: getattr(args, k) for k in ("mosaic", "scale", "translate", "fliplr")}
-    fields["hyp"] = {k: v for k, v in hyp.items() if v is not None}
-    trainer = Trainer(TrainConfig.from_dict(fields))
+    trainer = Trainer(train_config(args))
     try:
         result = trainer.train()
     except KeyboardInterrupt:
@@ -272,6 +274,43 @@ def run_train(args: argparse.Namespace) -> int:
     if args.json:
         print_json(plain(_train_summary_json(result)))
     return 1 if result["stopped"] else 0
+
+
+HYP_FLAGS = ("mosaic", "scale", "translate", "fliplr")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The training settings of parsed ``train`` arguments: with ``--recipe``, the recipe's settings with every
+    flag the user typed (``args._typed``, recorded by :class:`CommandParser`) on top."""
+    # the top-level --verbose (tracebacks) is not TrainConfig.verbose (the trainer's log lines, on by default)
+    fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if hasattr(args, f) and f != "verbose"}
+    fields["verbose"] = not getattr(args, "quiet", False)
+    hyp = {k: getattr(args, k) for k in HYP_FLAGS}
+    fields["hyp"] = {k: v for k, v in hyp.items() if v is not None}
+    if not getattr(args, "recipe", None):
+        return TrainConfig.from_dict(fields)
+    typed = getattr(args, "_typed", None)
+    if typed is None:  # a namespace not parsed by CommandParser: flags that differ from their defaults
+        typed = {f.lstrip("-").replace("-", "_").removeprefix("no_") for f in _flags_given(args, add_train_args)}
+        typed = {"neuron_kind" if k == "neuron" else k for k in typed}
+    given = {k: v for k, v in fields.items() if k in typed and k != "hyp"}
+    given["hyp"] = {k: v for k, v in fields["hyp"].items() if k in typed}
+    recipe = load_recipe(args.recipe, TrainConfig.__dataclass_fields__)
+    return TrainConfig.from_dict(apply_recipe(recipe, given, fields))
+
+
+def add_recipes_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", default=None, help="show this recipe's settings (default: list them all)")
+
+
+def run_recipes(args: argparse.Namespace) -> int:
+    if args.name is None:
+        print(recipe_table())
+        return 0
+    recipe = load_recipe(args.name, TrainConfig.__dataclass_fields__)
+    print(f"# {recipe.tag}: {recipe.description}\n# source: {recipe.source}")
+    print(yaml.safe_dump(recipe.settings, sort_keys=False).rstrip())
+    return 0
 
 
 def add_val_args(p: argparse.ArgumentParser) -> None:
@@ -326,7 +365,7 @@ def run_val(args: argparse.Namespace) -> int:
 def _names_of(weights) -> list:
     if str(weights).endswith(".onnx"):
         return list(read_metadata(weights)["names"])
-    return list(read_checkpoint(weights)["config"]["names"])
+    return checkpoint_names(weights)
 
 
 def _form_of(args: argparse.Namespace) -> dict:
@@ -401,6 +440,7 @@ def run_demo(args: argparse.Namespace) -> int:
 COMMANDS = {
     "info": (add_info_args, run_info, "parameters, MACs per form, layer table"),
     "train": (add_train_args, run_train, "train a detector (torchrun --nproc_per_node N for DDP)"),
+    "recipes": (add_recipes_args, run_recipes, "list the named training recipes (official runs), or show one"),
     "val": (add_val_args, run_val, "COCO mAP, precision and recall of a checkpoint on a data split"),
     "predict": (add_predict_args, run_predict, "detect on images, folders, videos or event recordings"),
     "demo": (add_demo_args, run_demo, "train and evaluate on the bundled tree photos (CPU, about 5 min on 2 cores)"),
@@ -409,12 +449,30 @@ COMMANDS = {
 }
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser that also records which flags were typed (``args._typed``, their destinations), so a
+    recipe yields to what the user typed, never to an argparse default."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extras = super().parse_known_args(args, namespace)
+        defaults = [(a, a.default) for a in self._actions]
+        try:  # parse again with every default suppressed: only typed flags reach the namespace
+            for a, _ in defaults:
+                a.default = argparse.SUPPRESS
+            typed, _ = super().parse_known_args(args, None)
+        finally:
+            for a, default in defaults:
+                a.default = default
+        parsed._typed = set(vars(typed))
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spikeyolo", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"spikeyolo {__version__}")
     parser.add_argument("--verbose", action="store_true",
                         help=f"show the full traceback of an error (or set {VERBOSE_ENV}=1)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command", parser_class=CommandParser)
     for name, (add_args, _, help_text) in COMMANDS.items():
         add_args(sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter))
     return parser

@@ -130,6 +130,11 @@ class TrainConfig:
     freeze: int = 0  # freeze the first N layers (their weights are not trained)
     single_cls: bool = False  # train every class as one
     cache: str | None = None  # "ram": decode the images once and keep them in memory
+    window_us: int | None = None  # event data: window length in microseconds (None: the data YAML's, else 250 ms)
+    recipe: str | None = None  # the recipe these settings started from (NAME@VERSION, --recipe)
+    protocol: str = "coco"  # validation protocol during training: "coco" or "ultralytics"
+    crowd_targets: bool = False  # keep COCO crowd boxes as training targets
+    pipeline: str = "spikeyolo"  # training-data edge behaviour: "spikeyolo" or "official"
     tensorboard: bool = True  # log results.csv's columns to TensorBoard when the package is installed
     project: str = "runs/detect"
     name: str = "train"
@@ -365,7 +370,10 @@ class Trainer:
         batches there are (said once)."""
         cfg, info, train = self.cfg, self.info, split == "train"
         local_batch = max(cfg.batch // info.world_size, 1)
-        event_args = {"T": cfg.T} if data_cfg["type"] == "gen1" and cfg.T is not None else {}
+        if cfg.window_us is not None and data_cfg["type"] != "gen1":
+            raise InputError(f"window_us {cfg.window_us}: a setting of gen1 event data, not of {data_cfg['type']}")
+        event_args = {k: getattr(cfg, k) for k in ("T", "window_us")
+                      if data_cfg["type"] == "gen1" and getattr(cfg, k) is not None}
         if cfg.single_cls or cfg.cache == "ram":
             event_args.update(single_cls=cfg.single_cls, cache_ram=cfg.cache == "ram")
         dataset = build_dataset(data_cfg, split, imgsz=cfg.imgsz, augment=train, hyp=dict(cfg.hyp) if train else None,
@@ -625,6 +633,9 @@ class Trainer:
         self.log(f"training on {self.device} x{self.info.world_size}: {len(self.train_set)} train images, {self.nb} "
                  f"batches/epoch, accumulate {accumulate_steps(cfg.batch, cfg.nbs)}, weight decay "
                  f"{self.weight_decay:.3g}, {cfg.epochs} epochs; results in {self.save_dir}")
+        per_gpu, ws = max(cfg.batch // self.info.world_size, 1), self.info.world_size
+        self.log(f"{f'recipe {cfg.recipe}, ' if cfg.recipe else ''}batch {cfg.batch} = {ws} process(es) x {per_gpu} "
+                 f"images: BatchNorm statistics over {per_gpu} images per process")
 
     def _validate(self, epoch: int) -> dict:
         cfg = self.cfg

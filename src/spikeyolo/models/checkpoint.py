@@ -17,7 +17,7 @@ from torch import nn
 
 from ..utils.errors import CheckpointError, InputError
 from ..utils.version import __version__
-from .official import infer_official
+from .official import OfficialFile, infer_official, official_names, read_official
 from .yolo import SpikeYOLO
 
 FORMAT = "spikeyolo"
@@ -92,16 +92,18 @@ def load(path: str | Path, map_location="cpu", **settings) -> SpikeYOLO:
     or an official BICLab SpikeYOLO checkpoint, imported without unpickling its objects (see ``official.py``).
 
     ``settings``: ``T`` and ``D`` run a saved model with other timesteps / largest spike (its weights do not
-    depend on them; ``model.config`` records the values used). Official checkpoints also take the neuron
-    settings ``decay``, ``input_gain`` and ``scale``, ``nc`` (see ``official.infer_official``); those raise
+    depend on them; ``model.config`` records the values used). An official checkpoint is recognized (release,
+    scale, classes, T, D, neuron; one printed line says what was found, see ``official.infer_official``);
+    ``scale``, ``decay``, ``input_gain`` (and ``T``, ``D``) replace what was recognized; those raise
     :class:`~spikeyolo.errors.InputError` for a spikeyolo checkpoint, whose file records them."""
     try:
         ckpt = read_checkpoint(path, map_location)
     except CheckpointError as not_ours:
         try:
-            return infer_official(path, **settings)
+            official = read_official(path)
         except CheckpointError:
             raise not_ours from None
+        return infer_official(path, info=official, **settings)  # an official file: its own errors from here
     try:
         return model_from_checkpoint(with_runtime_settings(ckpt, path, settings)).eval()
     except InputError:
@@ -131,7 +133,27 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _ours_or_official(path) -> tuple[dict | None, OfficialFile | None]:
+    """A spikeyolo checkpoint's dict, or else an official file read (the spikeyolo error if it is neither)."""
+    try:
+        return read_checkpoint(path), None
+    except CheckpointError as not_ours:
+        try:
+            return None, read_official(path)
+        except CheckpointError:
+            raise not_ours from None
+
+
 def checkpoint_imgsz(path, default: int = 640) -> int:
-    """The image size a checkpoint was trained at (its ``train_args``), else ``default``."""
-    ckpt = read_checkpoint(path)
+    """The image size a checkpoint was trained at (its ``train_args``; an official file's too), else ``default``."""
+    ckpt, official = _ours_or_official(path)
+    if official is not None:
+        size = official.train_args.get("imgsz")
+        return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else default
     return int((ckpt.get("train_args") or {}).get("imgsz") or ckpt["config"].get("imgsz") or default)
+
+
+def checkpoint_names(path) -> list[str]:
+    """The class names a checkpoint's model has (an official file's as :func:`load` names them)."""
+    ckpt, official = _ours_or_official(path)
+    return list(ckpt["config"]["names"]) if official is None else official_names(official, path)

@@ -3,8 +3,8 @@
 The official files are whole pickled ``DetectionModel`` objects. Loading them normally needs the forked
 ultralytics on the path and would execute whatever the pickle names. Here a restricted unpickler rebuilds
 only tensors; every other class it meets becomes an inert :class:`_Inert` record of its attributes, from
-which the weights are read and renamed to this library's layout. T and D are not stored in the official
-files: they must be given (the README's releases: COCO T=1 D=4; Gen1 T=2 D=4 with decay 0.5, gain 0.5).
+which the weights are read and renamed to this library's layout. Which release a file is, and the T, D and
+neuron it runs with, is recognized from the module classes and settings it names (``official_kinds``).
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import pickle
 import re
 import warnings
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..nn.neuron import NeuronConfig
 from ..utils.errors import CheckpointError
-from .yolo import HEAD_LAYER, STEM_LAYER, SpikeYOLO, build_config
+from .official_kinds import OfficialKind, recognize
+from .yolo import HEAD_LAYER, SpikeYOLO, build_config
 
 
 # the only globals the unpickler hands out (everything else becomes an inert record): tensor rebuilding, plain
@@ -155,11 +156,9 @@ def _fields(obj, kind: str, where: str) -> dict:
     return value
 
 
-def _state_dict_of(root) -> dict[str, torch.Tensor]:
-    """Walk inert nn.Module records (``_parameters``, ``_buffers``, ``_modules``) into a flat state dict.
-
-    Iterative, with a depth limit; a module met twice (shared, or a cycle) is read once."""
-    out: dict[str, torch.Tensor] = {}
+def _module_records(root):
+    """``(path, class, state)`` of every inert nn.Module record under ``root``: iterative, with a depth limit; a
+    module met twice (shared, or a cycle) is visited once."""
     seen, stack = set(), [(root, "", 0)]
     while stack:
         obj, prefix, depth = stack.pop()
@@ -173,35 +172,82 @@ def _state_dict_of(root) -> dict[str, torch.Tensor]:
             state = state[0] or {}
         if not isinstance(state, dict):
             continue
-        for kind in ("_parameters", "_buffers"):
-            for name, value in _fields(state, kind, prefix).items():
-                if isinstance(value, torch.Tensor):
-                    out[f"{prefix}{name}"] = value
+        yield prefix, type(obj), state
         for name, child in _fields(state, "_modules", prefix).items():
             stack.append((child, f"{prefix}{name}.", depth + 1))
+
+
+@dataclass
+class OfficialFile:
+    """What an official file holds: its weights (official names, ``model.`` removed, dtype as stored), the number
+    of parameters (``_parameters`` entries only, as ultralytics counts), the module classes it names
+    (``module.Class``), the settings stored in its modules (``MS_GetT.T``, the SpikingJelly neurons' fields) and
+    its model config (``yaml``) and ``train_args`` when pickled."""
+
+    state: dict
+    n_params: int = 0
+    classes: set = field(default_factory=set)
+    getT: list = field(default_factory=list)
+    lif: list = field(default_factory=list)
+    yaml: dict = field(default_factory=dict)
+    names: object = None
+    train_args: dict = field(default_factory=dict)
+
+
+LIF_FIELDS = ("tau", "decay_input", "v_threshold", "v_reset", "detach_reset")
+
+
+def _read_records(root) -> OfficialFile:
+    out = OfficialFile({})
+    for prefix, cls, state in _module_records(root):
+        name = cls.__name__
+        out.classes.add(f"{cls.__module__.removeprefix('inert.')}.{name}")
+        if not prefix:
+            out.yaml = state.get("yaml") if isinstance(state.get("yaml"), dict) else {}
+            out.names = state.get("names")
+        if name == "MS_GetT" and "T" in state:
+            out.getT.append(state["T"])
+        if name == "MultiStepLIFNode":
+            out.lif.append(tuple(state.get(k) for k in LIF_FIELDS))
+        for kind in ("_parameters", "_buffers"):
+            for key, value in _fields(state, kind, prefix).items():
+                if isinstance(value, torch.Tensor):
+                    out.state[f"{prefix}{key}"] = value
+                    out.n_params += value.numel() if kind == "_parameters" else 0
     return out
 
 
-def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The weights of an official checkpoint (its EMA model if present), with official key names.
+def _state_dict_of(root) -> dict[str, torch.Tensor]:
+    """Walk inert nn.Module records (``_parameters``, ``_buffers``, ``_modules``) into a flat state dict."""
+    return _read_records(root).state
 
-    The file is never unpickled with its own classes: only tensors, plain containers and torch value types are
-    rebuilt (see :class:`_RestrictedUnpickler`). Every problem raises :class:`CheckpointError` naming the file."""
+
+def read_official(path: str | Path) -> OfficialFile:
+    """Read an official checkpoint (its EMA model if present) without unpickling its objects: only tensors,
+    plain containers and torch value types are rebuilt (see :class:`_RestrictedUnpickler`). Every problem raises
+    :class:`CheckpointError` naming the file."""
     path = Path(path)
     try:
         ckpt = _load_restricted(path)
         model = ckpt if not isinstance(ckpt, dict) else ckpt.get("ema") if ckpt.get("ema") is not None else \
             ckpt.get("model")
-        state = _state_dict_of(model)
-        state = {str(k).removeprefix("model."): v.float() for k, v in state.items()}
+        info = _read_records(model)
+        info.state = {str(k).removeprefix("model."): v for k, v in info.state.items()}
+        args = ckpt.get("train_args") if isinstance(ckpt, dict) else None
+        info.train_args = args if isinstance(args, dict) else {}
     except CheckpointError as e:
         raise CheckpointError(f"{path}: cannot be read as an official SpikeYOLO checkpoint ({e})") from None
     except Exception as e:  # untrusted bytes: any failure of the parse is the file's fault, reported as such
         raise CheckpointError(f"{path}: cannot be read as an official SpikeYOLO checkpoint "
                               f"({type(e).__name__}: {str(e)[:200]})") from None
-    if not state:
+    if not info.state:
         raise CheckpointError(f"{path}: no model weights found (expected an 'ema' or 'model' entry)")
-    return state
+    return info
+
+
+def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights of an official checkpoint (its EMA model if present), with official key names, as float32."""
+    return {k: v.float() for k, v in read_official(path).state.items()}
 
 
 # official name -> ours, applied to keys of the form "<layer>.<rest>"; first matching rule wins
@@ -226,26 +272,48 @@ def official_to_ours(key: str) -> str:
     return "layers." + key
 
 
-STEM_WIDTH_TO_SCALE = {48: "n", 64: "s", 80: "m", 96: "l"}
+def recognize_official(path: str | Path, scale: str | None = None, **given) -> OfficialKind:
+    """Which official release ``path`` is (COCO 23M / 69M, Gen1 23M; the binary-inference 23M is refused with
+    the reason) and its settings, read from the file without building a model (see ``official_kinds``)."""
+    return recognize(read_official(path), path, scale, **given)
 
 
-def infer_official(path: str | Path, **kwargs) -> SpikeYOLO:
-    """Import with scale (unless given) and nc read from the weights and the COCO release's T=1, D=4 (with a warning:
-    the official files do not record T, D or the neuron settings)."""
-    state = read_official_state_dict(path)
-    stem, cls = state.get(f"{STEM_LAYER}.encode_conv.weight"), state.get(f"{HEAD_LAYER}.cv3.0.2.conv.weight")
-    if stem is None or cls is None or stem.dim() != 4 or cls.dim() != 4:
-        raise CheckpointError(f"{path}: not a SpikeYOLO checkpoint (no stem conv or detection head found)")
-    scale = kwargs.pop("scale", None) or STEM_WIDTH_TO_SCALE.get(stem.shape[0])
-    if scale is None:
-        raise CheckpointError(f"{path}: stem width {stem.shape[0]} matches no scale {STEM_WIDTH_TO_SCALE}")
-    given = {k: kwargs.pop(k) for k in ("T", "D") if k in kwargs}
-    settings = {"T": 1, "D": NeuronConfig.D, **given}
-    if not given:
-        warnings.warn(f"{path}: official checkpoints do not record T, D or the neuron settings; assuming the COCO "
-                      "release's T=1, D=4, decay 0.25, gain 1. For the Gen1 release use import_official(path, 's', "
-                      "nc=2, T=2, D=4, decay=0.5, input_gain=0.5).", stacklevel=2)
-    return import_official(path, scale, nc=cls.shape[0], state=state, **settings, **kwargs)
+def infer_official(path: str | Path, report=print, info: OfficialFile | None = None, **kwargs) -> SpikeYOLO:
+    """Import an official checkpoint with everything recognized from the file: scale (from the parameter count),
+    classes and their names, T, D, decay and input gain (see ``official_kinds``); ``report`` gets one line
+    saying what was recognized. ``kwargs``: ``scale``, ``T``, ``D``, ``decay``, ``input_gain`` replace what was
+    recognized; ``nc`` must be the file's; the rest (``width``, ``depth``, ``names``) go to
+    :func:`import_official`. ``info``: the file already read by :func:`read_official`. An unknown or
+    inconsistent file raises :class:`CheckpointError`."""
+    info = info if info is not None else read_official(path)
+    nc = kwargs.pop("nc", None)
+    given = {k: kwargs.pop(k) for k in ("T", "D", "decay", "input_gain") if kwargs.get(k) is not None}
+    kind = recognize(info, path, kwargs.pop("scale", None), **given, width=kwargs.get("width"),
+                     depth=kwargs.get("depth"))
+    if nc is not None and nc != kind.nc:
+        raise CheckpointError(f"{path}: has {kind.nc} classes, not nc={nc}")
+    report(kind.line(path))
+    state = {k: v.float() for k, v in info.state.items()}
+    names = kwargs.pop("names", None) or _class_names(info, kind.nc)
+    return import_official(path, kind.scale, nc=kind.nc, state=state, names=names, **kind.settings(), **kwargs)
+
+
+def official_names(info: OfficialFile, path) -> list[str]:
+    """The class names a model imported from ``info`` gets: the pickled ones, else ``class0..``."""
+    cls = info.state.get(f"{HEAD_LAYER}.cv3.0.2.conv.weight")
+    if cls is None or cls.dim() != 4:
+        raise CheckpointError(f"{path}: not a SpikeYOLO checkpoint (no detection head found)")
+    return _class_names(info, int(cls.shape[0])) or [f"class{i}" for i in range(int(cls.shape[0]))]
+
+
+def _class_names(info: OfficialFile, nc: int) -> list[str] | None:
+    """The class names the ultralytics model pickled (``names``, a dict or list), when there is one per class."""
+    names = info.names
+    if isinstance(names, dict):
+        names = [names.get(i) for i in range(nc)]
+    if isinstance(names, list | tuple) and len(names) == nc and all(isinstance(n, str) for n in names):
+        return list(names)
+    return None
 
 
 def import_official(
