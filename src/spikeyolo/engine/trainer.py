@@ -54,7 +54,7 @@ from .recordings import event_settings
 from .results import fitness, summary_table
 from .tb_log import open_tensorboard
 from .train_plots import TRAIN_BATCH_PLOTS, plot_dataset_labels, plot_train_batch
-from .validator import Validator, to_input
+from .validator import Validator, protocol_loader, to_input
 
 RESULTS_COLUMNS = [
     "epoch",
@@ -63,6 +63,7 @@ RESULTS_COLUMNS = [
     "val/box_loss", "val/cls_loss", "val/dfl_loss",
     "lr/pg0", "lr/pg1", "lr/pg2",
     "snn/firing_rate", "snn/synops", "snn/energy_mJ",
+    "protocol",  # the evaluation protocol of the metrics/ columns (coco, ultralytics, per-sample)
 ]  # fmt: skip
 SNN_KEYS = ("snn/firing_rate", "snn/synops", "snn/energy_mJ")
 
@@ -121,6 +122,7 @@ class TrainConfig:
     conf: float = 0.001
     iou: float = 0.7
     max_det: int = 300
+    protocol: str = "coco"  # validation protocol during training: "coco" or "ultralytics"
     plots: bool = True
     patience: int = 100  # stop after this many epochs without a better fitness (0: never)
     save_period: int = -1  # also keep weights/epoch<N>.pt every this many epochs (<= 0: off)
@@ -288,8 +290,7 @@ class Trainer:
         if cfg.val and info.main and data_cfg.get("val"):
             val_set = build_dataset(data_cfg, "val", imgsz=cfg.imgsz, augment=False, seed=cfg.seed,
                                     progress=cfg.progress, **event_args)
-            val_loader = build_dataloader(val_set, batch_size=max(local_batch * 2, 1), workers=cfg.workers,
-                                          shuffle=False, seed=cfg.seed, rank=0, world_size=1)
+            val_loader = protocol_loader(val_set, max(local_batch * 2, 1), cfg.workers, cfg.protocol, seed=cfg.seed)
         return train_set, train_loader, val_loader
 
     # -- the run (YOLOX style: setup, then per epoch train_epoch -> train_step per batch, end_epoch) -----------
@@ -345,7 +346,7 @@ class Trainer:
         if val_loader is not None:
             self.validator = Validator(val_loader, names=self.names, device=device, conf=cfg.conf, iou=cfg.iou,
                                        max_det=cfg.max_det, save_dir=self.save_dir, half=self.use_amp,
-                                       energy=self.energy, progress=cfg.progress)
+                                       energy=self.energy, progress=cfg.progress, protocol=cfg.protocol)
         self.nb = len(self.train_loader)
         self.nw = warmup_iters(cfg.warmup_epochs, self.nb, cfg.warmup_min_iters)
         self.last_step = self.nb * self.start_epoch - 1
@@ -571,7 +572,7 @@ class Trainer:
         msg = f"epoch {epoch + 1}/{self.cfg.epochs} done in {time.time() - self.t_epoch:.1f}s"
         if metrics:
             msg += (f": P {metrics['precision']:.3f} R {metrics['recall']:.3f} "
-                    f"mAP50 {metrics['map50']:.3f} mAP50-95 {metrics['map']:.3f}")
+                    f"mAP50 {metrics['map50']:.3f} mAP50-95 {metrics['map']:.3f} ({metrics['protocol']})")
         self.say(msg)
 
     # -- pieces ----------------------------------------------------------------------------------------------
@@ -630,10 +631,10 @@ class Trainer:
                num(m.get("precision")), num(m.get("recall")), num(m.get("map50")), num(m.get("map")),
                num(m.get("box_loss")), num(m.get("cls_loss")), num(m.get("dfl_loss")),
                *[num(v) for v in (lrs + [None] * 3)[:3]],
-               *[num(m.get(k)) for k in SNN_KEYS]]
+               *[num(m.get(k)) for k in SNN_KEYS], m.get("protocol", "")]
         with open(path, "a", newline="") as f:
             csv.writer(f).writerow(row)
-        return {k: (float(v) if v != "" else None) for k, v in zip(RESULTS_COLUMNS, row)}
+        return {k: (float(v) if v != "" else None) for k, v in zip(RESULTS_COLUMNS[:-1], row[:-1])}
 
 
 def _patience_out(patience: int, epoch: int, best_metrics: dict | None) -> str | None:
