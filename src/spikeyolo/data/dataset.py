@@ -140,11 +140,15 @@ class DetectionDataset(torch.utils.data.Dataset):
         """Switch mosaic off (the last epochs of the recipe train on single letterboxed images)."""
         self.mosaic = False
 
-    def use_rect_batches(self, batch_size: int) -> list[int]:
+    def set_rect_batches(self, batch_size: int | None) -> list[int] | None:
         """Validation items letterboxed into rectangular batch shapes (data/rect.py, the ultralytics protocol);
-        returns the item order those batches assume (load them in it, ``batch_size`` at a time)."""
+        returns the item order those batches assume (load them in it, ``batch_size`` at a time). ``None``: back
+        to square ``imgsz`` items (returns None)."""
+        self._rect_shapes = {}
+        if not batch_size:
+            return None
         order, shapes = rect_batch_shapes([s.shape for s in self.samples], batch_size, self.imgsz)
-        self._rect_shapes = {int(i): tuple(shapes[k // batch_size]) for k, i in enumerate(order)}
+        self._rect_shapes = {int(i): tuple(int(v) for v in shapes[k // batch_size]) for k, i in enumerate(order)}
         return order.tolist()
 
     def ground_truth(self, i: int) -> dict:

@@ -114,7 +114,7 @@ def build_dataloader(
     ``batch_size`` is per process. With ``world_size > 1`` a DistributedSampler gives rank ``rank`` its shard
     (same seed on every rank). Call ``loader.set_epoch(epoch)`` before each epoch. Datasets with ``keyed = True``
     receive ``(index, epoch, mosaic)`` keys, others plain indices. ``order``: the items in this order, unshuffled
-    (rectangular validation batches, ``DetectionDataset.use_rect_batches``; one process).
+    (rectangular validation batches, ``DetectionDataset.set_rect_batches``; one process).
     """
     if world_size > 1:
         base = DistributedSampler(

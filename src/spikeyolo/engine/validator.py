@@ -78,8 +78,8 @@ def protocol_loader(dataset, batch_size: int, workers: int, protocol: str = "coc
     """The validation loader of a protocol: rectangular batches for ``ultralytics`` on an image dataset (when
     ``rect``: a model that takes any input size), else square letterboxed images in dataset order."""
     order = None
-    if check_protocol(protocol) == "ultralytics" and rect and isinstance(dataset, DetectionDataset):
-        order = dataset.use_rect_batches(batch_size)
+    if isinstance(dataset, DetectionDataset):
+        order = dataset.set_rect_batches(batch_size if check_protocol(protocol) == "ultralytics" and rect else None)
     return build_dataloader(dataset, batch_size=batch_size, workers=workers, shuffle=False, seed=seed, order=order)
 
 
