@@ -94,20 +94,16 @@ def test_training_backward_reaches_the_stem():
 
 
 def test_detect_returns_raw_maps_in_eval_when_asked():
-    from spikeyolo.nn.head import returning_maps
-
     model = spikeyolo.build_model("n", nc=3, width=0.0625).eval()
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         plain = model(x)
-        with returning_maps(model) as has_maps:
-            decoded, maps = model(x)
+        decoded, maps = model(x, return_maps=True)
         after = model(x)
-    assert has_maps and torch.equal(decoded, plain) and torch.equal(after, plain)
+    assert torch.equal(decoded, plain) and torch.equal(after, plain)
     assert [tuple(m.shape) for m in maps] == [(1, 64 + 3, 8, 8), (1, 64 + 3, 4, 4), (1, 64 + 3, 2, 2)]
     assert torch.equal(model.head.decode(maps), plain)
-    with returning_maps(torch.nn.Identity()) as has_maps:
-        assert not has_maps
+    assert not any(hasattr(m, "return_maps") for m in model.modules())  # no mutable flag on the head
 
 
 def test_static_stem_batchnorm_statistics_are_those_of_the_t_copies():

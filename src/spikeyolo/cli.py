@@ -22,7 +22,7 @@ from .energy.summary import model_summary
 from .engine.predict_outputs import predict_to_folder
 from .engine.results import metrics_json, summary_table
 from .engine.trainer import RESUME_MAY_CHANGE, TrainConfig, Trainer
-from .engine.validator import validate
+from .engine.validator import PROTOCOLS, validate
 from .export.onnx import export_deploy, export_onnx
 from .export.ort import read_metadata
 from .forms.deploy import check_precision
@@ -197,6 +197,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-no-boxes", action="store_true",
                    help="train even if the training split has no box at all (else an error)")
     _no_flag(p, "val", "no validation during training")
+    _add_protocol_arg(p, d.protocol)
     _no_flag(p, "plots", "no plots")
     p.add_argument("--val-period", type=positive_int, default=d.val_period,
                    help="validate every N epochs (and the last)")
@@ -313,6 +314,13 @@ def run_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_protocol_arg(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--protocol", choices=PROTOCOLS, default=default,
+                   help="evaluation protocol: coco (pycocotools, 100 detections per image, crowd regions ignored) "
+                        "or ultralytics (the AP behind the published SpikeYOLO numbers: multi-label NMS, 300 "
+                        "detections, rectangular batches, crowd boxes as objects); see docs/training.md")
+
+
 def add_val_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True,
                    help="checkpoint .pt (best.pt / last.pt of a run, or saved model), or a deploy export .onnx")
@@ -328,6 +336,7 @@ def add_val_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iou", type=open_unit, default=0.7, help="NMS IoU threshold")
     p.add_argument("--max-det", type=positive_int, default=300, help="most detections per image")
     p.add_argument("--save-json", action="store_true", help="write predictions.json (COCO results format)")
+    _add_protocol_arg(p, "coco")
     _no_flag(p, "plots", "no PR curve or drawn batch")
     p.add_argument("--project", default="runs/detect", help="outputs go to PROJECT/NAME (NAME2, ... if it exists)")
     p.add_argument("--name", default="val", help="run folder name")
@@ -353,7 +362,7 @@ def run_val(args: argparse.Namespace) -> int:
     metrics, save_dir = validate(args.weights, args.data, args.imgsz, args.batch, args.device, args.workers,
                                  args.conf, args.iou, args.max_det, args.save_json, args.project, args.name,
                                  args.plots, split=args.split, precision=args.precision, backend=args.backend,
-                                 calibration=args.calibration)
+                                 calibration=args.calibration, protocol=args.protocol)
     print(summary_table(metrics, _names_of(args.weights)))
     print(f"results in {save_dir}")
     if args.json:

@@ -21,6 +21,7 @@ from .config import DataConfigError, load_data_config
 from .gen1 import Gen1Dataset
 from .gen4 import Gen4Dataset
 from .labels import Record, Report, list_images, read_coco, read_image, read_voc, read_yolo, yolo_label_path
+from .rect import rect_batch_shapes, rect_letterbox
 from .tiling import clip_boxes_to_region, tile_grid
 
 LOG = logging.getLogger("spikeyolo.data")
@@ -42,6 +43,8 @@ class Sample:
     region: tuple[int, int, int, int] | None
     cls: np.ndarray  # [n] int64
     boxes: np.ndarray  # [n, 4] float32 xyxy
+    crowd_cls: np.ndarray  # [k] int64: COCO crowd regions, for the validator only (never training targets)
+    crowd_boxes: np.ndarray  # [k, 4] float32 xyxy
 
     @property
     def name(self) -> str:
@@ -121,6 +124,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         # its ids
         self.coco_source: tuple[list[str], str, list[str]] | None = None
         self._ram: list[np.ndarray] | None = None
+        self._rect_shapes: dict[int, tuple[int, int]] = {}  # index -> input (h, w) of its rect batch (validation)
         if cache_ram:
             self._ram = [self.load(i) for i in range(len(self.samples))]
             self.stats["cached_bytes"] = sum(im.nbytes for im in self._ram)
@@ -136,9 +140,21 @@ class DetectionDataset(torch.utils.data.Dataset):
         """Switch mosaic off (the last epochs of the recipe train on single letterboxed images)."""
         self.mosaic = False
 
+    def set_rect_batches(self, batch_size: int | None) -> list[int] | None:
+        """Validation items letterboxed into rectangular batch shapes (data/rect.py, the ultralytics protocol);
+        returns the item order those batches assume (load them in it, ``batch_size`` at a time). ``None``: back
+        to square ``imgsz`` items (returns None)."""
+        self._rect_shapes = {}
+        if not batch_size:
+            return None
+        order, shapes = rect_batch_shapes([s.shape for s in self.samples], batch_size, self.imgsz)
+        self._rect_shapes = {int(i): tuple(int(v) for v in shapes[k // batch_size]) for k, i in enumerate(order)}
+        return order.tolist()
+
     def ground_truth(self, i: int) -> dict:
         """Labels of sample ``i`` in its original pixels: ``im_file``, ``image_id``, ``shape`` (h, w),
-        ``cls [n]`` int64, ``boxes_xyxy [n, 4]`` float32; for a tile the tile is the original image."""
+        ``cls [n]`` int64, ``boxes_xyxy [n, 4]`` float32, and its COCO crowd regions ``crowd_cls [k]``,
+        ``crowd_boxes_xyxy [k, 4]`` (not among the boxes); for a tile the tile is the original image."""
         s = self.samples[i]
         return {
             "im_file": s.name,
@@ -146,6 +162,8 @@ class DetectionDataset(torch.utils.data.Dataset):
             "shape": s.shape,
             "cls": s.cls.copy(),
             "boxes_xyxy": s.boxes.copy(),
+            "crowd_cls": s.crowd_cls.copy(),
+            "crowd_boxes_xyxy": s.crowd_boxes.copy(),
         }
 
     def load(self, i: int) -> np.ndarray:
@@ -171,7 +189,10 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def _letterboxed(self, index: int):
         s = self.samples[index]
-        img, gain, pad = A.letterbox(self.load(index), self.imgsz)
+        if index in self._rect_shapes and not self.augment:
+            img, gain, pad = rect_letterbox(self.load(index), self.imgsz, self._rect_shapes[index])
+        else:
+            img, gain, pad = A.letterbox(self.load(index), self.imgsz)
         return img, A.apply_gain_pad(s.boxes, gain, pad), s.cls, gain, pad
 
     def _augmented(self, index: int, rng: np.random.Generator, mosaic: bool):
@@ -212,12 +233,14 @@ def _make_samples(records: list[Record], tile_size, overlap, min_visibility) -> 
     for r in records:
         stem = Path(r.im_file).stem
         if not tile_size:
-            samples.append(Sample(r.im_file, stem, tuple(r.shape), None, r.cls, r.boxes))
+            samples.append(Sample(r.im_file, stem, tuple(r.shape), None, r.cls, r.boxes, r.crowd_cls, r.crowd_boxes))
             continue
         for region in tile_grid(r.shape[0], r.shape[1], int(tile_size), overlap):
             boxes, cls = clip_boxes_to_region(r.boxes, r.cls, region, min_visibility)
+            crowd_boxes, crowd_cls = clip_boxes_to_region(r.crowd_boxes, r.crowd_cls, region, 0.0)
             x0, y0, x1, y1 = region
-            samples.append(Sample(r.im_file, f"{stem}__{x0}_{y0}", (y1 - y0, x1 - x0), region, cls, boxes))
+            samples.append(Sample(r.im_file, f"{stem}__{x0}_{y0}", (y1 - y0, x1 - x0), region, cls, boxes,
+                                  crowd_cls, crowd_boxes))
     return samples
 
 
@@ -259,7 +282,8 @@ def read_split(cfg: dict, split: str, use_cache: bool = True) -> tuple[list[Reco
         rep = Report()
         recs = build(rep)
         return {
-            "records": [[r.im_file, *r.shape, r.cls.tolist(), r.boxes.tolist()] for r in recs],
+            "records": [[r.im_file, *r.shape, r.cls.tolist(), r.boxes.tolist(), r.crowd_cls.tolist(),
+                         r.crowd_boxes.tolist()] for r in recs],
             "warnings": rep.warnings,
             "skipped": rep.skipped,
             "crowd": rep.crowd,
@@ -267,13 +291,15 @@ def read_split(cfg: dict, split: str, use_cache: bool = True) -> tuple[list[Reco
 
     first = entry[0] if dtype == "yolo" else entry["images"][0]
     if use_cache:
-        key = files_hash(inputs, extra={"type": dtype, "names": names, "class_map": cfg.get("class_map")})
+        key = files_hash(inputs, extra={"type": dtype, "names": names, "class_map": cfg.get("class_map"),
+                                        "crowd": "kept"})  # older caches dropped crowd regions
         data, path, hit = cached(_cache_target(first, dtype, ann), key, run)
     else:
         data, path, hit = run(), None, False
     records = [
-        Record(f, (h, w), np.asarray(c, np.int64), np.asarray(b, np.float32).reshape(-1, 4))
-        for f, h, w, c, b in data["records"]
+        Record(f, (h, w), np.asarray(c, np.int64), np.asarray(b, np.float32).reshape(-1, 4),
+               np.asarray(cc, np.int64), np.asarray(cb, np.float32).reshape(-1, 4))
+        for f, h, w, c, b, cc, cb in data["records"]
     ]
     stats = {
         "skipped": data["skipped"],
@@ -337,7 +363,8 @@ def build_dataset(
     augment = split == "train" if augment is None else augment
     names = cfg["names"]
     if single_cls:
-        records = [dataclasses.replace(r, cls=np.zeros_like(r.cls)) for r in records]
+        records = [dataclasses.replace(r, cls=np.zeros_like(r.cls), crowd_cls=np.zeros_like(r.crowd_cls))
+                   for r in records]
         names = single_class_names(names)
     ds = DetectionDataset(records, names, imgsz, augment, hyp, seed, tile_size, overlap, min_visibility, stats,
                           cache_ram)

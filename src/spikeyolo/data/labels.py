@@ -47,12 +47,16 @@ class LabelFileError(FileFormatError):
 
 @dataclass
 class Record:
-    """One usable image: ``cls [n]`` int64, ``boxes [n, 4]`` float32 xyxy pixels of the full image."""
+    """One usable image: ``cls [n]`` int64, ``boxes [n, 4]`` float32 xyxy pixels of the full image; COCO crowd
+    regions (``iscrowd`` annotations) apart in ``crowd_cls [k]``, ``crowd_boxes [k, 4]``: not training targets,
+    but the COCO protocol ignores detections on them and the ultralytics protocol counts them as objects."""
 
     im_file: str
     shape: tuple[int, int]  # (h, w)
     cls: np.ndarray
     boxes: np.ndarray
+    crowd_cls: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    crowd_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
 
 
 @dataclass
@@ -61,7 +65,7 @@ class Report:
 
     warnings: list[str] = field(default_factory=list)
     skipped: int = 0
-    crowd: int = 0  # COCO iscrowd annotations left out
+    crowd: int = 0  # COCO iscrowd annotations (kept apart as crowd regions, not training targets)
 
     def warn(self, file, msg: str, line: int | None = None) -> None:
         self.warnings.append(f"{file}:{line}: {msg}" if line is not None else f"{file}: {msg}")
@@ -215,8 +219,8 @@ def _finish(cls: list, boxes: list) -> tuple[np.ndarray, np.ndarray]:
 def read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list[str] | None = None) -> list[Record]:
     """COCO JSON: ``bbox`` = x, y, w, h pixels; category ids mapped to 0..nc-1 in sorted id order.
 
-    ``iscrowd`` annotations are left out (counted in ``report.crowd``). Images are looked up by ``file_name``
-    in each of ``image_dirs`` in turn. A file that is not JSON of that structure raises
+    ``iscrowd`` annotations are kept apart as the record's crowd regions (counted in ``report.crowd``). Images
+    are looked up by ``file_name`` in each of ``image_dirs`` in turn. A file that is not JSON of that structure raises
     :class:`~spikeyolo.errors.FileFormatError` naming it.
     """
     try:
@@ -248,12 +252,11 @@ def _read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list
         if shape is None:
             report.skip(f or im["file_name"], f"cannot read image (image id {im['id']} in {ann_file})")
             continue
-        cls, boxes = [], []
+        cls, boxes, crowd_cls, crowd_boxes = [], [], [], []
         for a in by_image.get(int(im["id"]), []):
             where = f"annotation id {a.get('id')}"
-            if a.get("iscrowd", 0):
-                report.crowd += 1
-                continue
+            crowd = bool(a.get("iscrowd", 0))
+            report.crowd += crowd
             bbox = a.get("bbox", [])
             try:
                 x, y, w, h = (float(v) for v in bbox)
@@ -269,9 +272,9 @@ def _read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list
             if _category(a) not in cat_map:
                 report.warn(ann_file, f"{where}: unknown category_id {a.get('category_id')}; dropped")
                 continue
-            cls.append(cat_map[_category(a)])
-            boxes.append(_clip_px((x, y, x + w, y + h), shape, ann_file, report, where))
-        records.append(Record(f, shape, *_finish(cls, boxes)))
+            (crowd_cls if crowd else cls).append(cat_map[_category(a)])
+            (crowd_boxes if crowd else boxes).append(_clip_px((x, y, x + w, y + h), shape, ann_file, report, where))
+        records.append(Record(f, shape, *_finish(cls, boxes), *_finish(crowd_cls, crowd_boxes)))
     return records
 
 

@@ -44,10 +44,11 @@ def default_workers() -> int:
 
 
 class _ShuffleSampler(Sampler):
-    """A permutation (or the identity) that depends only on (seed, epoch)."""
+    """A permutation (or the identity, or a given ``order``) that depends only on (seed, epoch)."""
 
-    def __init__(self, n: int, shuffle: bool, seed: int):
+    def __init__(self, n: int, shuffle: bool, seed: int, order: list[int] | None = None):
         self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+        self.order = order
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -57,7 +58,7 @@ class _ShuffleSampler(Sampler):
 
     def __iter__(self):
         if not self.shuffle:
-            return iter(range(self.n))
+            return iter(self.order if self.order is not None else range(self.n))
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
         return iter(torch.randperm(self.n, generator=g).tolist())
 
@@ -106,19 +107,21 @@ def build_dataloader(
     world_size: int = 1,
     pin_memory: bool = False,
     drop_last: bool = False,
+    order: list[int] | None = None,
 ) -> EpochDataLoader:
     """Loader over ``dataset`` batching with :func:`spikeyolo.data.collate`.
 
     ``batch_size`` is per process. With ``world_size > 1`` a DistributedSampler gives rank ``rank`` its shard
     (same seed on every rank). Call ``loader.set_epoch(epoch)`` before each epoch. Datasets with ``keyed = True``
-    receive ``(index, epoch, mosaic)`` keys, others plain indices.
+    receive ``(index, epoch, mosaic)`` keys, others plain indices. ``order``: the items in this order, unshuffled
+    (rectangular validation batches, ``DetectionDataset.set_rect_batches``; one process).
     """
     if world_size > 1:
         base = DistributedSampler(
             dataset, num_replicas=world_size, rank=max(rank, 0), shuffle=shuffle, seed=seed, drop_last=drop_last
         )
     else:
-        base = _ShuffleSampler(len(dataset), shuffle, seed)
+        base = _ShuffleSampler(len(dataset), shuffle and order is None, seed, order)
     sampler = _KeySampler(dataset, base) if isinstance(dataset, DetectionItems) and dataset.keyed else base
     workers = max(0, int(workers))
     return EpochDataLoader(

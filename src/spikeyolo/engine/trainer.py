@@ -56,7 +56,7 @@ from .recordings import event_settings
 from .results import fitness, summary_table
 from .tb_log import open_tensorboard
 from .train_plots import TRAIN_BATCH_PLOTS, plot_dataset_labels, plot_train_batch
-from .validator import Validator, to_input
+from .validator import Validator, protocol_loader, to_input
 
 RESULTS_COLUMNS = [
     "epoch",
@@ -65,6 +65,7 @@ RESULTS_COLUMNS = [
     "val/box_loss", "val/cls_loss", "val/dfl_loss",
     "lr/pg0", "lr/pg1", "lr/pg2",
     "snn/firing_rate", "snn/synops", "snn/energy_mJ",
+    "protocol",  # the evaluation protocol of the metrics/ columns (coco, ultralytics, per-sample)
 ]  # fmt: skip
 SNN_KEYS = ("snn/firing_rate", "snn/synops", "snn/energy_mJ")
 
@@ -387,7 +388,9 @@ class Trainer:
         if note and train:
             self.log(note)
         rank, world = (info.rank, info.world_size) if train else (0, 1)
-        return build_dataloader(dataset, batch_size=batch, workers=workers, shuffle=train, seed=cfg.seed,
+        if not train:  # the protocol decides the val batches (rectangular for ultralytics)
+            return protocol_loader(dataset, batch, workers, cfg.protocol, seed=cfg.seed)
+        return build_dataloader(dataset, batch_size=batch, workers=workers, shuffle=True, seed=cfg.seed,
                                 rank=rank, world_size=world)
 
     def get_validator(self, loader) -> Validator:
@@ -395,7 +398,7 @@ class Trainer:
         cfg = self.cfg
         return Validator(loader, names=self.names, device=self.device, conf=cfg.conf, iou=cfg.iou,
                          max_det=cfg.max_det, save_dir=self.save_dir, half=self.use_amp, energy=self.energy,
-                         progress=cfg.progress)
+                         progress=cfg.progress, protocol=cfg.protocol)
 
     # -- the run (YOLOX style: setup, then per epoch train_epoch -> train_step per batch, end_epoch) -----------
     def train(self) -> dict:
@@ -671,7 +674,7 @@ class Trainer:
                f"box {box:.3f} cls {cls:.3f} dfl {dfl:.3f}")
         if metrics:
             msg += (f" | P {metrics['precision']:.3f} R {metrics['recall']:.3f} "
-                    f"mAP50 {metrics['map50']:.3f} mAP50-95 {metrics['map']:.3f}")
+                    f"mAP50 {metrics['map50']:.3f} mAP50-95 {metrics['map']:.3f} ({metrics['protocol']})")
         self.log(msg)
 
     # -- pieces ----------------------------------------------------------------------------------------------
@@ -731,10 +734,10 @@ class Trainer:
                num(m.get("precision")), num(m.get("recall")), num(m.get("map50")), num(m.get("map")),
                num(m.get("box_loss")), num(m.get("cls_loss")), num(m.get("dfl_loss")),
                *[num(v) for v in (lrs + [None] * 3)[:3]],
-               *[num(m.get(k)) for k in SNN_KEYS]]
+               *[num(m.get(k)) for k in SNN_KEYS], m.get("protocol", "")]
         with open(path, "a", newline="") as f:
             csv.writer(f).writerow(row)
-        return {k: (float(v) if v != "" else None) for k, v in zip(RESULTS_COLUMNS, row)}
+        return {k: (float(v) if v != "" else None) for k, v in zip(RESULTS_COLUMNS[:-1], row[:-1])}
 
 
 def _patience_out(patience: int, epoch: int, best_metrics: dict | None) -> str | None:

@@ -1,6 +1,8 @@
 """COCO box mAP from plain per-image lists, with faster-coco-eval (when installed) or pycocotools.
 
-Ground truth per image: ``{"image_id": str, "shape": (h, w), "boxes_xyxy": [n, 4] pixels, "cls": [n]}``.
+Ground truth per image: ``{"image_id": str, "shape": (h, w), "boxes_xyxy": [n, 4] pixels, "cls": [n]}``, and
+optionally ``"iscrowd": [n]`` (true for a COCO crowd region: COCOeval ignores detections on it and does not count
+it as an object to find).
 Predictions per image: ``(image_id, boxes_xyxy [k, 4] pixels, scores [k], cls [k])``.
 Arrays may be numpy arrays, torch tensors or lists.
 """
@@ -99,7 +101,8 @@ def write_coco_json(preds, path: str | os.PathLike, class_ids=None, numeric_ids:
 def coco_ground_truth(gts, names, image_ids=None, class_ids=None) -> dict:
     """Ground-truth list -> COCO dataset dict (``images``, ``annotations``, ``categories``).
 
-    Annotation ids start at 1 (COCOeval treats id 0 as "unmatched"); ``area = w * h``; ``iscrowd = 0``.
+    Annotation ids start at 1 (COCOeval treats id 0 as "unmatched"); ``area = w * h``; ``iscrowd`` from the
+    image's optional ``iscrowd`` flags (default 0).
     ``names``: list of class names or dict ``{index: name}``. ``image_ids`` maps given ids to written ids.
     """
     names = dict(enumerate(names)) if not isinstance(names, dict) else names
@@ -108,11 +111,12 @@ def coco_ground_truth(gts, names, image_ids=None, class_ids=None) -> dict:
         img = image_ids[g["image_id"]] if image_ids is not None else g["image_id"]
         h, w = g["shape"]
         images.append({"id": img, "height": int(h), "width": int(w), "file_name": str(g["image_id"])})
-        boxes = _np(g["boxes_xyxy"], (4,))
-        for b, c in zip(_xyxy_to_ltwh(boxes), _np(g["cls"])):
+        boxes, cls = _np(g["boxes_xyxy"], (4,)), _np(g["cls"])
+        crowd = _np(g["iscrowd"]) if "iscrowd" in g else np.zeros(len(cls))
+        for b, c, k in zip(_xyxy_to_ltwh(boxes), cls, crowd):
             cat = class_ids[int(c)] if class_ids is not None else int(c)
             anns.append({
-                "id": len(anns) + 1, "image_id": img, "category_id": int(cat), "iscrowd": 0,
+                "id": len(anns) + 1, "image_id": img, "category_id": int(cat), "iscrowd": int(bool(k)),
                 "bbox": [float(v) for v in b], "area": float(b[2] * b[3]),
             })
     cats = [
@@ -151,12 +155,13 @@ def evaluate_coco_dicts(gt_dict: dict, dets: list[dict], nc: int, max_dets: int 
     AP_S/M/L) computed as ``w * h`` in float32, as the Prophesee toolbox's float32 box arrays give them."""
     COCO, COCOeval, backend = _backend()
     nan = float("nan")
-    has_gt = np.zeros(nc, dtype=bool)
+    has_gt = np.zeros(nc, dtype=bool)  # classes with an object to find (a crowd region is none)
     for a in gt_dict["annotations"]:
-        if 0 <= a["category_id"] < nc:
+        if 0 <= a["category_id"] < nc and not a.get("iscrowd", 0):
             has_gt[a["category_id"]] = True
-    if not dets or not gt_dict["annotations"]:
-        zero = 0.0 if gt_dict["annotations"] else nan
+    objects = any(not a.get("iscrowd", 0) for a in gt_dict["annotations"])
+    if not dets or not objects:
+        zero = 0.0 if objects else nan
         per = [0.0 if h else nan for h in has_gt]
         return {"map": zero, "map50": zero, "map75": zero, "map_small": nan, "map_medium": nan,
                 "map_large": nan, "ap_per_class": per, "ap50_per_class": list(per), "stats": [zero] * 12,

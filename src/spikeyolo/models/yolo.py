@@ -194,12 +194,15 @@ class SpikeYOLO(nn.Module):
         """``train``, ``fused``, ``deploy`` or ``spike-driven``: what the conversions made of this network."""
         return form_of(self)
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, return_maps: bool = False):
+        """Train mode: the head's raw maps; eval mode: decoded ``[B, 4 + nc, A]``, or ``(decoded, maps)`` with
+        ``return_maps`` (see :class:`~spikeyolo.nn.head.Detect`)."""
         outputs: list = []
+        last = len(self.layers) - 1
         for i, (layer, src) in enumerate(zip(self.layers, self.froms)):
             if src != -1:
                 x = outputs[src] if isinstance(src, int) else [outputs[j] for j in src]
-            x = layer(x)
+            x = layer(x, return_maps=return_maps) if i == last else layer(x)
             outputs.append(x if i in self.keep else None)
         return x
 

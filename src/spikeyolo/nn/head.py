@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -35,8 +34,8 @@ class Detect(nn.Module):
     ``SpikeConv3x3 -> SpikeConv3x3 -> Conv1x1(nc)``. The time axis is averaged here, after the last convs.
 
     Train mode returns the raw maps ``[B, 4*reg_max + nc, H_i, W_i]``; eval mode decodes them to
-    ``[B, 4 + nc, A]`` (cxcywh in input pixels, sigmoid class scores), or returns ``(decoded, maps)`` while
-    ``return_maps`` is set (see :func:`returning_maps`; the validator's loss needs the maps).
+    ``[B, 4 + nc, A]`` (cxcywh in input pixels, sigmoid class scores), or returns ``(decoded, maps)`` when called
+    with ``return_maps=True`` (the validator's loss needs the maps).
     """
 
     def __init__(self, nc: int, ch: list[int], strides: list[int], reg_max: int = 16, *, neuron: NeuronConfig):
@@ -56,7 +55,6 @@ class Detect(nn.Module):
         )
         self.dfl = DFL(reg_max)
         self._anchor_cache: tuple | None = None
-        self.return_maps = False
 
     @property
     def stride(self) -> torch.Tensor:
@@ -68,11 +66,11 @@ class Detect(nn.Module):
             box[-1].conv.bias.data.fill_(1.0)
             cls[-1].conv.bias.data.fill_(math.log(5 / self.nc / (imgsz / s) ** 2))
 
-    def forward(self, xs: list[torch.Tensor]):
+    def forward(self, xs: list[torch.Tensor], return_maps: bool = False):
         maps = [torch.cat((b(x), c(x)), 2).mean(0) for x, b, c in zip(xs, self.box, self.cls)]
         if self.training:
             return maps
-        return (self.decode(maps), maps) if self.return_maps else self.decode(maps)
+        return (self.decode(maps), maps) if return_maps else self.decode(maps)
 
     def anchors(self, maps: list[torch.Tensor]):
         key = (tuple(m.shape[-2:] for m in maps), maps[0].device, maps[0].dtype)
@@ -89,16 +87,3 @@ class Detect(nn.Module):
         boxes = dist2bbox(dist, points, xywh=True, dim=1) * strides
         return torch.cat((boxes, flat[:, 4 * self.reg_max :].sigmoid()), 1)
 
-
-@contextmanager
-def returning_maps(model: nn.Module):
-    """While inside, every :class:`Detect` of ``model`` returns ``(decoded, maps)`` in eval mode. Yields
-    whether the model has one (stand-ins without a Detect head keep their plain output)."""
-    heads = [m for m in model.modules() if isinstance(m, Detect)]
-    for h in heads:
-        h.return_maps = True
-    try:
-        yield bool(heads)
-    finally:
-        for h in heads:
-            h.return_maps = False
