@@ -53,6 +53,7 @@ class Record:
     shape: tuple[int, int]  # (h, w)
     cls: np.ndarray
     boxes: np.ndarray
+    crowd: np.ndarray | None = None  # [n] bool: COCO iscrowd boxes (None: no crowd box)
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Report:
 
     warnings: list[str] = field(default_factory=list)
     skipped: int = 0
-    crowd: int = 0  # COCO iscrowd annotations left out
+    crowd: int = 0  # COCO iscrowd annotations (kept, flagged in Record.crowd)
 
     def warn(self, file, msg: str, line: int | None = None) -> None:
         self.warnings.append(f"{file}:{line}: {msg}" if line is not None else f"{file}: {msg}")
@@ -204,18 +205,25 @@ def _clip_px(box, shape, file, report: Report, where: str, line: int | None = No
     return np.clip(np.asarray(box, np.float32), 0, [w, h, w, h])
 
 
-def _finish(cls: list, boxes: list) -> tuple[np.ndarray, np.ndarray]:
+def _finish(cls: list, boxes: list, crowd: list | None = None) -> tuple:
+    """(cls, boxes) arrays without boxes that clipping left empty; with ``crowd``, also its flags (or None when
+    no box is a crowd box)."""
     if not cls:
-        return _empty()
+        return (*_empty(), None) if crowd is not None else _empty()
     b = np.asarray(boxes, np.float32).reshape(-1, 4)
     keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-    return np.asarray(cls, np.int64)[keep], b[keep]
+    out = np.asarray(cls, np.int64)[keep], b[keep]
+    if crowd is None:
+        return out
+    flags = np.asarray(crowd, bool)[keep]
+    return (*out, flags if flags.any() else None)
 
 
 def read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list[str] | None = None) -> list[Record]:
     """COCO JSON: ``bbox`` = x, y, w, h pixels; category ids mapped to 0..nc-1 in sorted id order.
 
-    ``iscrowd`` annotations are left out (counted in ``report.crowd``). Images are looked up by ``file_name``
+    ``iscrowd`` annotations are kept and flagged in ``Record.crowd`` (counted in ``report.crowd``); the dataset
+    makes them training targets only with ``crowd_targets``. Images are looked up by ``file_name``
     in each of ``image_dirs`` in turn. A file that is not JSON of that structure raises
     :class:`~spikeyolo.errors.FileFormatError` naming it.
     """
@@ -248,12 +256,9 @@ def _read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list
         if shape is None:
             report.skip(f or im["file_name"], f"cannot read image (image id {im['id']} in {ann_file})")
             continue
-        cls, boxes = [], []
+        cls, boxes, crowd = [], [], []
         for a in by_image.get(int(im["id"]), []):
             where = f"annotation id {a.get('id')}"
-            if a.get("iscrowd", 0):
-                report.crowd += 1
-                continue
             bbox = a.get("bbox", [])
             try:
                 x, y, w, h = (float(v) for v in bbox)
@@ -271,7 +276,9 @@ def _read_coco(image_dirs: list[str], ann_file: str, report: Report, names: list
                 continue
             cls.append(cat_map[_category(a)])
             boxes.append(_clip_px((x, y, x + w, y + h), shape, ann_file, report, where))
-        records.append(Record(f, shape, *_finish(cls, boxes)))
+            crowd.append(bool(a.get("iscrowd", 0)))
+            report.crowd += crowd[-1]
+        records.append(Record(f, shape, *_finish(cls, boxes, crowd)))
     return records
 
 
