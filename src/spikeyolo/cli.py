@@ -210,7 +210,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="also keep weights/epoch<N>.pt every N epochs (<= 0: off)")
     p.add_argument("--freeze", type=int, default=d.freeze, help="freeze the first N layers")
     p.add_argument("--single-cls", action="store_true", help="train every class as one class")
-    p.add_argument("--cache", choices=["ram"], default=None, help="ram: decode images once, keep them in memory")
+    p.add_argument("--cache", choices=["ram", "disk"], default=None,
+                   help="ram: resized images kept in memory; disk: stored once as .npy beside the label cache")
     _no_flag(p, "tensorboard", "no TensorBoard logging (it is on when the tensorboard package is installed)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 

@@ -126,7 +126,9 @@ class TrainConfig:
     save_period: int = -1  # also keep weights/epoch<N>.pt every this many epochs (<= 0: off)
     freeze: int = 0  # freeze the first N layers (their weights are not trained)
     single_cls: bool = False  # train every class as one
-    cache: str | None = None  # "ram": decode the images once and keep them in memory
+    cache: str | None = None  # "ram": resized images kept in memory; "disk": stored once as .npy beside the labels
+    pipeline: str = "spikeyolo"  # training-data arithmetic: ours, or "official" (docs/training.md lists both)
+    crowd_targets: bool = False  # COCO iscrowd boxes are training targets (the official labels keep them)
     tensorboard: bool = True  # log results.csv's columns to TensorBoard when the package is installed
     project: str = "runs/detect"
     name: str = "train"
@@ -276,8 +278,11 @@ class Trainer:
         event_args = {"T": cfg.T} if data_cfg["type"] == "gen1" and cfg.T is not None else {}
         if cfg.single_cls or cfg.cache == "ram":
             event_args.update(single_cls=cfg.single_cls, cache_ram=cfg.cache == "ram")
+        if data_cfg["type"] not in ("gen1", "gen4"):  # image datasets: the pipeline, crowd boxes, the disk cache
+            event_args.update(pipeline=cfg.pipeline, cache_disk=cfg.cache == "disk",
+                              mosaic_buffer=min(8 * local_batch, 1000))  # official: 8 x the batch per process
         train_set = build_dataset(data_cfg, "train", imgsz=cfg.imgsz, augment=True, hyp=hyp, seed=cfg.seed,
-                                  progress=cfg.progress, **event_args)
+                                  progress=cfg.progress, crowd_targets=cfg.crowd_targets, **event_args)
         if train_set.stats.get("boxes", 1) == 0 and not cfg.allow_no_boxes:
             raise SpikeYOLOError(f"{data_cfg.get('yaml_file') or 'the data'}: the train split has no box in any of "
                                  f"its {len(train_set)} images (label files missing or empty?); pass "
@@ -368,8 +373,9 @@ class Trainer:
         self._set_epoch(self.train_set, self.train_loader, epoch)
         self.schedule.set_epoch(epoch)
         self.net.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.last_step = nb * epoch - 1  # every epoch ends with an optimizer step
+        self.optimizer.zero_grad(set_to_none=True)  # official: drops the last epoch's unstepped accumulation
+        if cfg.pipeline != "official":  # official: the count runs on over epochs (set once in setup)
+            self.last_step = nb * epoch - 1  # ours: every epoch ends with an optimizer step
         mean_loss = torch.zeros(3)
         bar = tqdm(total=nb, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=cfg.verbose,
                    disable=not (self.info.main and cfg.progress))
@@ -411,7 +417,7 @@ class Trainer:
             raise NonFiniteLossError(f"training loss is {loss.item()} (items {items.tolist()}) at epoch {epoch + 1}, "
                                      f"batch {i + 1}/{nb}")
         self.scaler.scale(loss * self.info.world_size).backward()
-        if ni - self.last_step >= accumulate or i == nb - 1:
+        if ni - self.last_step >= accumulate or (i == nb - 1 and cfg.pipeline != "official"):
             self._step(self.model, self.optimizer, self.scaler, self.ema)
             self.last_step = ni
         return items.detach().float().cpu()
