@@ -135,15 +135,16 @@ def test_crowd_boxes_are_targets_only_with_crowd_targets(tmp_path):
 
 @pytest.mark.parametrize("pipeline, want", [("spikeyolo", [1, 2, 4, 5]), ("official", [1, 3, 5])])
 def test_epoch_end_steps_ours_and_drops_official(tmp_path, monkeypatch, pipeline, want):
-    """3 batches of 1 per epoch, nominal batch 2: accumulate 2. Ours steps after batches 1, 2 (epoch end), 4, 5 (counted over the run);
-    official after 1, then counts on over the epoch boundary (batch 2's gradient is zeroed): 3, 5."""
+    """3 batches of 1 per epoch, nominal batch 2: accumulate 2. Ours steps after batches 1, 2 (epoch end), 4, 5
+    (counted over the run); official after 1, then counts on over the epoch boundary (batch 2's gradient is
+    zeroed at the next epoch's start): 3, 5."""
     from _train_data import make_dataset
-
     from spikeyolo.engine.trainer import TrainConfig, Trainer
 
     data = make_dataset(tmp_path / "ds", n_train=3, n_val=1)
     steps, train_step, step = [], Trainer.train_step, Trainer._step
-    monkeypatch.setattr(Trainer, "train_step", lambda self, b, ni: (setattr(self, "_ni", ni), train_step(self, b, ni))[1])
+    monkeypatch.setattr(Trainer, "train_step",
+                        lambda self, b, ni: (setattr(self, "_ni", ni), train_step(self, b, ni))[1])
     monkeypatch.setattr(Trainer, "_step", lambda self, *a: (steps.append(self._ni), step(self, *a))[1])
     cfg = TrainConfig(data=str(data), project=str(tmp_path / "runs"), model="n", width=0.0625, imgsz=32, batch=1,
                       nbs=2, workers=0, device="cpu", epochs=2, warmup_epochs=0, warmup_min_iters=0, val=False,
