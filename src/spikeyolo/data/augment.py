@@ -95,23 +95,25 @@ def apply_gain_pad(boxes: np.ndarray, gain: tuple[float, float], pad: tuple[floa
 
 
 def mosaic4(
-    pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]], size: int, rng: np.random.Generator
+    pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]], size: int, rng: np.random.Generator, channels: int = 3
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Four ``(img, boxes, cls)`` (each already resized to long side ``size``) -> one ``2size x 2size`` canvas.
 
     The images meet at a random centre (xc, yc) in [size/2, 3size/2): first top-left of it, then top-right,
     bottom-left, bottom-right; parts falling off the canvas are cut, boxes are shifted and clipped to it.
+    ``channels=4``: a BGRA canvas (the same BGR, alpha 114), which :func:`random_affine` warps faster.
     """
     s2 = 2 * size
     xc, yc = (int(v) for v in rng.integers(size // 2, 3 * size // 2, size=2))
-    canvas = np.full((s2, s2, 3), PAD_VALUE, np.uint8)
+    canvas = np.full((s2, s2, channels), PAD_VALUE, np.uint8)
     all_boxes, all_cls = [], []
     for k, (img, boxes, cls) in enumerate(pieces):
         h, w = img.shape[:2]
         ox = xc - w if k in (0, 2) else xc  # top-left corner of the image on the canvas
         oy = yc - h if k in (0, 1) else yc
         x1, y1, x2, y2 = max(ox, 0), max(oy, 0), min(ox + w, s2), min(oy + h, s2)
-        canvas[y1:y2, x1:x2] = img[y1 - oy : y2 - oy, x1 - ox : x2 - ox]
+        part = img[y1 - oy : y2 - oy, x1 - ox : x2 - ox]
+        canvas[y1:y2, x1:x2] = cv2.cvtColor(part, cv2.COLOR_BGR2BGRA) if channels == 4 else part
         all_boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4) + np.array([ox, oy, ox, oy], np.float32))
         all_cls.append(np.asarray(cls).reshape(-1))
     boxes = np.clip(np.concatenate(all_boxes), 0, s2)
@@ -167,14 +169,19 @@ def random_affine(
     scale: float = 0.5,
     official: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Random scale + translate of ``img`` into an ``out_shape`` (h, w) frame padded with 114.
+    """Random scale + translate of ``img`` (BGR, or BGRA: the alpha is dropped) into an ``out_shape`` (h, w)
+    BGR frame padded with 114.
 
     Boxes go through their 4 corners, are clipped to the frame, and are dropped by :func:`keep_boxes`.
     """
     m, s = affine_matrix(img.shape[:2], out_shape, rng, translate, scale)
+    # OpenCV's bilinear warp is vectorized for 4 channels, about 2x faster than for 3; each channel is
+    # interpolated on its own, so the BGR planes come out identical
+    src = img if img.shape[2] == 4 else cv2.cvtColor(img, cv2.COLOR_BGR2BGRA)
     out = cv2.warpAffine(
-        img, m[:2], (out_shape[1], out_shape[0]), flags=cv2.INTER_LINEAR, borderValue=(PAD_VALUE,) * 3
+        src, m[:2], (out_shape[1], out_shape[0]), flags=cv2.INTER_LINEAR, borderValue=(PAD_VALUE,) * 4
     )
+    out = cv2.cvtColor(out, cv2.COLOR_BGRA2BGR)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     new = transform_boxes(boxes, m, out_shape)
     keep = keep_boxes(boxes, new, s, official)

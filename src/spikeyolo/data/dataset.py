@@ -218,7 +218,7 @@ class DetectionDataset(torch.utils.data.Dataset):
             for j in (index, *self._partners(index, rng)):
                 im, gain = first if j == index else self.resized(j)
                 pieces.append((im, A.apply_gain_pad(self.samples[j].boxes, gain, (0, 0)), self.samples[j].cls))
-            img, boxes, cls = A.mosaic4(pieces, size, rng)
+            img, boxes, cls = A.mosaic4(pieces, size, rng, channels=4)  # BGRA: the faster warp
             gain, pad = (1.0, 1.0), (0.0, 0.0)
         else:
             img, boxes, cls, gain, pad = self._letterboxed(index)
