@@ -134,3 +134,15 @@ def test_label_arrays_round_trip():
         np.testing.assert_array_equal(a.boxes, b.boxes)
         assert (a.crowd is None and b.crowd is None) or np.array_equal(a.crowd, b.crowd)
     assert arrays_to_records(records_to_arrays([])) == []
+
+
+def test_list_images_walks_like_rglob(tmp_path):
+    from pathlib import Path
+
+    from spikeyolo.data.labels import IMG_EXTS, list_images
+
+    for rel in ("b.JPG", "a.png", "sub/c.jpeg", "sub/deeper/d.webp", "notes.txt", "sub/e.npy", "sub/.f.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    want = sorted(str(q) for q in Path(tmp_path).rglob("*") if q.is_file() and q.suffix.lower() in IMG_EXTS)
+    assert list_images([str(tmp_path)]) == want and len(want) == 5
