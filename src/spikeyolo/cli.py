@@ -226,7 +226,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze", type=nonneg_int, default=d.freeze,
                    help="freeze the first N layers (their weights stay as loaded; 0: train all)")
     p.add_argument("--single-cls", action="store_true", help="train every class as one class")
-    p.add_argument("--cache", choices=["ram"], default=None, help="ram: decode images once, keep them in memory")
+    p.add_argument("--cache", choices=["ram", "disk"], default=None,
+                   help="ram: resized images kept in memory; disk: stored once as .npy beside the label cache")
     _no_flag(p, "tensorboard", "no TensorBoard logging (it is on when the tensorboard package is installed)")
     p.add_argument("--quiet", action="store_true",
                    help="no model summary, per-epoch lines or final table (progress bars and warnings stay)")

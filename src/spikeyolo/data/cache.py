@@ -1,4 +1,6 @@
-"""Label cache: parsed labels stored as JSON (safe to load, no pickle) and keyed by a hash of the inputs.
+"""Label cache: parsed labels stored as a NumPy ``.npz`` of plain arrays plus a JSON member (safe to load: no
+pickle), keyed by a hash of the inputs. Arrays load in one read each, so a 118k-image split comes back in
+about a second with memory proportional to its boxes (JSON lists of floats took several times both).
 
 The key covers every input file's path, size and mtime (missing files included, so adding a label file
 invalidates the cache), the parse settings and :data:`CACHE_VERSION`. The cache goes to the preferred path
@@ -12,10 +14,14 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-CACHE_VERSION = 1
+import numpy as np
+
+CACHE_VERSION = 2  # 2: npz (arrays + a JSON member); 1 was one JSON document
+META = "meta"  # the npz member holding the JSON part (magic, version, hash, the JSON-able values)
 MAGIC = "spikeyolo-label-cache"
 
 
@@ -37,17 +43,27 @@ def fallback_path(preferred: Path) -> Path:
     return root / f"{preferred.stem}-{tag}.cache"
 
 
-def _read(path: Path) -> dict | None:
-    """The cache dict at ``path`` if it is a spikeyolo cache, else None."""
+def _meta(path: Path) -> tuple[dict, dict] | None:
+    """(JSON part, arrays) of a spikeyolo cache at ``path`` (any version: npz, or the JSON of version 1), else
+    None (missing, unreadable, or a file that is not ours)."""
     try:
+        with np.load(path, allow_pickle=False) as z:
+            if META in z.files:
+                d = json.loads(bytes(z[META]).decode("utf-8"))
+                if isinstance(d, dict) and d.get("magic") == MAGIC:
+                    return d, {k: z[k] for k in z.files if k != META}
+            return None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        pass
+    try:  # version 1 was one JSON document
         with open(path, encoding="utf-8") as fh:
             d = json.load(fh)
+        return (d, {}) if isinstance(d, dict) and d.get("magic") == MAGIC else None
     except (OSError, ValueError):
         return None
-    return d if isinstance(d, dict) and d.get("magic") == MAGIC else None
 
 
-def _write(path: Path, obj: dict) -> bool:
+def _write(path: Path, meta: dict, arrays: dict) -> bool:
     """Atomic write (temp file + rename). False when the folder is not writable."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,8 +71,9 @@ def _write(path: Path, obj: dict) -> bool:
     except OSError:
         return False
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh)
+        blob = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **{META: blob}, **arrays)
         os.replace(tmp, path)
         return True
     except OSError:
@@ -65,21 +82,24 @@ def _write(path: Path, obj: dict) -> bool:
 
 
 def cached(preferred: Path, key: str, build: Callable[[], dict]) -> tuple[dict, Path | None, bool]:
-    """Load ``build()``'s JSON-able result from the cache when ``key`` matches, else build and store it.
+    """Load ``build()``'s result from the cache when ``key`` matches, else build and store it.
 
+    ``build()`` returns a dict whose values are NumPy arrays (numbers or bools; stored as they are) or JSON-able.
     Returns ``(data, cache_path or None when nothing could be written, hit)``.
     """
     preferred = Path(preferred)
     candidates = [preferred, fallback_path(preferred)]
     for p in candidates:
-        d = _read(p)
-        if d is not None and d.get("version") == CACHE_VERSION and d.get("hash") == key:
-            return d["data"], p, True
+        found = _meta(p)
+        if found is not None and found[0].get("version") == CACHE_VERSION and found[0].get("hash") == key:
+            return {**found[0]["data"], **found[1]}, p, True
     data = build()
-    obj = {"magic": MAGIC, "version": CACHE_VERSION, "hash": key, "data": data}
+    arrays = {k: v for k, v in data.items() if isinstance(v, np.ndarray)}
+    meta = {"magic": MAGIC, "version": CACHE_VERSION, "hash": key,
+            "data": {k: v for k, v in data.items() if k not in arrays}}
     for p in candidates:
-        if p.exists() and _read(p) is None:
+        if p.exists() and _meta(p) is None:
             continue  # not ours: never overwrite a user's file
-        if _write(p, obj):
+        if _write(p, meta, arrays):
             return data, p, False
     return data, None, False

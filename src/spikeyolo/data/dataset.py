@@ -20,6 +20,7 @@ from .cache import cached, files_hash
 from .config import DataConfigError, load_data_config
 from .gen1 import Gen1Dataset
 from .gen4 import Gen4Dataset
+from .image_cache import ResizedImages
 from .labels import Record, Report, list_images, read_coco, read_image, read_voc, read_yolo, yolo_label_path
 from .rect import rect_batch_shapes, rect_letterbox
 from .tiling import clip_boxes_to_region, tile_grid
@@ -27,6 +28,8 @@ from .tiling import clip_boxes_to_region, tile_grid
 LOG = logging.getLogger("spikeyolo.data")
 MAX_LOGGED_WARNINGS = 10
 EVENT_DATASETS = {"gen1": Gen1Dataset, "gen4": Gen4Dataset}  # recordings + Prophesee boxes (type: gen1 / gen4)
+PIPELINES = ("spikeyolo", "official")  # training-data arithmetic: ours, or the official run's (augment.py)
+MOSAIC_BUFFER = 80  # official: 8 x the batch per GPU (10 in the 4 x 10 run), at most 1000
 
 
 class DataError(SpikeYOLOError, ValueError):
@@ -43,8 +46,9 @@ class Sample:
     region: tuple[int, int, int, int] | None
     cls: np.ndarray  # [n] int64
     boxes: np.ndarray  # [n, 4] float32 xyxy
-    crowd_cls: np.ndarray  # [k] int64: COCO crowd regions, for the validator only (never training targets)
-    crowd_boxes: np.ndarray  # [k, 4] float32 xyxy
+    # COCO iscrowd boxes that are not training targets (crowd_targets off): kept for evaluation as ignore regions
+    crowd_cls: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    crowd_boxes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4), np.float32))
 
     @property
     def name(self) -> str:
@@ -78,8 +82,13 @@ class DetectionDataset(torch.utils.data.Dataset):
         tile_size, overlap, min_visibility: cut every image into tiles (see ``tiling.tile_grid``); each tile is
             then an "original image" of its own (also for :meth:`ground_truth`).
         stats: counts from reading, extended here.
-        cache_ram: decode every image (or tile) once, here, and serve it from memory afterwards (``--cache
-            ram``; loader workers started later share the arrays by fork).
+        cache_ram: decode and resize every image (or tile) once, here, and serve it from memory afterwards
+            (``--cache ram``; loader workers started later share the arrays by fork).
+        cache_disk: a folder for ``.npy`` copies of the resized images (``--cache disk``; see ``image_cache``).
+        pipeline: ``"spikeyolo"`` (ours) or ``"official"``: the official run's resize, HSV, box filter and mosaic
+            partners drawn from this process's last ``mosaic_buffer - 1`` loaded images (docs/training.md).
+        crowd_targets: COCO iscrowd boxes are training targets (the official labels keep them); else they are
+            left out of training and kept in ``ground_truth``'s ``crowd_*`` keys.
 
     ``__getitem__`` takes an index or an ``(index, epoch, mosaic)`` key (what ``build_dataloader`` sends, so
     epoch and mosaic reach persistent workers). Items: ``img`` uint8 ``[3, imgsz, imgsz]`` RGB, ``cls [n, 1]``,
@@ -104,12 +113,20 @@ class DetectionDataset(torch.utils.data.Dataset):
         min_visibility: float = 0.5,
         stats: dict | None = None,
         cache_ram: bool = False,
+        *,
+        cache_disk: str | Path | None = None,
+        pipeline: str = "spikeyolo",
+        crowd_targets: bool = False,
+        mosaic_buffer: int = MOSAIC_BUFFER,
     ):
+        if pipeline not in PIPELINES:
+            raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
         self.names, self.nc, self.imgsz = list(names), len(names), int(imgsz)
         self.augment, self.hyp, self.seed = bool(augment), A.merge_hyp(hyp), int(seed)
+        self.official = pipeline == "official"
         self.epoch = 0
         self.mosaic = self.augment and self.hyp["mosaic"] > 0
-        self.samples = _make_samples(records, tile_size, overlap, min_visibility)
+        self.samples = _make_samples(records, tile_size, overlap, min_visibility, crowd_targets)
         n_boxes = sum(len(s.cls) for s in self.samples)
         self.stats = dict(stats or {})
         self.stats.update(
@@ -123,11 +140,13 @@ class DetectionDataset(torch.utils.data.Dataset):
         # (image folders, annotation file, class names) of a COCO-JSON split of whole images: predictions.json uses
         # its ids
         self.coco_source: tuple[list[str], str, list[str]] | None = None
-        self._ram: list[np.ndarray] | None = None
+        buffer = min(len(self.samples), int(mosaic_buffer), 1000) if self.official and self.augment else 0
+        self.images = ResizedImages(
+            self.load, [f"{s.im_file}\0{s.region}" for s in self.samples], [s.im_file for s in self.samples],
+            self.imgsz, self.official, "ram" if cache_ram else "disk" if cache_disk else None, cache_disk, buffer)
+        if cache_ram or cache_disk:
+            self.stats["cached_bytes"] = self.images.cached_bytes
         self._rect_shapes: dict[int, tuple[int, int]] = {}  # index -> input (h, w) of its rect batch (validation)
-        if cache_ram:
-            self._ram = [self.load(i) for i in range(len(self.samples))]
-            self.stats["cached_bytes"] = sum(im.nbytes for im in self._ram)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -162,14 +181,12 @@ class DetectionDataset(torch.utils.data.Dataset):
             "shape": s.shape,
             "cls": s.cls.copy(),
             "boxes_xyxy": s.boxes.copy(),
-            "crowd_cls": s.crowd_cls.copy(),
+            "crowd_cls": s.crowd_cls.copy(),  # iscrowd boxes that are not targets (empty with crowd_targets)
             "crowd_boxes_xyxy": s.crowd_boxes.copy(),
         }
 
     def load(self, i: int) -> np.ndarray:
-        """BGR uint8 ``[h, w, 3]`` of sample ``i`` (the tile cut out for a tile)."""
-        if self._ram is not None:
-            return self._ram[i]
+        """BGR uint8 ``[h, w, 3]`` of sample ``i`` (the tile cut out for a tile), decoded from its file."""
         s = self.samples[i]
         if s.region is None:
             im = read_image(s.im_file)
@@ -187,28 +204,44 @@ class DetectionDataset(torch.utils.data.Dataset):
             img, boxes, cls, gain, pad = self._letterboxed(index)
         return self._item(img, boxes, cls, self.samples[index], gain, pad)
 
+    def resized(self, i: int) -> tuple[np.ndarray, tuple[float, float]]:
+        """Sample ``i`` with its longer side scaled to ``imgsz`` (from a cache when there is one), and the gain
+        ``(gain_y, gain_x)`` over the sample's pixels. Read-only: copy before changing it."""
+        return self.images.get(i, self.samples[i].shape)
+
     def _letterboxed(self, index: int):
+        # = letterboxing the original: the long-side resize has the letterbox's size and interpolation
         s = self.samples[index]
         if index in self._rect_shapes and not self.augment:
             img, gain, pad = rect_letterbox(self.load(index), self.imgsz, self._rect_shapes[index])
         else:
-            img, gain, pad = A.letterbox(self.load(index), self.imgsz)
+            im, (ry, rx) = self.resized(index)
+            img, (gy, gx), pad = A.letterbox(im, self.imgsz)
+            gain = (ry * gy, rx * gx)
         return img, A.apply_gain_pad(s.boxes, gain, pad), s.cls, gain, pad
+
+    def _partners(self, index: int, rng: np.random.Generator) -> list[int]:
+        """Three mosaic partners: uniform over the dataset, or (official) over this process's recent images."""
+        recent = self.images.recent() if self.official else []
+        if not recent:
+            return rng.integers(0, len(self.samples), size=3).tolist()
+        return [recent[k] for k in rng.integers(0, len(recent), size=3)]
 
     def _augmented(self, index: int, rng: np.random.Generator, mosaic: bool):
         h, size = self.hyp, self.imgsz
         if mosaic and rng.random() < h["mosaic"]:
-            others = rng.integers(0, len(self.samples), size=3)
+            first = self.resized(index)  # loaded first: the official buffer then holds it too
             pieces = []
-            for j in (index, *others.tolist()):
-                im, gain = A.resize_long_side(self.load(j), size)
+            for j in (index, *self._partners(index, rng)):
+                im, gain = first if j == index else self.resized(j)
                 pieces.append((im, A.apply_gain_pad(self.samples[j].boxes, gain, (0, 0)), self.samples[j].cls))
-            img, boxes, cls = A.mosaic4(pieces, size, rng)
+            img, boxes, cls = A.mosaic4(pieces, size, rng, channels=4)  # BGRA: the faster warp
             gain, pad = (1.0, 1.0), (0.0, 0.0)
         else:
             img, boxes, cls, gain, pad = self._letterboxed(index)
-        img, boxes, cls = A.random_affine(img, boxes, cls, (size, size), rng, h["translate"], h["scale"])
-        img = A.hsv_jitter(img, rng, h["hsv_h"], h["hsv_s"], h["hsv_v"])
+        img, boxes, cls = A.random_affine(img, boxes, cls, (size, size), rng, h["translate"], h["scale"],
+                                          self.official)
+        img = A.hsv_jitter(img, rng, h["hsv_h"], h["hsv_s"], h["hsv_v"], self.official)
         if rng.random() < h["fliplr"]:
             img, boxes = A.hflip(img, boxes)
         return img, boxes, cls, gain, pad
@@ -228,19 +261,19 @@ class DetectionDataset(torch.utils.data.Dataset):
         }
 
 
-def _make_samples(records: list[Record], tile_size, overlap, min_visibility) -> list[Sample]:
+def _make_samples(records: list[Record], tile_size, overlap, min_visibility, crowd_targets=False) -> list[Sample]:
     samples = []
     for r in records:
         stem = Path(r.im_file).stem
+        target = np.ones(len(r.cls), bool) if crowd_targets or r.crowd is None else ~r.crowd
+        parts = [(r.cls[target], r.boxes[target]), (r.cls[~target], r.boxes[~target])]  # targets, crowd
         if not tile_size:
-            samples.append(Sample(r.im_file, stem, tuple(r.shape), None, r.cls, r.boxes, r.crowd_cls, r.crowd_boxes))
+            samples.append(Sample(r.im_file, stem, tuple(r.shape), None, *parts[0], *parts[1]))
             continue
         for region in tile_grid(r.shape[0], r.shape[1], int(tile_size), overlap):
-            boxes, cls = clip_boxes_to_region(r.boxes, r.cls, region, min_visibility)
-            crowd_boxes, crowd_cls = clip_boxes_to_region(r.crowd_boxes, r.crowd_cls, region, 0.0)
+            cut = [clip_boxes_to_region(b, c, region, min_visibility)[::-1] for c, b in parts]
             x0, y0, x1, y1 = region
-            samples.append(Sample(r.im_file, f"{stem}__{x0}_{y0}", (y1 - y0, x1 - x0), region, cls, boxes,
-                                  crowd_cls, crowd_boxes))
+            samples.append(Sample(r.im_file, f"{stem}__{x0}_{y0}", (y1 - y0, x1 - x0), region, *cut[0], *cut[1]))
     return samples
 
 
@@ -258,6 +291,36 @@ def _cache_target(first_source: str, dtype: str, ann: str | None) -> Path:
     if dtype == "yolo":
         folder = Path(yolo_label_path(str(folder / "x.jpg"))).parent
     return folder.parent / (folder.name + ".cache")
+
+
+def records_to_arrays(records: list[Record]) -> dict[str, np.ndarray]:
+    """Records as flat arrays (what the label cache stores): file names as one UTF-8 blob with end offsets,
+    ``shapes [M, 2]``, ``counts [M]`` boxes per image, and ``cls [N]``, ``boxes [N, 4]``, ``crowd_flags [N]``."""
+    names = [r.im_file.encode("utf-8", "surrogateescape") for r in records]
+    crowd = [r.crowd if r.crowd is not None else np.zeros(len(r.cls), bool) for r in records]
+    return {
+        "names": np.frombuffer(b"".join(names), np.uint8),
+        "name_ends": np.cumsum([len(n) for n in names], dtype=np.int64),
+        "shapes": np.asarray([r.shape for r in records], np.int64).reshape(-1, 2),
+        "counts": np.asarray([len(r.cls) for r in records], np.int64),
+        "cls": np.concatenate([r.cls for r in records] or [np.zeros(0)]).astype(np.int64),
+        "boxes": np.concatenate([r.boxes for r in records] or [np.zeros((0, 4))]).astype(np.float32),
+        "crowd_flags": np.concatenate(crowd or [np.zeros(0)]).astype(bool),
+    }
+
+
+def arrays_to_records(a: dict) -> list[Record]:
+    """Inverse of :func:`records_to_arrays`; each record's arrays are views of the flat ones."""
+    blob, ends = a["names"].tobytes(), a["name_ends"].tolist()
+    starts = [0, *ends[:-1]]
+    splits = np.cumsum(a["counts"])[:-1]
+    cls, boxes, crowd = (np.split(a[k], splits) for k in ("cls", "boxes", "crowd_flags"))
+    has_crowd = np.zeros(len(ends), bool)
+    has_crowd[np.repeat(np.arange(len(ends)), a["counts"])[a["crowd_flags"]]] = True
+    return [
+        Record(blob[i:j].decode("utf-8", "surrogateescape"), (int(h), int(w)), c, b, f if hc else None)
+        for i, j, (h, w), c, b, f, hc in zip(starts, ends, a["shapes"].tolist(), cls, boxes, crowd, has_crowd)
+    ]
 
 
 def read_split(cfg: dict, split: str, use_cache: bool = True) -> tuple[list[Record], dict]:
@@ -280,14 +343,8 @@ def read_split(cfg: dict, split: str, use_cache: bool = True) -> tuple[list[Reco
 
     def run() -> dict:
         rep = Report()
-        recs = build(rep)
-        return {
-            "records": [[r.im_file, *r.shape, r.cls.tolist(), r.boxes.tolist(), r.crowd_cls.tolist(),
-                         r.crowd_boxes.tolist()] for r in recs],
-            "warnings": rep.warnings,
-            "skipped": rep.skipped,
-            "crowd": rep.crowd,
-        }
+        return {**records_to_arrays(build(rep)), "warnings": rep.warnings, "skipped": rep.skipped,
+                "crowd": rep.crowd}
 
     first = entry[0] if dtype == "yolo" else entry["images"][0]
     if use_cache:
@@ -296,11 +353,7 @@ def read_split(cfg: dict, split: str, use_cache: bool = True) -> tuple[list[Reco
         data, path, hit = cached(_cache_target(first, dtype, ann), key, run)
     else:
         data, path, hit = run(), None, False
-    records = [
-        Record(f, (h, w), np.asarray(c, np.int64), np.asarray(b, np.float32).reshape(-1, 4),
-               np.asarray(cc, np.int64), np.asarray(cb, np.float32).reshape(-1, 4))
-        for f, h, w, c, b, cc, cb in data["records"]
-    ]
+    records = arrays_to_records(data)
     stats = {
         "skipped": data["skipped"],
         "warnings": list(data["warnings"]),
@@ -325,6 +378,10 @@ def build_dataset(
     progress: bool = True,
     single_cls: bool = False,
     cache_ram: bool = False,
+    cache_disk: bool = False,
+    pipeline: str = "spikeyolo",
+    crowd_targets: bool = False,
+    mosaic_buffer: int = MOSAIC_BUFFER,
     **kwargs,
 ):
     """Dataset for one split of a data YAML (path, dict or loaded config).
@@ -335,7 +392,10 @@ def build_dataset(
     zoom and shift from ``hyp``'s ``fliplr``, ``scale``, ``translate``; no mosaic, colour or tiling;
     ``progress``: a progress bar while it caches frames).
     ``single_cls``: every box becomes class 0 (name it with :func:`single_class_names`). ``cache_ram``: images
-    decoded once and kept in memory (image datasets; Gen1 frames are cached by their dataset anyway).
+    decoded once and kept in memory (image datasets; Gen1 frames are cached by their dataset anyway);
+    ``cache_disk``: resized images stored once as ``.npy`` in ``<label cache>.images<imgsz>/`` (image datasets).
+    ``pipeline``, ``crowd_targets``, ``mosaic_buffer``: see :class:`DetectionDataset` (image datasets; event
+    datasets have their own fixed pipeline and no crowd boxes, and ignore them).
     Warnings are logged (the first few) and kept in ``dataset.stats["warnings"]``. Raises :class:`DataError`
     when no usable image is left.
     """
@@ -366,11 +426,19 @@ def build_dataset(
         records = [dataclasses.replace(r, cls=np.zeros_like(r.cls), crowd_cls=np.zeros_like(r.crowd_cls))
                    for r in records]
         names = single_class_names(names)
+    disk = _image_cache_folder(stats, records, imgsz, pipeline) if cache_disk and not cache_ram else None
     ds = DetectionDataset(records, names, imgsz, augment, hyp, seed, tile_size, overlap, min_visibility, stats,
-                          cache_ram)
+                          cache_ram, cache_disk=disk, pipeline=pipeline, crowd_targets=crowd_targets,
+                          mosaic_buffer=mosaic_buffer)
     if cfg["type"] == "coco" and not tile_size:
         ds.coco_source = (list(cfg[split]["images"]), cfg[split]["annotations"], list(cfg["names"]))
     return ds
+
+
+def _image_cache_folder(stats: dict, records: list[Record], imgsz: int, pipeline: str) -> Path:
+    """``<label cache without suffix>.images<imgsz>[-official]`` (else beside the first image's folder)."""
+    base = Path(stats["cache"]).with_suffix("") if stats.get("cache") else Path(records[0].im_file).parent
+    return base.with_name(f"{base.name}.images{imgsz}" + ("-official" if pipeline == "official" else ""))
 
 
 def single_class_names(names: list[str]) -> list[str]:

@@ -27,7 +27,7 @@ def collate(items: list[dict]) -> dict:
     for k in items[0]:
         values = [it[k] for it in items]
         if k in _STACK:
-            batch[k] = torch.stack(values)
+            batch[k] = torch.stack(values, out=_shared_out(values))
         elif k in _CAT:
             batch[k] = torch.cat(values)
         elif k == "batch_idx":
@@ -35,6 +35,16 @@ def collate(items: list[dict]) -> dict:
         else:
             batch[k] = values
     return batch
+
+
+def _shared_out(values: list[torch.Tensor]) -> torch.Tensor | None:
+    """In a loader worker, the stacked batch's tensor allocated in shared memory (as torch's default collate
+    does): sending it to the main process then moves a handle, not a copy of every image."""
+    if torch.utils.data.get_worker_info() is None:
+        return None
+    v = values[0]
+    storage = v.untyped_storage()._new_shared(len(values) * v.numel() * v.element_size())
+    return torch.empty(0, dtype=v.dtype).set_(storage).view(len(values), *v.shape)
 
 
 def default_workers() -> int:

@@ -130,12 +130,12 @@ class TrainConfig:
     save_period: int = -1  # also keep weights/epoch<N>.pt every this many epochs (<= 0: off)
     freeze: int = 0  # freeze the first N layers (their weights are not trained)
     single_cls: bool = False  # train every class as one
-    cache: str | None = None  # "ram": decode the images once and keep them in memory
+    cache: str | None = None  # "ram": resized images kept in memory; "disk": stored once as .npy beside the labels
     window_us: int | None = None  # event data: window length in microseconds (None: the data YAML's, else 250 ms)
     recipe: str | None = None  # the recipe these settings started from (NAME@VERSION, --recipe)
     protocol: str = "coco"  # validation protocol during training: "coco" or "ultralytics"
-    crowd_targets: bool = False  # keep COCO crowd boxes as training targets
-    pipeline: str = "spikeyolo"  # training-data edge behaviour: "spikeyolo" or "official"
+    crowd_targets: bool = False  # COCO iscrowd boxes are training targets (the official labels keep them)
+    pipeline: str = "spikeyolo"  # training-data arithmetic: ours, or "official" (docs/training.md lists both)
     tensorboard: bool = True  # log results.csv's columns to TensorBoard when the package is installed
     project: str = "runs/detect"
     name: str = "train"
@@ -377,6 +377,11 @@ class Trainer:
                       if data_cfg["type"] == "gen1" and getattr(cfg, k) is not None}
         if cfg.single_cls or cfg.cache == "ram":
             event_args.update(single_cls=cfg.single_cls, cache_ram=cfg.cache == "ram")
+        if data_cfg["type"] not in ("gen1", "gen4"):  # image datasets: the pipeline, crowd boxes, the disk cache
+            event_args.update(pipeline=cfg.pipeline, cache_disk=cfg.cache == "disk",
+                              mosaic_buffer=min(8 * local_batch, 1000))  # official: 8 x the batch per process
+            if train:  # validation keeps crowd boxes apart (ignore regions or objects, by the protocol)
+                event_args["crowd_targets"] = cfg.crowd_targets
         dataset = build_dataset(data_cfg, split, imgsz=cfg.imgsz, augment=train, hyp=dict(cfg.hyp) if train else None,
                                 seed=cfg.seed, progress=cfg.progress, **event_args)
         if train and dataset.stats.get("boxes", 1) == 0 and not cfg.allow_no_boxes:
@@ -473,8 +478,9 @@ class Trainer:
         self._set_epoch(self.train_set, self.train_loader, epoch)
         self.schedule.set_epoch(epoch)
         self.net.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.last_step = nb * epoch - 1  # every epoch ends with an optimizer step
+        self.optimizer.zero_grad(set_to_none=True)  # official: drops the last epoch's unstepped accumulation
+        if cfg.pipeline != "official":  # official: the count runs on over epochs (set once in setup)
+            self.last_step = nb * epoch - 1  # ours: every epoch ends with an optimizer step
         self.run_callbacks("on_epoch_start")
         mean_loss = torch.zeros(3)
         bar = tqdm(total=nb, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=cfg.verbose,
@@ -517,7 +523,7 @@ class Trainer:
             raise NonFiniteLossError(f"training loss is {loss.item()} (items {items.tolist()}) at epoch {epoch + 1}, "
                                      f"batch {i + 1}/{nb}")
         self.scaler.scale(loss * self.info.world_size).backward()
-        if ni - self.last_step >= accumulate or i == nb - 1:
+        if ni - self.last_step >= accumulate or (i == nb - 1 and cfg.pipeline != "official"):
             self._step(self.model, self.optimizer, self.scaler, self.ema)
             self.last_step = ni
         return items.detach().float().cpu()
