@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from ..inference import InferenceModel
 from ..utils.errors import InputError, SpikeYOLOError
 from ..utils.runs import increment_path
 from .predictor import Predictor, Result, detections_json, iter_with_images, load_predictor, yolo_lines
@@ -80,10 +81,9 @@ class _SourceWriter:
         return out
 
 
-def is_event_model(model) -> bool:
+def is_event_model(model: InferenceModel) -> bool:
     """A model trained on event frames (its config records the event input, or it has other than 3 channels)."""
-    config = getattr(model, "config", None) or {}
-    return bool(config.get("events")) or int(config.get("in_channels", 3)) != 3
+    return bool(model.config.get("events")) or model.in_channels != 3
 
 
 def source_mismatch(source: Source, event_model: bool) -> str | None:

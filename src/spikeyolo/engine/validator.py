@@ -37,7 +37,7 @@ from ..data.labels import coco_id_maps
 from ..data.protocol import DetectionItems, EventDetectionItems
 from ..energy import EnergyMeter
 from ..energy.plots import plot_energy_breakdown, plot_firing_rates
-from ..inference import inference_imgsz, load_for_inference
+from ..inference import InferenceModel
 from ..metrics.coco import coco_evaluate, write_coco_json
 from ..metrics.detection import DetectionMetrics
 from ..nn.head import returning_maps
@@ -313,17 +313,17 @@ def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=No
              project: str = "runs/detect", name: str = "val", plots: bool = True, progress: bool = True,
              split: str = "val", energy=None, exist_ok: bool = False, precision: str | None = None,
              backend: str | None = None, calibration: str | Path | None = None) -> tuple[dict, Path]:
-    """Validate a checkpoint (or a ``.onnx`` deploy export) on a data YAML split; writes into a new
-    ``project/name`` folder. ``precision`` / ``backend`` run the deploy form (:func:`spikeyolo.deploy`;
-    ``calibration``: an image folder, list or glob whose images correct the int8 biases);
-    energy is measured on the train form only (the default).
+    """Validate a checkpoint, a ``.onnx`` export or a loaded model (:class:`~spikeyolo.inference.InferenceModel`,
+    each file read once) on a data YAML split; writes into a new ``project/name`` folder. ``precision`` /
+    ``backend`` run the deploy form (:func:`spikeyolo.deploy`; ``calibration``: an image folder, list or glob
+    whose images correct the int8 biases); energy is measured on the train form only (the default).
 
     Returns ``(metrics, save_dir)``.
     """
     dev = select_device(device)
-    imgsz = int(imgsz or inference_imgsz(weights))
-    images = calibration_images(calibration, imgsz) if calibration is not None else None
-    model = load_for_inference(weights, precision, backend, imgsz, dev, images)
+    images = None if calibration is None else lambda size: calibration_images(calibration, size)
+    model = InferenceModel.load(weights, precision, backend, imgsz, dev, images)
+    imgsz, weights = model.imgsz, model.source or "the model"
     if energy is None and model.form == "train":
         energy = EnergyMeter()  # firing rates, synaptic operations and energy at the end of every val
     data_cfg = load_data_config(data)

@@ -88,22 +88,31 @@ def model_from_checkpoint(ckpt: dict, key: str = "state_dict") -> SpikeYOLO:
 
 
 def load(path: str | Path, map_location="cpu", **settings) -> SpikeYOLO:
+    """A train-form model in eval mode from a checkpoint file (see :func:`load_with_record`)."""
+    return load_with_record(path, map_location, **settings)[0]
+
+
+def load_with_record(path: str | Path, map_location="cpu", **settings) -> tuple[SpikeYOLO, dict]:
     """Load a train-form model in eval mode: a file saved by :func:`save` (or a run's ``last.pt``/``best.pt``),
     or an official BICLab SpikeYOLO checkpoint, imported without unpickling its objects (see ``official.py``).
 
     ``settings``: ``T`` and ``D`` run a saved model with other timesteps / largest spike (its weights do not
     depend on them; ``model.config`` records the values used). Official checkpoints also take the neuron
     settings ``decay``, ``input_gain`` and ``scale``, ``nc`` (see ``official.infer_official``); those raise
-    :class:`~spikeyolo.errors.InputError` for a spikeyolo checkpoint, whose file records them."""
+    :class:`~spikeyolo.errors.InputError` for a spikeyolo checkpoint, whose file records them.
+
+    Returns ``(model, record)``: the record is the checkpoint's other entries (``train_args``, metrics, ...;
+    empty for official weights), read from the same single read of the file."""
     try:
         ckpt = read_checkpoint(path, map_location)
     except CheckpointError as not_ours:
         try:
-            return infer_official(path, **settings)
+            return infer_official(path, **settings), {}
         except CheckpointError:
             raise not_ours from None
+    record = {k: v for k, v in ckpt.items() if k not in ("state_dict", "train_state")}
     try:
-        return model_from_checkpoint(with_runtime_settings(ckpt, path, settings)).eval()
+        return model_from_checkpoint(with_runtime_settings(ckpt, path, settings)).eval(), record
     except InputError:
         raise
     except Exception as e:  # a readable file whose config or weights do not build the model it describes
@@ -133,5 +142,10 @@ def count_parameters(model: nn.Module) -> int:
 
 def checkpoint_imgsz(path, default: int = 640) -> int:
     """The image size a checkpoint was trained at (its ``train_args``), else ``default``."""
-    ckpt = read_checkpoint(path)
-    return int((ckpt.get("train_args") or {}).get("imgsz") or ckpt["config"].get("imgsz") or default)
+    return trained_imgsz(read_checkpoint(path), default)
+
+
+def trained_imgsz(record: dict, default: int = 640) -> int:
+    """The image size in a checkpoint record (its ``train_args``, else its config), else ``default``."""
+    return int((record.get("train_args") or {}).get("imgsz") or (record.get("config") or {}).get("imgsz")
+               or default)

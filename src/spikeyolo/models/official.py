@@ -21,7 +21,7 @@ import torch
 
 from ..nn.neuron import NeuronConfig
 from ..utils.errors import CheckpointError
-from .yolo import HEAD_LAYER, STEM_LAYER, SpikeYOLO, build_config
+from .yolo import SpikeYOLO, build_config, layer_roles, load_spec
 
 
 # the only globals the unpickler hands out (everything else becomes an inert record): tensor rebuilding, plain
@@ -233,7 +233,8 @@ def infer_official(path: str | Path, **kwargs) -> SpikeYOLO:
     """Import with scale (unless given) and nc read from the weights and the COCO release's T=1, D=4 (with a warning:
     the official files do not record T, D or the neuron settings)."""
     state = read_official_state_dict(path)
-    stem, cls = state.get(f"{STEM_LAYER}.encode_conv.weight"), state.get(f"{HEAD_LAYER}.cv3.0.2.conv.weight")
+    roles = layer_roles(load_spec())  # the official weights number their layers as the shipped table does
+    stem, cls = state.get(f"{roles['stem']}.encode_conv.weight"), state.get(f"{roles['head']}.cv3.0.2.conv.weight")
     if stem is None or cls is None or stem.dim() != 4 or cls.dim() != 4:
         raise CheckpointError(f"{path}: not a SpikeYOLO checkpoint (no stem conv or detection head found)")
     scale = kwargs.pop("scale", None) or STEM_WIDTH_TO_SCALE.get(stem.shape[0])
