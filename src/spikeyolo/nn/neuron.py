@@ -182,18 +182,14 @@ class Activation(nn.Module):
 
 
 def is_spiking(model: nn.Module) -> bool:
-    """Whether a model's neurons are I-LIFs (False for the ANN twin, from ``config['neuron']``)."""
-    config = getattr(model, "config", None)
-    kind = config.get("neuron", "ilif") if isinstance(config, dict) else None
-    if kind is not None:
-        return kind == "ilif"
+    """Whether a model's neurons are I-LIFs: the ANN twin holds an :class:`Activation` in every I-LIF's place."""
     return not any(isinstance(m, Activation) for m in model.modules())
 
 
 def require_spiking(model: nn.Module, what: str) -> None:
     """Raise a clear error when ``what`` (an operation that needs integer spikes) is given an ANN model."""
-    if not is_spiking(model):
-        kind = model.config.get("neuron") if isinstance(getattr(model, "config", None), dict) else "an activation"
+    kind = next((m.kind for m in model.modules() if isinstance(m, Activation)), None)
+    if kind is not None:
         raise ValueError(f"{what} needs integer spikes, but this model is the ANN twin (neuron={kind!r}: "
                          "real-valued activations instead of I-LIF)")
 
