@@ -264,7 +264,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def add_val_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True,
-                   help="checkpoint .pt (best.pt / last.pt of a run, or saved model), or a deploy export .onnx")
+                   help="checkpoint .pt (best.pt / last.pt of a run, or saved model), or a `spikeyolo export` .onnx")
     p.add_argument("--data", default=None, help="data YAML (default: the one the checkpoint was trained on)")
     _add_precision_args(p)
     p.add_argument("--split", default="val", choices=("train", "val", "test"), help="the split to score")
@@ -315,7 +315,7 @@ def run_val(args: argparse.Namespace) -> int:
 
 
 def add_predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="checkpoint .pt, or a deploy export .onnx")
+    p.add_argument("--weights", required=True, help="checkpoint .pt, or a `spikeyolo export` .onnx (fused or deploy)")
     p.add_argument("--source", required=True,
                    help="image, folder, video (.mp4 ...), event recording (.dat; .raw, .aedat4, .es with the [events] "
                         "extra), glob pattern ('photos/*.jpg'), "
