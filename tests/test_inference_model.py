@@ -158,3 +158,17 @@ def test_predict_takes_precision_and_backend(trained, tmp_path):
     assert len(results) == len(reference) == 1 and len(results[0].boxes) > 0
     with pytest.raises(ValueError, match="bf16 is not available with backend onnxruntime"):
         spikeyolo.predict(weights, str(tmp_path / "a.png"), precision="bf16", backend="onnxruntime")
+
+
+def test_head_maps_only_from_a_torch_network(trained):
+    model, _, _, fused = trained
+    m = InferenceModel.of(model).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        out, maps = m(x, return_maps=True)
+        assert torch.equal(out, m(x))
+    assert [tuple(t.shape) for t in maps] == [(1, 4 * 16 + 2, s, s) for s in (8, 4, 2)]  # reg_max 16 DFL bins
+    onnx_model = InferenceModel.load(fused)
+    assert m.has_maps and not onnx_model.has_maps
+    with pytest.raises(ValueError, match="gives no head maps"):
+        onnx_model(x, return_maps=True)

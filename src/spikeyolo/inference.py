@@ -24,6 +24,7 @@ from .export.ort import OrtModel
 from .forms.deploy import check_device_support, check_precision, deploy_torch
 from .models.checkpoint import load_with_record, trained_imgsz
 from .models.yolo import SpikeYOLO
+from .nn.head import returning_maps
 from .nn.units import DeployUnit
 from .utils.errors import InputError
 
@@ -115,8 +116,20 @@ class InferenceModel(nn.Module):
         ref = next(self.net.parameters(), None)
         return ref.device if ref is not None else torch.device("cpu")
 
-    def forward(self, x: torch.Tensor):
-        return self.net(x)
+    @property
+    def has_maps(self) -> bool:
+        """Whether :meth:`forward` can also return the raw head maps (a torch SpikeYOLO: the validator's loss)."""
+        return isinstance(self.net, SpikeYOLO)
+
+    def forward(self, x: torch.Tensor, return_maps: bool = False):
+        """``[B, 4 + nc, anchors]`` in eval mode; with ``return_maps`` (only where :attr:`has_maps`)
+        ``(that, raw head maps)``."""
+        if not return_maps:
+            return self.net(x)
+        if not self.has_maps:
+            raise ValueError(f"a {self.form}-form {self.backend} model gives no head maps")
+        with returning_maps(self.net):
+            return self.net(x)
 
     @classmethod
     def of(cls, model: nn.Module, imgsz: int | tuple[int, int] | None = None) -> InferenceModel:

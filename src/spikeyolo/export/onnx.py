@@ -12,6 +12,7 @@ read back (names, strides, imgsz, T, D, form, precision, config, version).
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 import warnings
@@ -60,19 +61,18 @@ def export_onnx(model: SpikeYOLO, path: str | Path, imgsz: int | tuple[int, int]
     imgsz = imgsz or cfg.get("imgsz", 640)
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
     shape = (1, cfg["in_channels"], h, w) if cfg["in_channels"] == 3 else (1, cfg["T"], cfg["in_channels"], h, w)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path, buf = Path(path), io.BytesIO()  # the graph is built in memory and written once, complete
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer/deprecation warnings: shape checks are constant at a fixed size
-        torch.onnx.export(net, (torch.rand(shape),), str(path), dynamo=False, opset_version=opset,
+        torch.onnx.export(net, (torch.rand(shape),), buf, dynamo=False, opset_version=opset,
                           input_names=["images"], output_names=["output"],
                           dynamic_axes={"images": {0: "batch"}, "output": {0: "batch"}})
-    proto = onnx.load(str(path))
+    proto = onnx.load_model_from_string(buf.getvalue())
     convs = spike_fed_convs(net) if precision == "int8" else {}
     n_int8 = quantize_graph(proto, convs, cfg["D"]) if convs else 0
     for k, v in metadata(net, form, precision, (h, w)).items():
         proto.metadata_props.add(key=k, value=json.dumps(v))
-    onnx.save(proto, str(path))
+    _write(path, proto.SerializeToString())
     result = {"path": str(path), "form": form, "precision": precision, "imgsz": [h, w], "int8_convs": n_int8,
               "max_abs_diff": None}
     if check:
@@ -81,6 +81,12 @@ def export_onnx(model: SpikeYOLO, path: str | Path, imgsz: int | tuple[int, int]
         with torch.no_grad():
             result["max_abs_diff"] = float((OrtModel(path)(x) - net(x)).abs().max())
     return result
+
+
+def _write(path: Path, data: bytes) -> None:
+    """The one place an export touches the disk (where utils.runs has atomic_write, write through it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 def onnxruntime_model(model: SpikeYOLO, precision: str = "fp32", imgsz=None, path: str | Path | None = None,
