@@ -6,8 +6,8 @@
 The held-out images (``--splits``, default val and test) in the dihedral ``--views`` (default 0 and 4: upright
 and mirrored, the views a model trained with horizontal flips has seen) form one evaluation set; every checkpoint
 runs in its train form; the difference to the first checkpoint gets a 95% interval from 1000 draws of the source
-images (:func:`precision_eval.paired_bootstrap`). Used to decide, for example, whether ``--amp`` training keeps the
-demo's accuracy.
+images (:func:`spikeyolo.metrics.per_image.paired_bootstrap`). Used to decide, for example, whether ``--amp``
+training keeps the demo's accuracy.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import tempfile
 
 import torch
 
-from precision_eval import evaluate_split, paired_bootstrap, write_dihedral_dataset  # benchmarks/ is on sys.path
+from precision_eval import evaluate_split, write_dihedral_dataset  # benchmarks/ is on sys.path
+from spikeyolo.metrics.per_image import paired_bootstrap
 from spikeyolo.models.checkpoint import checkpoint_imgsz, load
 
 

@@ -2,6 +2,7 @@
 # GPU checks for one NVIDIA GPU: the three forms on CUDA, AMP training + validation through the CLI, DDP over
 # NCCL (one rank: a single GPU cannot hold two NCCL ranks), and GPU inference timings. Prints everything;
 # writes logs to $OUT (or runs/gpu_check). Needs torch with CUDA, opencv, pyyaml, tqdm, matplotlib, pycocotools.
+# tests/test_gpu_check.py parses every spikeyolo / benchmarks command line here against the current argparse.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=src:${PYTHONPATH:-} PYTHONUNBUFFERED=1
@@ -51,6 +52,6 @@ print("nccl ok: loss", [round(v, 4) for v in items.tolist()], "all_reduce", t.it
 dist.destroy_process_group()
 PY
 
-echo "== 4. GPU inference timings (batch 1, float32)"
-python3 benchmarks/infer.py --device cuda --scales n s --sizes 640 --repeats 10 2>&1 | tee "$OUT/infer_gpu.txt"
+echo "== 4. GPU inference timings (batch 1, float32 input; torch forms, bf16 deploy included)"
+python3 benchmarks/infer_gpu.py --device cuda --scales n s --sizes 640 --repeats 10 2>&1 | tee "$OUT/infer_gpu.txt"
 rm -rf "$TMP"

@@ -11,22 +11,23 @@ from torch import nn
 import spikeyolo
 from _train_data import make_dataset
 from spikeyolo.cli import main
-from spikeyolo.export.onnx import export_deploy, export_onnx
+from spikeyolo.export.onnx import export_onnx
 from spikeyolo.forms.deploy import deploy_torch
-from spikeyolo.inference import load_for_inference
+from spikeyolo.inference import InferenceModel
+from spikeyolo.nn.int8 import quantize_weight
 from spikeyolo.nn.neuron import ILIF
 from spikeyolo.nn.units import DeployUnit, RepConvBN
 from test_forms import randomize_bn
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from spikeyolo.export.ort import OrtModel, quantize_graph, quantize_weight, spike_fed_convs  # noqa: E402
+from spikeyolo.export.ort import OrtModel, quantize_graph, spike_fed_convs  # noqa: E402
 
 
 def test_int8_weights_dequantize_within_half_a_step():
     w = np.random.default_rng(0).normal(size=(5, 3, 3, 3)).astype(np.float32)
     w[2] = 0  # an all-zero channel keeps a finite scale
-    q, scale = quantize_weight(w)
+    q, scale = (t.numpy() for t in quantize_weight(torch.from_numpy(w)))
     assert q.dtype == np.int8 and np.abs(q).max() == 127
     for c in range(5):
         expected = np.abs(w[c]).max() / 127 if c != 2 else 1.0  # symmetric: the largest weight maps to +-127
@@ -64,8 +65,8 @@ def test_int8_conv_is_exact_on_spikes_with_dequantized_weights(tmp_path):
     with torch.no_grad():
         exact = ref(x.double())
         w = ref.unit.convs[0].weight
-        q, scale = quantize_weight(w.float().numpy())
-        w.copy_(torch.from_numpy(q.astype(np.float64) * scale.astype(np.float64)[:, None, None, None]))
+        q, scale = quantize_weight(w.float())
+        w.copy_(q.double() * scale.double()[:, None, None, None])
         twin = ref(x.double())
     assert ((got - twin).abs().max() / twin.abs().max()).item() < 1e-5
     assert ((got - exact).abs().max() / exact.abs().max()).item() > 1e-5  # weight rounding is visible
@@ -79,7 +80,7 @@ def test_int8_export_quantizes_every_spike_fed_conv_but_stem_and_logits(tmp_path
     spiking = [u for u in units if u.lif is not None]
     names = spike_fed_convs(dep)
     assert len(names) == len(spiking) - 6  # the head's 3 box + 3 class logit convs stay float
-    result = export_deploy(model, tmp_path / "m.onnx", "int8")
+    result = export_onnx(model, tmp_path / "m.onnx", form="deploy", precision="int8")
     assert result["int8_convs"] == len(names) and result["imgsz"] == [64, 64]
     assert result["max_abs_diff"] < 1e-3  # against torch with the same dequantized weights
     g = onnx.load(result["path"]).graph
@@ -93,7 +94,7 @@ def test_int8_export_quantizes_every_spike_fed_conv_but_stem_and_logits(tmp_path
 def test_onnx_file_carries_metadata_and_refuses_other_sizes(tmp_path):
     torch.manual_seed(0)
     model = spikeyolo.build_model("n", nc=2, width=0.125, imgsz=64, names=["a", "b"]).eval()
-    result = export_deploy(model, tmp_path / "m.onnx", "fp32")
+    result = export_onnx(model, tmp_path / "m.onnx", form="deploy")
     assert result["max_abs_diff"] < 1e-4
     o = OrtModel(result["path"])
     assert (o.names, o.imgsz, o.T, o.D, o.strides, o.precision) == (["a", "b"], (64, 64), 1, 4, [8, 16, 32], "fp32")
@@ -103,18 +104,17 @@ def test_onnx_file_carries_metadata_and_refuses_other_sizes(tmp_path):
     with pytest.raises(ValueError, match="exported for 64x64 inputs, got 96x96"):
         o(torch.rand(1, 3, 96, 96))
     with pytest.raises(ValueError, match="not 96; drop --imgsz"):
-        load_for_inference(result["path"], imgsz=96)
+        InferenceModel.load(result["path"], imgsz=96)
     with pytest.raises(ValueError, match="exported in fp32, not int8"):
-        load_for_inference(result["path"], precision="int8")
-    plain = tmp_path / "plain.onnx"
-    export_onnx(model, plain, imgsz=64, check=False)
-    with pytest.raises(ValueError, match="not a spikeyolo deploy export"):
-        OrtModel(plain)
+        InferenceModel.load(result["path"], precision="int8")
+    fused = tmp_path / "fused.onnx"  # the default export carries the metadata too (issue 19: val/predict take it)
+    export_onnx(model, fused, imgsz=64, check=False)
+    assert (OrtModel(fused).form, OrtModel(result["path"]).form) == ("fused", "deploy")
 
 
 def test_version_mismatch_warns(tmp_path, monkeypatch):
     model = spikeyolo.build_model("n", nc=2, width=0.125, imgsz=64).eval()
-    path = export_deploy(model, tmp_path / "m.onnx", "fp32", check=False)["path"]
+    path = export_onnx(model, tmp_path / "m.onnx", check=False, form="deploy")["path"]
     monkeypatch.setattr("spikeyolo.export.ort.__version__", "9.9.9")
     with pytest.warns(UserWarning, match="exported by spikeyolo 0.1.0, this is 9.9.9"):
         OrtModel(path)

@@ -84,7 +84,8 @@ def test_power_cal_rows_reproduce_35_38_mJ(s640):
     assert as_ac.energy_mJ == pytest.approx(by_hand_snn - 3.7 * 240_844_800 * 1e-9, rel=1e-12)
     assert as_ac.synops == report.synops and as_ac.effective_macs == report.effective_macs == 240_844_800
     # stages by layer index: 0-9 backbone, 10-25 neck, 26 head
-    assert [stage_of(n) for n in ("layers.9.cv2", "layers.10", "layers.25.conv2", "layers.26.box.0.0")] == [
+    roles = spikeyolo.build_model("n").roles
+    assert [stage_of(n, roles) for n in ("layers.9.cv2", "layers.10", "layers.25.conv2", "layers.26.box.0.0")] == [
         "backbone", "neck", "neck", "head"]
     stages = report.by_stage()
     assert sum(stages.values()) == pytest.approx(report.energy_mJ)

@@ -14,6 +14,8 @@ from spikeyolo.nn.neuron import ILIF
 class StandIn(nn.Module):
     """Two anchors: a 64x64 box at the input centre with class-1 score 0.9, and a low-score one."""
 
+    config = {"names": ["a", "b"], "in_channels": 2}  # how a stand-in describes itself to InferenceModel
+
     def __init__(self):
         super().__init__()
         self.w = nn.Parameter(torch.zeros(1))
@@ -92,6 +94,8 @@ def test_carry_state_and_video(recording, tmp_path):
 class Oracle(nn.Module):
     """Predicts one fixed box (input pixels) with score 0.9, class 0."""
 
+    config = {"names": ["a"], "in_channels": 2}  # how a stand-in describes itself to InferenceModel
+
     def __init__(self, xywh):
         super().__init__()
         self.xywh = torch.tensor(xywh)
@@ -142,6 +146,7 @@ def test_infer_representation():
     from spikeyolo.engine.recordings import infer_representation
 
     m = nn.Module()
+    m.config, m.in_channels = {}, 3  # what an InferenceModel describes
     assert infer_representation(m) == ("spikeyolo", {})
     m.in_channels = 2
     assert infer_representation(m) == ("counts", {})

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from .data.calibration import calibration_images
 from .data.loader import default_workers
 from .demo import add_demo_options, run_demo_cli
 from .energy.run import run
@@ -23,10 +24,9 @@ from .engine.predict_outputs import predict_to_folder
 from .engine.results import metrics_json, summary_table
 from .engine.trainer import RESUME_MAY_CHANGE, TrainConfig, Trainer
 from .engine.validator import PROTOCOLS, validate
-from .export.onnx import export_deploy, export_onnx
-from .export.ort import read_metadata
-from .forms.deploy import check_precision
-from .models.checkpoint import checkpoint_imgsz, checkpoint_names, load, read_checkpoint
+from .export.onnx import export
+from .inference import InferenceModel
+from .models.checkpoint import load_with_record, trained_imgsz
 from .models.recipes import apply_recipe, load_recipe, recipe_names, recipe_table
 from .nn.neuron import NEURONS
 from .utils.argtypes import (
@@ -40,7 +40,7 @@ from .utils.argtypes import (
     probability,
 )
 from .utils.errors import InputError, SpikeYOLOError
-from .utils.runs import plain
+from .utils.runs import plain, select_device
 from .utils.version import __version__
 
 VERBOSE_ENV = "SPIKEYOLO_VERBOSE"  # set to 1 to see the traceback of a user error (as --verbose does)
@@ -130,12 +130,13 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else Path(args.weights).with_suffix(".onnx")
-    imgsz = args.imgsz or checkpoint_imgsz(args.weights)
-    if args.precision is None:
-        result, what = export_onnx(load(args.weights), out, imgsz, args.opset), "the fused form"
-    else:
-        result = export_deploy(load(args.weights), out, args.precision, imgsz, args.opset)
-        what = f"the deploy form ({args.precision}, {result['int8_convs']} int8 convs)"
+    model, record = load_with_record(args.weights)  # the checkpoint is read once
+    imgsz = args.imgsz or trained_imgsz(record)
+    form = "fused" if args.precision is None else "deploy"
+    result = export(model, out, args.format, imgsz=imgsz, opset=args.opset, form=form,
+                    precision=args.precision or "fp32")
+    what = "the fused form" if form == "fused" else \
+        f"the deploy form ({args.precision}, {result['int8_convs']} int8 convs)"
     check = "" if result["max_abs_diff"] is None else f", onnxruntime max |diff| {result['max_abs_diff']:.2e}"
     print(f"exported {what} at {imgsz}x{imgsz} to {out}{check}")
     return 0
@@ -324,7 +325,7 @@ def _add_protocol_arg(p: argparse.ArgumentParser, default: str) -> None:
 
 def add_val_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True,
-                   help="checkpoint .pt (best.pt / last.pt of a run, or saved model), or a deploy export .onnx")
+                   help="checkpoint .pt (best.pt / last.pt of a run, or saved model), or a `spikeyolo export` .onnx")
     p.add_argument("--data", default=None, help="data YAML (default: the one the checkpoint was trained on)")
     _add_precision_args(p)
     p.add_argument("--split", default="val", choices=("train", "val", "test"), help="the split to score")
@@ -344,11 +345,12 @@ def add_val_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
-def recorded_data(weights: str) -> str:
+def recorded_data(model: InferenceModel) -> str:
     """The data YAML a checkpoint was trained on (its ``train_args``), when that file still exists."""
-    if str(weights).endswith(".onnx"):
+    weights = model.source
+    if model.backend == "onnxruntime":
         raise InputError(f"--data is required: {weights} is an ONNX export, which records no training data")
-    data = (read_checkpoint(weights).get("train_args") or {}).get("data")
+    data = (model.record.get("train_args") or {}).get("data")
     if not data:
         raise InputError(f"--data is required: {weights} records no training data")
     if not Path(data).is_file():
@@ -357,39 +359,26 @@ def recorded_data(weights: str) -> str:
 
 
 def run_val(args: argparse.Namespace) -> int:
+    cal = args.calibration
+    images = None if cal is None else lambda size: calibration_images(cal, size)
+    model = InferenceModel.load(args.weights, args.precision, args.backend, args.imgsz, select_device(args.device),
+                                images)  # every file is read once, here
     if args.data is None:
-        args.data = recorded_data(args.weights)
+        args.data = recorded_data(model)
         print(f"data: {args.data} (recorded in {args.weights}; --data to use another)")
-    metrics, save_dir = validate(args.weights, args.data, args.imgsz, args.batch, args.device, args.workers,
-                                 args.conf, args.iou, args.max_det, args.save_json, args.project, args.name,
-                                 args.plots, split=args.split, precision=args.precision, backend=args.backend,
-                                 calibration=args.calibration, protocol=args.protocol)
-    print(summary_table(metrics, _names_of(args.weights)))
+    metrics, save_dir = validate(model, args.data, None, args.batch, args.device, args.workers, args.conf, args.iou,
+                                 args.max_det, args.save_json, args.project, args.name, args.plots, split=args.split,
+                                 protocol=args.protocol)
+    print(summary_table(metrics, model.names))
     print(f"results in {save_dir}")
     if args.json:
-        print(metrics_json(metrics, save_dir=str(save_dir), weights=str(args.weights),
-                           form=_form_of(args)), flush=True)
+        form = {"name": model.form, "precision": model.precision, "backend": model.backend}
+        print(metrics_json(metrics, save_dir=str(save_dir), weights=str(args.weights), form=form), flush=True)
     return 0
 
 
-def _names_of(weights) -> list:
-    if str(weights).endswith(".onnx"):
-        return list(read_metadata(weights)["names"])
-    return checkpoint_names(weights)
-
-
-def _form_of(args: argparse.Namespace) -> dict:
-    """Which form, precision and backend ran (for ``--json``)."""
-    if str(args.weights).endswith(".onnx"):
-        return {"name": "deploy", "precision": read_metadata(args.weights)["precision"], "backend": "onnxruntime"}
-    if args.precision is None and args.backend is None:
-        return {"name": "train", "precision": "fp32", "backend": "torch"}
-    precision = args.precision or "fp32"
-    return {"name": "deploy", "precision": precision, "backend": check_precision(precision, args.backend)}
-
-
 def add_predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="checkpoint .pt, or a deploy export .onnx")
+    p.add_argument("--weights", required=True, help="checkpoint .pt, or a `spikeyolo export` .onnx (fused or deploy)")
     p.add_argument("--source", required=True,
                    help="image, folder, video (.mp4 ...), event recording (.dat; .raw, .aedat4, .es with the [events] "
                         "extra), glob pattern ('photos/*.jpg'), "

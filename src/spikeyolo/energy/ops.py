@@ -17,7 +17,7 @@ from torch import nn
 
 from ..forms.deploy import deploy_torch
 from ..forms.fuse import fuse
-from ..models.yolo import HEAD_LAYER, NECK_START, SpikeYOLO
+from ..models.yolo import SpikeYOLO
 from ..nn.units import DeployUnit, FusedUnit, SpikeDrivenUnit, SpikeUnit
 
 UNIT_TYPES = (SpikeUnit, FusedUnit, SpikeDrivenUnit, DeployUnit)
@@ -31,19 +31,21 @@ def layer_index(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def stage_of(name: str, head_layer: int = HEAD_LAYER, neck_start: int = NECK_START) -> str:
-    """``backbone`` (layers before ``neck_start``), ``neck`` (up to the head) or ``head`` (the Detect layer) of a
-    module path; the defaults are the shipped layer table's (backbone 0-9, neck 10-25, head 26)."""
+def stage_of(name: str, roles: dict[str, int] | None) -> str:
+    """``backbone`` (layers before ``roles["neck_start"]``), ``neck`` (up to the head) or ``head`` (the Detect
+    layer) of a module path, by the model's own layer table (:func:`spikeyolo.models.yolo.layer_roles`; the
+    shipped one: backbone 0-9, neck 10-25, head 26); ``other`` outside a layer table or without ``roles``."""
     i = layer_index(name)
-    if i is None:
+    if i is None or roles is None:
         return "other"
-    return "backbone" if i < neck_start else "neck" if i < head_layer else "head"
+    return "backbone" if i < roles["neck_start"] else "neck" if i < roles["head"] else "head"
 
 
 @dataclass(frozen=True)
 class ConvGeometry:
     """One conv at a given input size. ``unit`` is the path of the unit (the neuron -> conv pair) it belongs to;
-    ``name`` the conv's own path in the form it was measured in. ``spiking``: the conv is fed by an I-LIF."""
+    ``name`` the conv's own path in the form it was measured in. ``spiking``: the conv is fed by an I-LIF.
+    ``stage``: backbone, neck or head in the model's own layer table (:func:`stage_of`)."""
 
     name: str
     unit: str
@@ -57,6 +59,7 @@ class ConvGeometry:
     hout: int
     wout: int
     spiking: bool
+    stage: str
 
     @property
     def macs(self) -> int:
@@ -67,12 +70,8 @@ class ConvGeometry:
     def layer(self) -> int | None:
         return layer_index(self.unit)
 
-    @property
-    def stage(self) -> str:
-        return stage_of(self.unit)
-
     def to_dict(self) -> dict:
-        return {**asdict(self), "macs": self.macs, "layer": self.layer, "stage": self.stage}
+        return {**asdict(self), "macs": self.macs, "layer": self.layer}
 
 
 def iter_units(model: nn.Module):
@@ -85,10 +84,9 @@ def iter_units(model: nn.Module):
 def _shape_model(model: nn.Module, geometry: str) -> nn.Module:
     """A meta-device copy of ``model`` in the requested geometry (fused: every unit one conv). A SpikeYOLO in any
     form is rebuilt from its config, so the train geometry is available for fused models too."""
-    config = getattr(model, "config", None)
-    if config is not None:
+    if isinstance(model, SpikeYOLO):
         with torch.device("meta"):  # rebuild the train form from plain config: no copy of real weights
-            meta = SpikeYOLO(config)
+            meta = SpikeYOLO(model.config)
     else:
         meta = copy.deepcopy(model).to("meta")
     if geometry in ("train", "deploy") and not _is_train_form(meta):
@@ -118,7 +116,8 @@ def unit_geometry(model: nn.Module, imgsz: int | tuple[int, int] = 640, geometry
         raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
     meta = _shape_model(model, geometry)
-    in_channels = in_channels or getattr(meta, "in_channels", None) or meta.config["in_channels"]
+    roles = meta.roles if isinstance(meta, SpikeYOLO) else None
+    in_channels = in_channels or (meta.in_channels if isinstance(meta, SpikeYOLO) else 3)
     owner: dict[nn.Module, tuple[str, str, bool]] = {}
     for uname, unit in iter_units(meta):
         for cname, conv in unit.named_modules():
@@ -129,9 +128,10 @@ def unit_geometry(model: nn.Module, imgsz: int | tuple[int, int] = 640, geometry
     def record(conv, inputs, out):
         name, uname, spiking = owner[conv]
         x = inputs[0]
-        found.append(ConvGeometry(name, uname, conv.in_channels, conv.out_channels, conv.kernel_size[0],
-                                  conv.stride[0], conv.groups, x.shape[-2], x.shape[-1], out.shape[-2],
-                                  out.shape[-1], spiking))
+        found.append(ConvGeometry(name=name, unit=uname, cin=conv.in_channels, cout=conv.out_channels,
+                                  k=conv.kernel_size[0], stride=conv.stride[0], groups=conv.groups, hin=x.shape[-2],
+                                  win=x.shape[-1], hout=out.shape[-2], wout=out.shape[-1], spiking=spiking,
+                                  stage=stage_of(uname, roles)))
 
     handles = [conv.register_forward_hook(record) for conv in owner]
     try:

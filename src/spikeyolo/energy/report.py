@@ -27,6 +27,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ..inference import InferenceModel
 from ..nn.neuron import NeuronConfig
 from ..utils.runs import plain_json, unwrap
 from .monitor import FiringRateMonitor, NeuronStats
@@ -41,7 +42,7 @@ A freshly initialised model fires about 0.002; trained models fire one to two or
 event demo ends at 0.44, docs/events.md)."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LayerEnergy:
     """One conv of the report (per image). ``ops`` is MACs for the stem, the estimated ACs for spiking convs."""
 
@@ -70,7 +71,7 @@ class LayerEnergy:
         return asdict(self)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EnergyReport:
     """Per-layer and total operation counts and energies, per image. Build with :func:`estimate_energy` or
     :meth:`EnergyMeter.report`."""
@@ -273,9 +274,8 @@ def estimate_energy(
     for g in geometry:
         if not g.spiking:
             e = (e_mac if first_layer == "mac" else e_ac) * g.macs * frames
-            layers.append(LayerEnergy(g.name, g.unit, g.layer, g.stage, first_layer.upper(), g.cin, g.cout, g.k,
-                                      g.stride, g.groups, g.hout, g.wout, g.macs, None, None, None,
-                                      g.macs * frames, e))
+            layers.append(LayerEnergy(**_shape_of(g), kind=first_layer.upper(), firing_rate=None,
+                                      rate_per_step=None, silent=None, ops=g.macs * frames, energy_pJ=e))
             continue
         if g.unit not in rates:
             raise KeyError(f"no firing rate for {g.unit!r}: run the model under the monitor first")
@@ -284,9 +284,9 @@ def estimate_energy(
         fr = st.firing_rate if st else float(r)
         ops = g.macs * fr * T
         measured = st.synops / images if st and st.synops is not None and images and geometry_name == "fused" else None
-        layers.append(LayerEnergy(g.name, g.unit, g.layer, g.stage, "AC", g.cin, g.cout, g.k, g.stride, g.groups,
-                                  g.hout, g.wout, g.macs, fr, fr / D, st.silent if st else None, ops, e_ac * ops,
-                                  measured, st.dead_channels if st else None))
+        layers.append(LayerEnergy(**_shape_of(g), kind="AC", firing_rate=fr, rate_per_step=fr / D,
+                                  silent=st.silent if st else None, ops=ops, energy_pJ=e_ac * ops,
+                                  synops_measured=measured, dead_channels=st.dead_channels if st else None))
     seen = set()
     for g in geometry:  # element-weighted mean over the neurons (each counted once)
         st = rates.get(g.unit) if g.spiking else None
@@ -304,16 +304,30 @@ def estimate_energy(
         fr_all = sum(float(rates[u]) * w for u, w in weights.items()) / n if n else float("nan")
         silent = float("nan")
     h, w = _input_size(geometry)
-    return EnergyReport(layers, T, D, e_mac, e_ac, (h, w), first_layer, geometry_name, frames, images, fr_all,
-                        silent)
+    return EnergyReport(layers=layers, T=T, D=D, e_mac=e_mac, e_ac=e_ac, imgsz=(h, w), first_layer=first_layer,
+                        geometry=geometry_name, frames=frames, images=images, firing_rate=fr_all, silent=silent)
 
 
 def _ann_energy(geometry: list[ConvGeometry], *, T, D, e_mac, e_ac, geometry_name, images, neuron) -> EnergyReport:
     """Every conv of the ANN twin as dense MACs (real-valued inputs everywhere), once per timestep."""
-    layers = [LayerEnergy(g.name, g.unit, g.layer, g.stage, "MAC", g.cin, g.cout, g.k, g.stride, g.groups, g.hout,
-                          g.wout, g.macs, None, None, None, g.macs * T, e_mac * g.macs * T) for g in geometry]
+    layers = [LayerEnergy(**_shape_of(g), kind="MAC", firing_rate=None, rate_per_step=None, silent=None,
+                          ops=g.macs * T, energy_pJ=e_mac * g.macs * T) for g in geometry]
     h, w = _input_size(geometry)
-    return EnergyReport(layers, T, D, e_mac, e_ac, (h, w), "mac", geometry_name, float(T), images, neuron=neuron)
+    return EnergyReport(layers=layers, T=T, D=D, e_mac=e_mac, e_ac=e_ac, imgsz=(h, w), first_layer="mac",
+                        geometry=geometry_name, frames=float(T), images=images, neuron=neuron)
+
+
+def _network(model: nn.Module) -> nn.Module:
+    """The torch network to monitor: the one an InferenceModel runs (its module paths are the network's own, as
+    the geometry names them), inside any DDP / compile wrapper."""
+    model = unwrap(model)
+    return model.net if isinstance(model, InferenceModel) else model
+
+
+def _shape_of(g: ConvGeometry) -> dict:
+    """The fields a :class:`LayerEnergy` copies from its conv's geometry."""
+    return {"name": g.name, "unit": g.unit, "layer": g.layer, "stage": g.stage, "cin": g.cin, "cout": g.cout,
+            "k": g.k, "stride": g.stride, "groups": g.groups, "hout": g.hout, "wout": g.wout, "macs": g.macs}
 
 
 def _input_size(geometry: list[ConvGeometry]) -> tuple[int, int]:
@@ -347,7 +361,7 @@ class EnergyMeter:
                  first_layer: str = "mac", geometry: str = "fused", synops: bool = True, sync: bool = False):
         if first_layer not in FIRST_LAYER:
             raise ValueError(f"first_layer must be one of {FIRST_LAYER}, got {first_layer!r}")
-        self.model = unwrap(model) if model is not None else None
+        self.model = _network(model) if model is not None else None
         self.e_mac, self.e_ac = float(e_mac), float(e_ac)
         self.first_layer, self.geometry, self.measure_synops, self.sync = first_layer, geometry, synops, sync
         self._monitor: FiringRateMonitor | None = None
@@ -366,7 +380,7 @@ class EnergyMeter:
     def monitor(self, model: nn.Module | None = None, reset: bool = True) -> FiringRateMonitor:
         """A context manager that monitors ``model`` (default: the meter's). ``reset=False`` continues the previous
         run's statistics (same model object)."""
-        model = model if model is not None else self.model
+        model = _network(model) if model is not None else self.model
         if model is None:
             raise ValueError("EnergyMeter.monitor: no model given (and none at construction)")
         if reset or self._monitor is None:

@@ -11,7 +11,8 @@ from tqdm import tqdm
 from ..data import build_dataloader, build_dataset
 from ..forms.fuse import fuse
 from ..forms.spike_driven import to_spike_driven
-from ..models.checkpoint import load
+from ..inference import InferenceModel
+from ..utils.errors import InputError
 from ..utils.runs import increment_path, select_device
 from .plots import plot_energy_breakdown, plot_firing_rates
 from .report import E_AC_PJ, E_MAC_PJ, EnergyMeter, EnergyReport
@@ -52,15 +53,19 @@ def measure(model, loader, *, device="cpu", max_batches: int | None = None, form
 def run(weights: str | Path, data: str | Path, *, imgsz: int | None = None, batch: int = 8,
         max_batches: int | None = None, workers: int = 0, device: str = "cpu", out: str | Path | None = None,
         plots: bool = True, **kwargs) -> tuple[EnergyReport, Path]:
-    """The `energy` command: load weights, build the val loader, measure, write CSV/JSON/plots to ``out``."""
-    model = load(weights)
-    imgsz = int(imgsz or model.config.get("imgsz", 640))
-    dataset = build_dataset(data, split="val", imgsz=imgsz, augment=False)
-    if getattr(dataset, "nc", model.nc) != model.nc:
+    """The `energy` command: load weights (a checkpoint, read once; the train form), build the val loader,
+    measure, write CSV/JSON/plots to ``out``."""
+    model = InferenceModel.load(weights, imgsz=imgsz)
+    if model.form != "train":
+        raise InputError(f"{weights}: energy is measured from a train-form checkpoint, not a {model.form}-form "
+                         f"{model.backend} model")
+    dataset = build_dataset(data, split="val", imgsz=model.imgsz, augment=False)
+    if dataset.nc != model.nc:
         LOGGER.warning("the data has %s classes, the model %s: energy does not depend on it, continuing",
                        dataset.nc, model.nc)
     loader = build_dataloader(dataset, batch, workers=workers, shuffle=False)
-    report = measure(model, loader, device=select_device(device), max_batches=max_batches, imgsz=imgsz, **kwargs)
+    report = measure(model.net, loader, device=select_device(device), max_batches=max_batches, imgsz=model.imgsz,
+                     **kwargs)
     report.extra.update(weights=str(weights), data=str(data))
     out = increment_path(out or "runs/energy/exp", exist_ok=out is not None)
     report.save_csv(out / "energy_layers.csv")

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from ..inference import InferenceModel
 from ..utils.errors import InputError, SpikeYOLOError
 from ..utils.runs import atomic_path, atomic_write, increment_path
 from .predictor import Predictor, Result, detections_json, iter_with_images, load_predictor, yolo_lines
@@ -100,10 +101,9 @@ def write_image(path: Path, image) -> None:
             raise OSError(f"cannot write image {path}")
 
 
-def is_event_model(model) -> bool:
+def is_event_model(model: InferenceModel) -> bool:
     """A model trained on event frames (its config records the event input, or it has other than 3 channels)."""
-    config = getattr(model, "config", None) or {}
-    return bool(config.get("events")) or int(config.get("in_channels", 3)) != 3
+    return bool(model.config.get("events")) or model.in_channels != 3
 
 
 def source_mismatch(source: Source, event_model: bool) -> str | None:

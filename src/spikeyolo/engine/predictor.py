@@ -27,7 +27,7 @@ from torch import nn
 
 from ..data.augment import bgr_to_rgb_chw, letterbox
 from ..data.calibration import calibration_images
-from ..inference import inference_imgsz, load_for_inference
+from ..inference import InferenceModel
 from ..utils.boxes import clip_boxes, unletterbox
 from ..utils.nms import non_max_suppression
 from ..utils.plots import draw_boxes
@@ -95,19 +95,20 @@ class Predictor:
     """Detections of a model on BGR frames.
 
     Args:
-        model: a SpikeYOLO (any form) returning ``[B, 4 + nc, A]`` in eval mode.
-        imgsz: square input size (a multiple of 32).
+        model: an :class:`~spikeyolo.inference.InferenceModel`, or a network it wraps (a SpikeYOLO in any form,
+            an ONNX Runtime model) returning ``[B, 4 + nc, A]`` in eval mode.
+        imgsz: square input size (a multiple of 32; None: the model's).
         conf, iou, max_det: NMS settings (0.25, 0.7, 300 by default for prediction).
         device: where the model runs.
         classes: keep only these class ids (``None``: all).
     """
 
-    def __init__(self, model: nn.Module, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
+    def __init__(self, model: nn.Module, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7,
                  max_det: int = 300, device="cpu", classes: Iterable[int] | None = None):
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.imgsz, self.conf, self.iou, self.max_det = int(imgsz), conf, iou, max_det
-        self.names = list(getattr(model, "names", None) or [str(i) for i in range(getattr(model, "nc", 80))])
+        self.model = InferenceModel.of(model, imgsz).to(self.device).eval()
+        self.imgsz, self.conf, self.iou, self.max_det = int(self.model.imgsz), conf, iou, max_det
+        self.names = self.model.names
         self.classes = None if classes is None else [int(c) for c in classes]
         bad = [c for c in self.classes or [] if not 0 <= c < len(self.names)]
         if bad:
@@ -202,31 +203,31 @@ def iter_results(predictor: Predictor, sources: list[Source], batch: int = 1, vi
 
 def load_predictor(weights, imgsz, conf, iou, max_det, device, classes, precision: str | None = None,
                    backend: str | None = None, calibration: str | Path | None = None) -> Predictor:
-    """A :class:`Predictor` of a loaded model, a checkpoint, or a ``.onnx`` deploy export (``precision`` /
-    ``backend`` run the deploy form; ``calibration`` images correct the int8 biases)."""
+    """A :class:`Predictor` of a loaded model, a checkpoint, or a ``.onnx`` export, each file read once
+    (:meth:`InferenceModel.load`; ``precision`` / ``backend`` run the deploy form; ``calibration`` images
+    correct the int8 biases)."""
     dev = select_device(device)
-    if isinstance(weights, nn.Module):
-        size = imgsz or (getattr(weights, "config", None) or {}).get("imgsz") or 640
-        return Predictor(weights, int(size), conf, iou, max_det, dev, classes)
-    size = int(imgsz or inference_imgsz(weights))
-    images = calibration_images(calibration, size) if calibration is not None else None
-    model = load_for_inference(weights, precision, backend, size, dev, images)
-    return Predictor(model, size, conf, iou, max_det, dev, classes)
+    images = None if calibration is None else lambda size: calibration_images(calibration, size)
+    model = InferenceModel.load(weights, precision, backend, imgsz, dev, images)
+    return Predictor(model, None, conf, iou, max_det, dev, classes)
 
 
 def predict(weights, source, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
             device=None, classes: Iterable[int] | None = None, batch: int = 1, vid_stride: int = 1,
-            stream: bool = False) -> list[Result] | Iterator[Result]:
+            stream: bool = False, precision: str | None = None, backend: str | None = None,
+            calibration: str | Path | None = None) -> list[Result] | Iterator[Result]:
     """Detect objects; returns one :class:`Result` per image or video frame (nothing is written to disk).
 
     Args:
-        weights: a checkpoint path (``best.pt``) or a loaded model.
+        weights: a checkpoint path (``best.pt``), a ``.onnx`` export, or a loaded model.
         source: an image, video, folder, glob pattern, ``.txt`` list of files, webcam index, stream URL, a
             BGR ``uint8`` numpy image, or a list of any of these (see :mod:`spikeyolo.engine.sources`).
         imgsz: input size (default: the size the checkpoint was trained at).
         conf, iou, max_det: NMS settings. classes: keep only these class ids.
         batch: frames per forward pass. vid_stride: keep every n-th video/stream frame.
         stream: return a generator (use it for webcams and long videos: memory stays bounded).
+        precision, backend: run the deploy form (``fp32`` / ``bf16`` / ``int8``; ``torch`` / ``onnxruntime``;
+            see :func:`spikeyolo.deploy`); ``calibration``: images (folder, list or glob) correcting int8 biases.
 
     Example::
 
@@ -234,7 +235,7 @@ def predict(weights, source, imgsz: int | None = None, conf: float = 0.25, iou: 
             for box, score, name in zip(r.boxes, r.scores, r.labels):
                 print(r.path, name, round(float(score), 2), box.round(1).tolist())
     """
-    predictor = load_predictor(weights, imgsz, conf, iou, max_det, device, classes)
+    predictor = load_predictor(weights, imgsz, conf, iou, max_det, device, classes, precision, backend, calibration)
     items = source if isinstance(source, list) else [source]
     if all(isinstance(s, np.ndarray) for s in items):
         arrays = [(f"image{i}", None, im, None) for i, im in enumerate(items)]

@@ -3,7 +3,7 @@
 Prophesee ``_bbox.npy`` (timestamp = window end ``t``, sensor pixels) and, optionally, drawn into an mp4.
 
 With ``carry_state=True`` the spiking neurons keep their membrane potentials from one window to the next
-(``spikeyolo.neuron.set_carry_state``); windows are then fed one at a time in time order, and should not
+(:func:`spikeyolo.nn.neuron.carrying_state`); windows are then fed one at a time in time order, and should not
 overlap (``step_us == window_us``, the default then), otherwise events are seen twice.
 
 Settings left as ``None`` come from the model: a model trained on an event dataset carries
@@ -29,8 +29,10 @@ from ..events.io import BBOX_DTYPE, write_bbox, xyxy_to_bbox
 from ..events.prophesee import evaluate_prophesee
 from ..events.readers import open_recording
 from ..events.representations import EventInput, events_to_frames, representation_channels
-from ..nn.neuron import reset_state, set_carry_state
+from ..inference import InferenceModel
+from ..nn.neuron import set_carry_state
 from ..utils.boxes import clip_boxes, unletterbox
+from ..utils.errors import InputError
 from ..utils.nms import non_max_suppression
 
 DEFAULT_STEP_US = 50_000
@@ -81,9 +83,10 @@ def infer_representation(model, representation: str | None = None, opts: dict | 
     (``model.config["events"]``), else by channel count: 2 -> ``counts``, 3 -> ``spikeyolo``, 2k ->
     ``histogram`` with ``bins=k``. The options: the given ones (``{}`` means none), else the trained ones when
     the kind is the trained one, else none (options such as ``norm`` cannot be guessed). The kind is checked
-    against ``model.in_channels`` when the model has it."""
-    trained = EventInput.from_checkpoint(getattr(model, "config", None))
-    c = getattr(model, "in_channels", None)
+    against ``model.in_channels``. ``model``: an :class:`~spikeyolo.inference.InferenceModel` (or anything with
+    ``config`` and ``in_channels``)."""
+    trained = EventInput.from_checkpoint(model.config)
+    c = model.in_channels
     if representation is None and trained is not None:
         representation = trained.representation
     if opts is None:
@@ -93,7 +96,7 @@ def infer_representation(model, representation: str | None = None, opts: dict | 
     if representation is None:
         if c == 2:
             representation = "counts"
-        elif c == 3 or c is None:
+        elif c == 3:
             representation = "spikeyolo"
         elif int(c) % 2 == 0:
             representation = "histogram"
@@ -101,7 +104,7 @@ def infer_representation(model, representation: str | None = None, opts: dict | 
         else:
             raise ValueError(f"no event representation has {c} channels; pass representation=...")
     have = representation_channels(representation, **opts)
-    if c is not None and int(c) != have:
+    if int(c) != have:
         raise ValueError(f"representation {representation!r} {opts or ''} gives {have} channels but the model "
                          f"takes {int(c)}")
     return representation, opts
@@ -112,10 +115,10 @@ def model_event_input(model, window_us: int | None = None, T: int | None = None,
     """The event input for ``model``: the settings given here, else those it was trained with
     (:meth:`EventInput.from_checkpoint`), else the defaults; ``T`` else ``model.T``; the representation from
     :func:`infer_representation`."""
-    trained = EventInput.from_checkpoint(getattr(model, "config", None)) or EventInput()
+    trained = EventInput.from_checkpoint(model.config) or EventInput()
     kind, opts = infer_representation(model, representation, options)
     window_us = trained.window_us if window_us is None else int(window_us)
-    T = (getattr(model, "T", None) or trained.T) if T is None else int(T)
+    T = model.T if T is None else int(T)
     if window_us <= 0 or T < 1:
         raise ValueError(f"need window_us > 0 and T >= 1, got {window_us}, {T}")
     return EventInput(window_us=window_us, T=T, representation=kind, options=opts)
@@ -184,62 +187,66 @@ def predict_recording(model, dat_path, out_path, window_us: int | None = None, s
     smaller, as training did (boxes are still written in sensor pixels). ``video_path``: also write an mp4
     of every window with its boxes (frame by frame).
     """
+    model = InferenceModel.of(model)
     ev_in = model_event_input(model, window_us, T, representation, representation_opts)
     window_us = ev_in.window_us
     step_us = int(step_us if step_us is not None else window_us if carry_state else DEFAULT_STEP_US)
     if step_us <= 0:
         raise ValueError(f"need step_us > 0, got {step_us}")
-    config = getattr(model, "config", None)
-    trained = config.get("events") if isinstance(config, dict) else None
-    f = int(downsample or (trained or {}).get("downsample") or 1)
+    if carry_state and step_us != window_us:
+        warnings.warn(f"carry_state with step_us={step_us} != window_us={window_us}: windows overlap or "
+                      "leave gaps, so the carried state sees events twice or misses some", stacklevel=2)
+    if carry_state and model.backend != "torch":
+        raise InputError(f"carry_state keeps I-LIF membranes between windows; a {model.backend} model keeps none "
+                         f"(use a checkpoint)")
+    f = int(downsample or (model.config.get("events") or {}).get("downsample") or 1)
     reader = open_recording(dat_path)
-    H, W = reader.height, reader.width
+    ends = _window_ends(reader, window_us, step_us, t_start, t_end, window_ends)
+    writer = None if video_path is None else _video_writer(video_path, video_fps or 1e6 / step_us,
+                                                          reader.height, reader.width, VIDEO_SCALE)
     was_training = model.training
     model.eval()
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
-    if carry_state:
-        if step_us != window_us:
-            warnings.warn(f"carry_state with step_us={step_us} != window_us={window_us}: windows overlap or "
-                          "leave gaps, so the carried state sees events twice or misses some", stacklevel=2)
-        set_carry_state(model, True)
-        reset_state(model)
-        batch = 1
-    ends = _window_ends(reader, window_us, step_us, t_start, t_end, window_ends)
-    writer = None if video_path is None else _video_writer(video_path, video_fps or 1e6 / step_us, H, W, VIDEO_SCALE)
-
     results = []
     bar = tqdm(total=len(ends), desc=f"predict {Path(dat_path).name}", disable=not progress)
+    batch = 1 if carry_state else batch  # the state runs through the windows in time order
+    if carry_state:
+        set_carry_state(model.net, True)  # from rest
     try:
         for a in range(0, len(ends), batch):
             chunk = ends[a:a + batch]
-            evs, imgs, rp = [], [], None
-            for te in chunk:
-                ev = reader.read(te - window_us, te)
-                fr = events_to_frames(downsample_events(ev, f), te - window_us, te, ev_in.T, H // f, W // f,
-                                      ev_in.representation, **ev_in.opts)
-                img, gain, pad = letterbox_frames(fr, imgsz, ev_in.background)
-                evs.append(ev)
-                imgs.append(img)
-                rp = (gain, pad)
-            pred = model(torch.from_numpy(np.stack(imgs)).to(device))
-            for te, ev, (b, d) in zip(chunk, evs, _sensor_detections(pred, rp, (H, W), conf, iou, max_det, f)):
-                results.append(xyxy_to_bbox(te, b, d[:, 5].astype(np.int64), d[:, 4]))
-                if writer is not None:
-                    writer.write(render_window(ev, H, W, b, d[:, 5], d[:, 4], names, scale=VIDEO_SCALE))
+            results += _run_windows(model, reader, chunk, ev_in, f, imgsz, (conf, iou, max_det), writer, names)
             bar.update(len(chunk))
     finally:
         bar.close()
         if writer is not None:
             writer.release()
         if carry_state:
-            set_carry_state(model, False)
+            set_carry_state(model.net, False)
         model.train(was_training)
     out = np.concatenate(results) if results else np.zeros(0, BBOX_DTYPE)
     write_bbox(out_path, out)
     return out
+
+
+def _run_windows(model, reader, ends, ev_in: EventInput, f: int, imgsz: int, nms: tuple, writer, names) -> list:
+    """One batch of windows ending at ``ends`` through the model: their detections (and video frames)."""
+    H, W = reader.height, reader.width
+    evs, imgs, rp = [], [], None
+    for te in ends:
+        ev = reader.read(te - ev_in.window_us, te)
+        fr = events_to_frames(downsample_events(ev, f), te - ev_in.window_us, te, ev_in.T, H // f, W // f,
+                              ev_in.representation, **ev_in.opts)
+        img, gain, pad = letterbox_frames(fr, imgsz, ev_in.background)
+        evs.append(ev)
+        imgs.append(img)
+        rp = (gain, pad)
+    pred = model(torch.from_numpy(np.stack(imgs)).to(model.device))
+    results = []
+    for te, ev, (b, d) in zip(ends, evs, _sensor_detections(pred, rp, (H, W), *nms, f)):
+        results.append(xyxy_to_bbox(te, b, d[:, 5].astype(np.int64), d[:, 4]))
+        if writer is not None:
+            writer.write(render_window(ev, H, W, b, d[:, 5], d[:, 4], names, scale=VIDEO_SCALE))
+    return results
 
 
 def evaluate_recordings(model, dataset, out_dir, step_us: int | None = None, conf: float = 0.001,

@@ -48,12 +48,10 @@ from ..data.labels import coco_id_maps
 from ..data.protocol import DetectionItems, EventDetectionItems
 from ..energy import EnergyMeter
 from ..energy.plots import plot_energy_breakdown, plot_firing_rates
-from ..export.ort import OrtModel
-from ..inference import inference_imgsz, load_for_inference
+from ..inference import InferenceModel
 from ..metrics.coco import coco_evaluate, write_coco_json
 from ..metrics.detection import DetectionMetrics
 from ..metrics.ultralytics_ap import UltralyticsAP
-from ..models.yolo import SpikeYOLO
 from ..utils.boxes import clip_boxes, cxcywh2xyxy, unletterbox
 from ..utils.errors import InputError
 from ..utils.nms import non_max_suppression
@@ -211,7 +209,7 @@ class Validator:
 
     @torch.no_grad()
     def __call__(self, model: nn.Module) -> dict:
-        model = unwrap(model)
+        model = InferenceModel.of(unwrap(model))  # any form; the trainer passes its (EMA) SpikeYOLO
         was_training = model.training
         model.eval()
         run = self.begin(model)
@@ -233,13 +231,12 @@ class Validator:
             model.train()
         return self.finalize(run, energy)
 
-    def begin(self, model: nn.Module) -> ValidationPass:
+    def begin(self, model: InferenceModel) -> ValidationPass:
         """A fresh :class:`ValidationPass` for ``model`` (names, the loss, the energy monitor started)."""
-        names = self.names if self.names is not None else getattr(model, "names", None)
-        nc = int(getattr(model, "nc", len(names or [])))
-        names = list(names) if names is not None else [str(i) for i in range(nc)]
-        if self.compute_loss and self.loss_fn is None and isinstance(model, SpikeYOLO):
-            self.loss_fn = DetectionLoss(model)
+        names = list(self.names) if self.names is not None else model.names
+        nc = model.nc
+        if self.compute_loss and self.loss_fn is None and model.has_maps:
+            self.loss_fn = DetectionLoss(model.net)
         dataset = getattr(self.dataloader, "dataset", None)
         index_of = {}
         if isinstance(dataset, DetectionItems):
@@ -247,7 +244,7 @@ class Validator:
         if self.save_dir is not None:
             self.save_dir.mkdir(parents=True, exist_ok=True)
         if self.energy is not None:
-            self.energy.start(model)
+            self.energy.start(model.net)
         ultralytics = UltralyticsAP(nc) if self.protocol == "ultralytics" else None
         return ValidationPass(names, dataset, index_of, DetectionMetrics(nc), ultralytics)
 
@@ -259,10 +256,10 @@ class Validator:
                           f"{', ...' if len(files) > 3 else ''})")
         return x
 
-    def infer(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list | None]:
+    def infer(self, model: InferenceModel, x: torch.Tensor) -> tuple[torch.Tensor, list | None]:
         """``(decoded [B, 4 + nc, A], raw head maps or None)``; the maps only when the loss is computed."""
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
-            if self.loss_fn is not None and isinstance(model, SpikeYOLO):
+            if self.loss_fn is not None and model.has_maps:
                 out, maps = model(x, return_maps=True)
             else:
                 out, maps = model(x), None
@@ -417,27 +414,28 @@ def validate(weights, data, imgsz: int | None = None, batch: int = 16, device=No
              split: str = "val", energy=None, exist_ok: bool = False, precision: str | None = None,
              backend: str | None = None, calibration: str | Path | None = None,
              protocol: str = "coco") -> tuple[dict, Path]:
-    """Validate a checkpoint (or a ``.onnx`` deploy export) on a data YAML split; writes into a new
-    ``project/name`` folder. ``precision`` / ``backend`` run the deploy form (:func:`spikeyolo.deploy`;
-    ``calibration``: an image folder, list or glob whose images correct the int8 biases);
-    energy is measured on the train form only (the default). ``protocol``: ``coco`` or ``ultralytics`` (module
-    docstring; ``ultralytics`` runs rectangular batches of ``batch`` images, except for an ``.onnx`` file,
-    which takes its exported size only, as ultralytics validates exported models on square inputs).
+    """Validate a checkpoint, a ``.onnx`` export or a loaded model (:class:`~spikeyolo.inference.InferenceModel`,
+    each file read once) on a data YAML split; writes into a new ``project/name`` folder. ``precision`` /
+    ``backend`` run the deploy form (:func:`spikeyolo.deploy`; ``calibration``: an image folder, list or glob
+    whose images correct the int8 biases); energy is measured on the train form only (the default).
+    ``protocol``: ``coco`` or ``ultralytics`` (module docstring; ``ultralytics`` runs rectangular batches of
+    ``batch`` images, except in ONNX Runtime, whose export has a fixed size, as ultralytics validates exported
+    models on square inputs).
 
     Returns ``(metrics, save_dir)``.
     """
     check_protocol(protocol)
     dev = select_device(device)
-    imgsz = int(imgsz or inference_imgsz(weights))
-    images = calibration_images(calibration, imgsz) if calibration is not None else None
-    model = load_for_inference(weights, precision, backend, imgsz, dev, images)
+    images = None if calibration is None else lambda size: calibration_images(calibration, size)
+    model = InferenceModel.load(weights, precision, backend, imgsz, dev, images)
+    imgsz, weights = model.imgsz, model.source or "the model"
     if energy is None and model.form == "train":
         energy = EnergyMeter()  # firing rates, synaptic operations and energy at the end of every val
     data_cfg = load_data_config(data)
     check_class_names(model.names, data_cfg["names"], weights, data)
     dataset = build_dataset(data_cfg, split, imgsz=imgsz, augment=False, progress=progress)
     _warn_event_mismatch(model, dataset, weights, data)
-    loader = protocol_loader(dataset, batch, workers, protocol, rect=not isinstance(model, OrtModel))
+    loader = protocol_loader(dataset, batch, workers, protocol, rect=model.backend != "onnxruntime")
     save_dir = increment_path(Path(project) / name, exist_ok)
     validator = Validator(loader, names=data_cfg["names"], device=dev, conf=conf, iou=iou, max_det=max_det,
                           save_dir=save_dir, save_json=save_json, plots=plots, half=dev.type == "cuda",

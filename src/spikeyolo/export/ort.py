@@ -1,4 +1,5 @@
-"""The deploy form in ONNX Runtime: export (fp32 or int8), metadata, and a module that runs the file.
+"""spikeyolo's ONNX files in ONNX Runtime: their metadata, the int8 graph rewrite of the deploy form, and a module
+that runs a file (the exporter itself is :mod:`spikeyolo.export.onnx`).
 
 int8 here means: every conv whose input is an I-LIF output (integers 0..D) runs as ONNX ``ConvInteger`` on the
 spikes cast to uint8 (scale 1, zero point 0: exact, no calibration) with int8 weights, symmetric per output
@@ -10,10 +11,7 @@ and the conv output is the next I-LIF's membrane input, whose rounding to 0..D t
 
 from __future__ import annotations
 
-import copy
-import io
 import json
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -21,13 +19,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..nn import int8
+from ..forms.deploy import check_uint8_spikes
+from ..nn.int8 import quantize_weight
 from ..nn.units import DeployUnit
-from ..utils.runs import atomic_write
+from ..utils.errors import FileFormatError
 from ..utils.version import __version__
 
 METADATA_KEYS = ("names", "strides", "imgsz", "T", "D", "nc", "in_channels", "precision", "config",
                  "spikeyolo_version")
+"""Keys every spikeyolo ``.onnx`` carries (JSON values); files written since the fused form has them also carry
+``form`` (``fused`` or ``deploy``; absent: ``deploy``, the only form that had metadata before)."""
+EXPORT_FORMS = ("fused", "deploy")
 
 
 def _import_onnx():
@@ -41,24 +43,18 @@ def _import_onnx():
 
 
 def spike_fed_convs(dep: nn.Module) -> dict[str, nn.Conv2d]:
-    """``{weight name: conv}`` of the first conv of every unit fed by an I-LIF, except the head's last (logit)
-    convs; the names are those the ONNX exporter gives the weights."""
-    head_last = {id(seq[-1]) for branch in (dep.head.box, dep.head.cls) for seq in branch}
+    """``{weight name: conv}`` of the first conv of every deploy unit that may be lowered
+    (:attr:`spikeyolo.nn.units.SpikeUnit.quantizable`, the rule the torch int8 form follows too); the names are
+    those the ONNX exporter gives the weights."""
     return {f"{name}.convs.0.weight": m.convs[0] for name, m in dep.named_modules()
-            if isinstance(m, DeployUnit) and m.lif is not None and id(m) not in head_last}
-
-
-def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`spikeyolo.nn.int8.quantize_weight` on numpy arrays: both backends round the weights alike."""
-    q, scale = int8.quantize_weight(torch.from_numpy(w))
-    return q.numpy(), scale.numpy()
+            if isinstance(m, DeployUnit) and m.quantizable}
 
 
 def _int8_conv_nodes(node, w: np.ndarray, bias: np.ndarray | None, D: int):
     """Nodes and initializers replacing one float Conv on spike inputs by Cast(uint8) -> ConvInteger -> scale."""
     from onnx import TensorProto, helper, numpy_helper  # optional dependency, checked by _import_onnx
 
-    q, scale = quantize_weight(w)
+    q, scale = (t.numpy() for t in quantize_weight(torch.from_numpy(w)))
     p = node.name.strip("/").replace("/", "_") or node.output[0]
     x, y = node.input[0], node.output[0]
     inits = [numpy_helper.from_array(q, f"{p}_wq"), numpy_helper.from_array(np.zeros((), np.int8), f"{p}_wzp"),
@@ -74,8 +70,6 @@ def _int8_conv_nodes(node, w: np.ndarray, bias: np.ndarray | None, D: int):
         inits.append(numpy_helper.from_array(bias.reshape(1, -1, 1, 1).astype(np.float32), f"{p}_bias"))
         nodes += [helper.make_node("Mul", [f"{p}_accf", f"{p}_scale"], [f"{p}_scaled"]),
                   helper.make_node("Add", [f"{p}_scaled", f"{p}_bias"], [y])]
-    if D > 255:
-        raise ValueError(f"int8: spikes 0..D must fit uint8, got D={D}")
     return nodes, inits
 
 
@@ -83,6 +77,7 @@ def quantize_graph(model_proto, convs: dict[str, nn.Conv2d], D: int) -> int:
     """Rewrite, in place, every Conv whose weight input is named in ``convs`` to int8 (weights and bias taken
     from the torch conv, since the exporter may share or fold equal initializers); returns how many."""
     _import_onnx()
+    check_uint8_spikes(D)
     g = model_proto.graph
     new_nodes, n, replaced = [], 0, set()
     for node in g.node:
@@ -106,108 +101,91 @@ def quantize_graph(model_proto, convs: dict[str, nn.Conv2d], D: int) -> int:
     return n
 
 
-def export_deployed_onnx(dep: nn.Module, path: str | Path, precision: str = "fp32", imgsz=None, opset: int = 17,
-                         check: bool = True) -> dict:
-    """Write a float32 torch deploy form (:func:`spikeyolo.deploy.deploy_torch`, not channels-last) as ONNX, fp32
-    or int8, with a dynamic batch axis.
-
-    ``imgsz`` defaults to the size in the model config. The file's metadata carries names, strides, imgsz, T, D,
-    the model config and the spikeyolo version. With ``check``, ONNX Runtime runs the file on two random inputs
-    and ``max_abs_diff`` against the torch deploy form is returned (for int8, against torch with the same int8
-    weights dequantized: only float32 summation order differs). ``dep`` is not changed.
-    """
-    onnx, ort = _import_onnx()
-    if precision not in ("fp32", "int8"):
-        raise ValueError(f"ONNX export: precision must be fp32 or int8, got {precision!r}")
-    cfg = dep.config
-    imgsz = imgsz or cfg.get("imgsz", 640)
-    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
-    static = cfg["in_channels"] == 3
-    shape = (1, cfg["in_channels"], h, w) if static else (1, cfg["T"], cfg["in_channels"], h, w)
-    path = Path(path)
-    dep = copy.deepcopy(dep).float().cpu().eval()
-    buf = io.BytesIO()  # built in memory, written once through a temporary: a full disk never tears a good file
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer/deprecation warnings: shape checks are constant at a fixed size
-        torch.onnx.export(dep, (torch.rand(shape),), buf, dynamo=False, opset_version=opset,
-                          input_names=["images"], output_names=["output"],
-                          dynamic_axes={"images": {0: "batch"}, "output": {0: "batch"}})
-    proto = onnx.load_model_from_string(buf.getvalue())
-    n_int8 = quantize_graph(proto, spike_fed_convs(dep), cfg["D"]) if precision == "int8" else 0
-    meta = {"names": cfg["names"], "strides": dep.head.strides, "imgsz": [h, w], "T": cfg["T"], "D": cfg["D"],
-            "nc": cfg["nc"], "in_channels": cfg["in_channels"], "precision": precision, "config": cfg,
-            "spikeyolo_version": __version__}
-    for k, v in meta.items():
-        proto.metadata_props.add(key=k, value=json.dumps(v))
-    atomic_write(path, proto.SerializeToString())
-    result = {"path": str(path), "precision": precision, "imgsz": [h, w], "int8_convs": n_int8,
-              "max_abs_diff": None}
-    if check:
-        if precision == "int8":
-            dequantize_weights_(spike_fed_convs(dep))
-        x = torch.rand((2, *shape[1:]))
-        got = OrtModel(path)(x)
-        with torch.no_grad():
-            result["max_abs_diff"] = float((got - dep(x)).abs().max())
-    return result
-
-
 @torch.no_grad()
 def dequantize_weights_(convs: dict[str, nn.Conv2d]) -> None:
     """Replace, in place, the convs' weights by their int8 round trip (the torch twin of an int8 file)."""
     for conv in convs.values():
-        q, scale = quantize_weight(conv.weight.detach().cpu().numpy())
-        conv.weight.copy_(torch.from_numpy(q.astype(np.float32) * scale[:, None, None, None]))
+        q, scale = quantize_weight(conv.weight.detach())
+        conv.weight.copy_((q.float() * scale[:, None, None, None]).to(conv.weight))
+
+
+def metadata(model: nn.Module, form: str, precision: str, imgsz: tuple[int, int]) -> dict:
+    """The metadata written into an export of ``model`` (a SpikeYOLO in the exported form)."""
+    cfg = model.config
+    return {"names": cfg["names"], "strides": model.head.strides, "imgsz": list(imgsz), "T": cfg["T"],
+            "D": cfg["D"], "nc": cfg["nc"], "in_channels": cfg["in_channels"], "precision": precision,
+            "config": cfg, "spikeyolo_version": __version__, "form": form}
+
+
+def parse_metadata(proto, path: str | Path) -> dict:
+    """The spikeyolo metadata of a loaded ONNX ``ModelProto``; a file without it (not written by spikeyolo) is
+    refused as a :class:`FileFormatError` naming ``path``."""
+    props = {p.key: p.value for p in proto.metadata_props}
+    missing = [k for k in METADATA_KEYS if k not in props]
+    if missing:
+        raise FileFormatError(f"{path}: an ONNX file without spikeyolo metadata (lacks {', '.join(missing)}); "
+                              f"export it with `spikeyolo export`")
+    try:
+        meta = {k: json.loads(props[k]) for k in (*METADATA_KEYS, "form") if k in props}
+    except json.JSONDecodeError as e:
+        raise FileFormatError(f"{path}: its spikeyolo metadata is not valid JSON ({e})") from None
+    meta.setdefault("form", "deploy")
+    if meta["form"] not in EXPORT_FORMS:
+        raise FileFormatError(f"{path}: metadata form {meta['form']!r} is none of {EXPORT_FORMS}")
+    return meta
+
+
+def read_onnx(path: str | Path) -> tuple[bytes, object]:
+    """The bytes of an ``.onnx`` file and its parsed ``ModelProto`` (the file is read once); anything that is
+    not ONNX is a :class:`FileFormatError` naming the file."""
+    onnx, _ = _import_onnx()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ONNX file")
+    data = path.read_bytes()
+    if not data:
+        raise FileFormatError(f"{path}: an empty file, not an ONNX model")
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception as e:  # protobuf's DecodeError and friends: the bytes are not an ONNX model
+        raise FileFormatError(f"{path}: not an ONNX model ({type(e).__name__}: {str(e)[:120]})") from None
+    if not proto.graph.node:
+        raise FileFormatError(f"{path}: not an ONNX model (no graph)")
+    return data, proto
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The spikeyolo metadata of a deploy export (names, strides, imgsz, T, D, ...), without running it."""
-    onnx, _ = _import_onnx()
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    missing = [k for k in METADATA_KEYS if k not in props]
-    if missing:
-        raise ValueError(f"{path}: not a spikeyolo deploy export (metadata lacks {', '.join(missing)}); "
-                         f"export it with `spikeyolo export --format onnx`")
-    return {k: json.loads(props[k]) for k in METADATA_KEYS}
+    """The spikeyolo metadata of an export (names, strides, imgsz, T, D, form, ...), without running it."""
+    return parse_metadata(read_onnx(path)[1], path)
 
 
 class OrtModel(nn.Module):
-    """A deploy-form ONNX file run by ONNX Runtime, called like the torch model: ``[B, 3, H, W]`` (or event
-    frames ``[B, T, C, H, W]``) -> ``[B, 4 + nc, anchors]``, at the exported ``imgsz`` only.
+    """A spikeyolo ``.onnx`` export (fused or deploy form) run by ONNX Runtime, called like the torch model:
+    ``[B, 3, H, W]`` (or event frames ``[B, T, C, H, W]``) -> ``[B, 4 + nc, anchors]``, at the exported ``imgsz``
+    only. The file is read once.
 
-    Carries ``config``, ``names``, ``nc``, ``T``, ``D``, ``imgsz`` and ``precision`` from the file's metadata.
+    Carries ``config``, ``names``, ``nc``, ``T``, ``D``, ``imgsz``, ``strides``, ``form`` and ``precision`` from the
+    file's metadata.
     """
-
-    form = "deploy"  # what SpikeYOLO.form reads from its units: an exported file is always the deploy form
 
     def __init__(self, path: str | Path, threads: int | None = None):
         super().__init__()
         _, ort = _import_onnx()
         self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such ONNX file")
-        meta = read_metadata(self.path)
+        data, proto = read_onnx(self.path)
+        meta = parse_metadata(proto, self.path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
-        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ONNX Runtime refuses the graph (a damaged or hand-edited file)
+            raise FileFormatError(f"{self.path}: ONNX Runtime cannot load it ({str(e)[:200]})") from None
         if meta["spikeyolo_version"] != __version__:
             warnings.warn(f"{self.path} was exported by spikeyolo {meta['spikeyolo_version']}, this is "
                           f"{__version__}; re-export it if its outputs look wrong", stacklevel=2)
         self.config, self.imgsz, self.precision = meta["config"], tuple(meta["imgsz"]), meta["precision"]
         self.names, self.nc, self.T, self.D = meta["names"], meta["nc"], meta["T"], meta["D"]
-        self.strides = meta["strides"]
-
-    @classmethod
-    def from_deployed(cls, dep: nn.Module, precision: str = "fp32", imgsz=None, path: str | Path | None = None,
-                      threads: int | None = None) -> OrtModel:
-        """Export a torch deploy form (to ``path``, else a temporary file removed once loaded) and load it."""
-        if path is not None:
-            export_deployed_onnx(dep, path, precision, imgsz, check=False)
-            return cls(path, threads)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "deploy.onnx"
-            export_deployed_onnx(dep, path, precision, imgsz, check=False)
-            return cls(path, threads)
+        self.strides, self.form = meta["strides"], meta["form"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) != self.imgsz:

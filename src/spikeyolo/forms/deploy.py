@@ -13,7 +13,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..nn.units import ConvBias, SpikeUnit
+from ..nn.units import SpikeUnit
 from .calibrate import spike_means
 from .fuse import replace_modules
 
@@ -36,6 +36,12 @@ def check_precision(precision: str, backend: str | None) -> str:
         works = ", ".join(f"{p}+{b}" for p, b in sorted(SUPPORTED))
         raise ValueError(f"precision {precision} is not available with backend {backend}; supported: {works}")
     return backend
+
+
+def check_uint8_spikes(D: int) -> None:
+    """int8 (torch or ONNX) casts the spikes 0..D to uint8: refuse a D that does not fit."""
+    if D > 255:
+        raise ValueError(f"int8: spikes 0..D must fit uint8, but D = {D}; use precision fp32 or bf16")
 
 
 def cpu_has(flag: str) -> bool:
@@ -79,18 +85,16 @@ def deploy_torch(model: nn.Module, precision: str = "fp32", channels_last: bool 
     """
     if precision not in PRECISIONS:
         raise ValueError(f"deploy_torch: precision must be one of {PRECISIONS}, got {precision!r}")
-    D = getattr(model, "config", {}).get("D", 1)
-    if precision == "int8" and D > 255:
-        raise ValueError(f"int8: spikes 0..D must fit uint8, but D = {D}; use precision fp32 or bf16")
+    if precision == "int8":
+        check_uint8_spikes(model.config["D"])
     if calibration is not None and precision != "int8":
         raise ValueError(f"calibration corrects int8 weight rounding; precision {precision} takes none")
     means = spike_means(deploy_torch(model), calibration) if calibration is not None else {}
     dep = copy.deepcopy(model).eval()
     name_of = {id(m): name for name, m in dep.named_modules()}
 
-    def convert(unit: SpikeUnit) -> nn.Module:
-        keep_fp32 = unit.lif is None or isinstance(unit, ConvBias)  # real-valued input / final logits
-        return unit.deploy("fp32" if keep_fp32 else precision, channels_last, means.get(name_of[id(unit)]))
+    def convert(unit: SpikeUnit) -> nn.Module:  # SpikeUnit.quantizable: the rule the ONNX int8 rewrite reads too
+        return unit.deploy(precision if unit.quantizable else "fp32", channels_last, means.get(name_of[id(unit)]))
 
     if replace_modules(dep, SpikeUnit, convert) == 0:
         raise ValueError("deploy: the model has no train-form units (already fused, deployed or spike-driven?)")

@@ -88,6 +88,11 @@ def model_from_checkpoint(ckpt: dict, key: str = "state_dict") -> SpikeYOLO:
 
 
 def load(path: str | Path, map_location="cpu", **settings) -> SpikeYOLO:
+    """A train-form model in eval mode from a checkpoint file (see :func:`load_with_record`)."""
+    return load_with_record(path, map_location, **settings)[0]
+
+
+def load_with_record(path: str | Path, map_location="cpu", **settings) -> tuple[SpikeYOLO, dict]:
     """Load a train-form model in eval mode: a file saved by :func:`save` (or a run's ``last.pt``/``best.pt``),
     or an official BICLab SpikeYOLO checkpoint, imported without unpickling its objects (see ``official.py``).
 
@@ -95,7 +100,10 @@ def load(path: str | Path, map_location="cpu", **settings) -> SpikeYOLO:
     depend on them; ``model.config`` records the values used). An official checkpoint is recognized (release,
     scale, classes, T, D, neuron; one printed line says what was found, see ``official.infer_official``);
     ``scale``, ``decay``, ``input_gain`` (and ``T``, ``D``) replace what was recognized; those raise
-    :class:`~spikeyolo.errors.InputError` for a spikeyolo checkpoint, whose file records them."""
+    :class:`~spikeyolo.errors.InputError` for a spikeyolo checkpoint, whose file records them.
+
+    Returns ``(model, record)``: the record is the checkpoint's other entries (``train_args``, metrics, ...;
+    for official weights only the training image size where the file has one), from one read of the file."""
     try:
         ckpt = read_checkpoint(path, map_location)
     except CheckpointError as not_ours:
@@ -103,9 +111,13 @@ def load(path: str | Path, map_location="cpu", **settings) -> SpikeYOLO:
             official = read_official(path)
         except CheckpointError:
             raise not_ours from None
-        return infer_official(path, info=official, **settings)  # an official file: its own errors from here
+        size = official.train_args.get("imgsz")
+        sized = isinstance(size, int) and not isinstance(size, bool) and size > 0
+        # an official file: its own errors from here
+        return infer_official(path, info=official, **settings), {"train_args": {"imgsz": size}} if sized else {}
+    record = {k: v for k, v in ckpt.items() if k not in ("state_dict", "train_state")}
     try:
-        return model_from_checkpoint(with_runtime_settings(ckpt, path, settings)).eval()
+        return model_from_checkpoint(with_runtime_settings(ckpt, path, settings)).eval(), record
     except InputError:
         raise
     except Exception as e:  # a readable file whose config or weights do not build the model it describes
@@ -151,6 +163,12 @@ def checkpoint_imgsz(path, default: int = 640) -> int:
         size = official.train_args.get("imgsz")
         return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else default
     return int((ckpt.get("train_args") or {}).get("imgsz") or ckpt["config"].get("imgsz") or default)
+
+
+def trained_imgsz(record: dict, default: int = 640) -> int:
+    """The image size in a checkpoint record (its ``train_args``, else its config), else ``default``."""
+    return int((record.get("train_args") or {}).get("imgsz") or (record.get("config") or {}).get("imgsz")
+               or default)
 
 
 def checkpoint_names(path) -> list[str]:

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from ..utils.errors import CheckpointError
-from .official_kinds import OfficialKind, recognize
-from .yolo import HEAD_LAYER, SpikeYOLO, build_config
+from .official_kinds import OfficialKind, recognize, shipped_roles
+from .yolo import SpikeYOLO, build_config
 
 
 # the only globals the unpickler hands out (everything else becomes an inert record): tensor rebuilding, plain
@@ -300,7 +300,7 @@ def infer_official(path: str | Path, report=print, info: OfficialFile | None = N
 
 def official_names(info: OfficialFile, path) -> list[str]:
     """The class names a model imported from ``info`` gets: the pickled ones, else ``class0..``."""
-    cls = info.state.get(f"{HEAD_LAYER}.cv3.0.2.conv.weight")
+    cls = info.state.get(f"{shipped_roles()['head']}.cv3.0.2.conv.weight")
     if cls is None or cls.dim() != 4:
         raise CheckpointError(f"{path}: not a SpikeYOLO checkpoint (no detection head found)")
     return _class_names(info, int(cls.shape[0])) or [f"class{i}" for i in range(int(cls.shape[0]))]

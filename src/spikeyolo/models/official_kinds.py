@@ -22,13 +22,18 @@ from dataclasses import dataclass
 import torch
 
 from ..utils.errors import CheckpointError
-from .yolo import HEAD_LAYER, SCALES, STEM_LAYER, SpikeYOLO, build_config
+from .yolo import SCALES, SpikeYOLO, build_config, layer_roles, load_spec
 
 STEM_WIDTH_TO_SCALE = {48: "n", 64: "s", 80: "m", 96: "l"}
 RELEASES = {("coco", "s", 80): "COCO 23M", ("coco", "l", 80): "COCO 69M", ("gen1", "s", 2): "Gen1 23M"}
 COCO_DECAY, COCO_GAIN = 0.25, 1.0  # module-level constants of the official COCO neuron (mem_update)
 GEN1_RELEASE_T = 2  # the README's "23M, T=2, D=4, GEN1": T is the number of event frames the data brings
 GEN1_D = 4  # the bundled spikingjelly's surrogate clamps to [0, 4] (quant4)
+
+
+def shipped_roles() -> dict:
+    """Layer indices of the stem and head in the shipped layer table, which the official weights also follow."""
+    return layer_roles(load_spec())
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,7 @@ def _coco_timesteps(info, path) -> int:
 def _scale(info, nc: int, path) -> str:
     counts = scale_parameter_counts(nc)
     matches = [s for s, n in counts.items() if n == info.n_params]
-    stem = info.state[f"{STEM_LAYER}.encode_conv.weight"]
+    stem = info.state[f"{shipped_roles()['stem']}.encode_conv.weight"]
     by_stem = STEM_WIDTH_TO_SCALE.get(stem.shape[0])
     if not matches:
         table = ", ".join(f"{s} {n:,}" for s, n in counts.items())
@@ -152,7 +157,9 @@ def recognize(info, path, scale: str | None = None, **given) -> OfficialKind:
     """The release and settings of an official file read by ``official.read_official``. ``scale`` and ``given``
     (``T``, ``D``, ``decay``, ``input_gain``) replace what the file says; each is marked as given."""
     refuse_binary(info, path)
-    stem, cls = info.state.get(f"{STEM_LAYER}.encode_conv.weight"), info.state.get(f"{HEAD_LAYER}.cv3.0.2.conv.weight")
+    roles = shipped_roles()
+    stem = info.state.get(f"{roles['stem']}.encode_conv.weight")
+    cls = info.state.get(f"{roles['head']}.cv3.0.2.conv.weight")
     if stem is None or cls is None or stem.dim() != 4 or cls.dim() != 4:
         raise CheckpointError(f"{path}: not a SpikeYOLO checkpoint (no stem conv or detection head found)")
     nc = int(cls.shape[0])

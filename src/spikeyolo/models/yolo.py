@@ -98,12 +98,6 @@ def layer_roles(spec: dict) -> dict[str, int]:
     return {"stem": kinds.index("Stem"), "neck_start": kinds.index("SPPF") + 1, "head": kinds.index("Detect")}
 
 
-# the default table's roles (configs/spikeyolo.yaml: stem 1, neck from 10, head 26), for readers of module paths
-# (energy stages) and of the official weights (which number their layers the same way)
-_ROLES = layer_roles(load_spec())
-STEM_LAYER, NECK_START, HEAD_LAYER = _ROLES["stem"], _ROLES["neck_start"], _ROLES["head"]
-
-
 def make_divisible(x: float, divisor: int = 8) -> int:
     return int(math.ceil(x / divisor) * divisor)
 
@@ -188,6 +182,11 @@ class SpikeYOLO(nn.Module):
     D = property(lambda self: self.config["D"])
     neuron = property(lambda self: NeuronConfig.from_config(self.config))
     in_channels = property(lambda self: self.config["in_channels"])
+
+    @property
+    def roles(self) -> dict[str, int]:
+        """Where this model's stem, neck and head sit in its own layer table (:func:`layer_roles`)."""
+        return layer_roles(self.config["spec"])
 
     @property
     def form(self) -> str:

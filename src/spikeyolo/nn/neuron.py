@@ -117,8 +117,11 @@ class ILIF(nn.Module):
         input_gain: factor g on the input current.
         detach_reset: detach the reset term (the spike) from the autograd graph, as the reference does.
 
-    Set ``carry_state = True`` (see :func:`set_carry_state`) to keep the membrane from one call to the next,
-    e.g. over consecutive windows of an event stream; :func:`reset_state` clears it.
+    State: the membrane after the last step (``residual``, ``u - s``) is registered memory, a non-persistent
+    buffer (it follows ``.to(device)``, is never saved in a checkpoint), kept only while ``carry_state`` is on
+    (:func:`set_carry_state`), e.g. over consecutive windows of an event stream; :func:`reset_state` returns
+    every neuron of a model to rest. A carried state belongs to one stream of one batch size: an input of
+    another shape raises (call :func:`reset_state` first) instead of silently starting from rest.
     """
 
     def __init__(self, D: int = _DEFAULT.D, decay: float = _DEFAULT.decay, input_gain: float = _DEFAULT.input_gain,
@@ -127,7 +130,7 @@ class ILIF(nn.Module):
         cfg = NeuronConfig(D, decay, input_gain, detach_reset)  # checks and normalizes the settings
         self.D, self.decay, self.input_gain, self.detach_reset = cfg.D, cfg.decay, cfg.input_gain, cfg.detach_reset
         self.carry_state = False
-        self.residual: torch.Tensor | None = None  # u - s after the last step, kept only when carry_state
+        self.register_buffer("residual", None, persistent=False)  # u - s after the last step (carry_state)
 
     def extra_repr(self) -> str:
         return f"D={self.D}, decay={self.decay}, input_gain={self.input_gain}, detach_reset={self.detach_reset}"
@@ -145,7 +148,9 @@ class ILIF(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = self.residual if self.carry_state else None
         if residual is not None and residual.shape != x.shape[1:]:
-            residual = None  # a new stream or batch size: start from rest
+            raise ValueError(f"ILIF: the carried membrane has shape {tuple(residual.shape)} but this input step is "
+                             f"{tuple(x.shape[1:])} (another batch size or image size): call "
+                             f"spikeyolo.nn.neuron.reset_state(model) before a new stream")
         if x.shape[0] == 1 and residual is None and not self.carry_state:
             return self.fire(self.charge(x, None))  # T = 1: no recurrence, no per-step bookkeeping
         spikes = []
@@ -177,18 +182,14 @@ class Activation(nn.Module):
 
 
 def is_spiking(model: nn.Module) -> bool:
-    """Whether a model's neurons are I-LIFs (False for the ANN twin, from ``config['neuron']``)."""
-    config = getattr(model, "config", None)
-    kind = config.get("neuron", "ilif") if isinstance(config, dict) else None
-    if kind is not None:
-        return kind == "ilif"
+    """Whether a model's neurons are I-LIFs: the ANN twin holds an :class:`Activation` in every I-LIF's place."""
     return not any(isinstance(m, Activation) for m in model.modules())
 
 
 def require_spiking(model: nn.Module, what: str) -> None:
     """Raise a clear error when ``what`` (an operation that needs integer spikes) is given an ANN model."""
-    if not is_spiking(model):
-        kind = model.config.get("neuron") if isinstance(getattr(model, "config", None), dict) else "an activation"
+    kind = next((m.kind for m in model.modules() if isinstance(m, Activation)), None)
+    if kind is not None:
         raise ValueError(f"{what} needs integer spikes, but this model is the ANN twin (neuron={kind!r}: "
                          "real-valued activations instead of I-LIF)")
 
@@ -202,10 +203,11 @@ def set_carry_state(model: nn.Module, on: bool = True) -> None:
     """Keep (or stop keeping) membrane potentials between forward calls, and start from rest."""
     for m in iter_neurons(model):
         m.carry_state = on
-        m.residual = None
+    reset_state(model)
 
 
 def reset_state(model: nn.Module) -> None:
-    """Return every neuron to rest (membrane 0)."""
+    """Return every neuron to rest (membrane 0): clear the registered memory of each I-LIF (as SpikingJelly's
+    ``reset_net``)."""
     for m in iter_neurons(model):
         m.residual = None

@@ -70,9 +70,18 @@ class BNAndPad(nn.Module):
 class SpikeUnit(nn.Module):
     """Base: optional I-LIF, then a linear map on ``[N, C, H, W]`` given by :meth:`linear`."""
 
+    logits = False  # the detection head's last convs (ConvBias) say True
+
     def __init__(self, lif: ILIF | None):
         super().__init__()
         self.lif = lif
+
+    @property
+    def quantizable(self) -> bool:
+        """The one rule every deploy backend reads: a unit's first conv may run in bf16 / int8 when it is fed by
+        I-LIF spikes (integers 0..D, exact in both) and does not produce logits (kept float32 for the scores);
+        the stem (real-valued image) and the head's last 1x1 convs stay float32."""
+        return self.lif is not None and not self.logits
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -102,7 +111,7 @@ class SpikeUnit(nn.Module):
         chain, fused = self.chain_kernels(), [self.fused_kernel()]
         best = chain if kernels_macs(chain) < kernels_macs(fused) else fused
         convs = nn.Sequential(*(self._make_conv(*k) for k in best))
-        return DeployUnit(self.lif, convs, precision, channels_last, input_mean)
+        return DeployUnit(self.lif, convs, precision, channels_last, input_mean, quantizable=self.quantizable)
 
     def _make_conv(self, w: torch.Tensor, b: torch.Tensor | None, kw: dict) -> nn.Conv2d:
         ref = next(self.parameters())
@@ -156,6 +165,8 @@ class ConvBN(SpikeUnit):
 
 class ConvBias(SpikeUnit):
     """``I-LIF -> Conv(k, bias)`` without BN: the last convs of the detection head."""
+
+    logits = True
 
     def __init__(self, c1, c2, k=1, lif: ILIF | None = None):
         super().__init__(lif)
@@ -275,11 +286,14 @@ class DeployUnit(nn.Module):
     """
 
     def __init__(self, lif: ILIF | None, convs: nn.Sequential, precision: str = "fp32",
-                 channels_last: bool = False, input_mean: torch.Tensor | None = None):
+                 channels_last: bool = False, input_mean: torch.Tensor | None = None, *, quantizable: bool = False):
         super().__init__()
         if precision not in DEPLOY_PRECISIONS:
             raise ValueError(f"DeployUnit: precision must be one of {DEPLOY_PRECISIONS}, got {precision!r}")
+        if precision != "fp32" and not quantizable:
+            raise ValueError(f"DeployUnit: precision {precision} needs a spike-fed, non-logit unit (quantizable)")
         self.lif, self.precision = lif, precision
+        self.quantizable = quantizable  # SpikeUnit.quantizable of the unit it came from: which backends may lower
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.register_buffer("bias", None)  # bf16: the last conv's bias, kept float32
         if precision == "bf16":
