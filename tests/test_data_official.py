@@ -146,7 +146,7 @@ def test_epoch_end_steps_ours_and_drops_official(tmp_path, monkeypatch, pipeline
     monkeypatch.setattr(Trainer, "train_step",
                         lambda self, b, ni: (setattr(self, "_ni", ni), train_step(self, b, ni))[1])
     monkeypatch.setattr(Trainer, "_step", lambda self, *a: (steps.append(self._ni), step(self, *a))[1])
-    cfg = TrainConfig(data=str(data), project=str(tmp_path / "runs"), model="n", width=0.0625, imgsz=32, batch=1,
+    cfg = TrainConfig(data=str(data), project=str(tmp_path / "runs"), model="n", width=0.0625, imgsz=64, batch=1,
                       nbs=2, workers=0, device="cpu", epochs=2, warmup_epochs=0, warmup_min_iters=0, val=False,
                       plots=False, progress=False, verbose=False, tensorboard=False, pipeline=pipeline)
     Trainer(cfg).train()

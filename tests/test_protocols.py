@@ -269,7 +269,7 @@ class ScriptedDetector(nn.Module):
 
     def __init__(self, loader, candidates):
         super().__init__()
-        self.outputs = []
+        self.outputs, self.config = [], {"names": NAMES}
         for batch in loader:
             h, w = batch["img"].shape[-2:]
             out = torch.zeros(len(batch["im_file"]), 4 + len(NAMES), ANCHORS)

@@ -24,7 +24,7 @@ class ScriptedDetector(nn.Module):
 
     def __init__(self, outputs):
         super().__init__()
-        self.outputs, self.nc, self.names = list(outputs), len(NAMES), NAMES
+        self.outputs, self.config = list(outputs), {"names": NAMES}
 
     def forward(self, x):
         out = self.outputs.pop(0)

@@ -423,7 +423,7 @@ def build_dataset(
     augment = split == "train" if augment is None else augment
     names = cfg["names"]
     if single_cls:
-        records = [dataclasses.replace(r, cls=np.zeros_like(r.cls), crowd_cls=np.zeros_like(r.crowd_cls))
+        records = [dataclasses.replace(r, cls=np.zeros_like(r.cls))
                    for r in records]
         names = single_class_names(names)
     disk = _image_cache_folder(stats, records, imgsz, pipeline) if cache_disk and not cache_ram else None

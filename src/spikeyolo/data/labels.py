@@ -47,9 +47,9 @@ class LabelFileError(FileFormatError):
 
 @dataclass
 class Record:
-    """One usable image: ``cls [n]`` int64, ``boxes [n, 4]`` float32 xyxy pixels of the full image; COCO crowd
-    regions (``iscrowd`` annotations) apart in ``crowd_cls [k]``, ``crowd_boxes [k, 4]``: not training targets,
-    but the COCO protocol ignores detections on them and the ultralytics protocol counts them as objects."""
+    """One usable image: ``cls [n]`` int64, ``boxes [n, 4]`` float32 xyxy pixels of the full image, and which of
+    them are COCO crowd regions (``iscrowd``): the dataset makes them targets or keeps them apart as regions the
+    COCO protocol ignores detections on (see ``DetectionDataset``'s ``crowd_targets``)."""
 
     im_file: str
     shape: tuple[int, int]  # (h, w)
