@@ -636,7 +636,7 @@ class Trainer:
         self._first_plots()
         model, params = unwrap(self.model), sum(p.numel() for p in self.model.parameters())
         grads = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        self.log(f"{type(model).__name__} summary: {len(getattr(model, 'layers', []))} layers, {params:,} parameters, "
+        self.log(f"{type(model).__name__} summary: {len(model.layers)} layers, {params:,} parameters, "
                  f"{grads:,} gradients, T={model.config.get('T')}, D={model.config.get('D')}, "
                  f"{len(self.names)} classes")
         self.log(f"training on {self.device} x{self.info.world_size}: {len(self.train_set)} train images, {self.nb} "
