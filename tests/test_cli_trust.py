@@ -104,14 +104,14 @@ def test_verbose_shows_the_traceback_and_bugs_keep_theirs(tmp_path, monkeypatch)
 
 
 def test_disk_full_says_no_space_left(tmp_path, monkeypatch, capsys):
-    import spikeyolo.models.checkpoint as ck
+    import spikeyolo.utils.runs as runs
 
     def full_disk(path, data):
         with open("/dev/full", "wb") as f:  # a real ENOSPC from the kernel
             f.write(data)
             f.flush()
 
-    monkeypatch.setattr(ck, "_write_bytes", full_disk)
+    monkeypatch.setattr(runs, "_write_file", full_disk)
 
     def save(args):
         spikeyolo.save(spikeyolo.build_model("n", nc=1, width=0.0625), tmp_path / "m.pt")
@@ -120,7 +120,7 @@ def test_disk_full_says_no_space_left(tmp_path, monkeypatch, capsys):
     assert main(["info"]) == 1
     err = capsys.readouterr().err
     assert "no space left" in err and "m.pt" in err and "unexpected pos" not in err
-    assert not list(tmp_path.glob(".m.pt.tmp*"))
+    assert not list(tmp_path.glob(".m.tmp*"))
 
 
 def test_ctrl_c_exits_130_with_the_resume_hint(data, tmp_path, monkeypatch, capsys):
@@ -186,7 +186,7 @@ def test_resume_refuses_other_flags_accepts_data_and_works_from_elsewhere(data, 
     moved = tmp_path / "moved"
     make_dataset(moved, n_train=4, n_val=2)
     monkeypatch.chdir(tmp_path)
-    (run / "weights" / ".last.pt.tmp99999").write_bytes(b"torn")  # left by a killed run
+    (run / "weights" / ".last.tmp99999.pt").write_bytes(b"torn")  # left by a killed run
     assert main(["train", "--resume", str(run), "--data", str(moved / "data.yaml"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["epochs"] == 2 and yaml.safe_load((run / "args.yaml").read_text())["data"] == str(moved / "data.yaml")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import os
 import sys
@@ -47,7 +48,16 @@ from ..models.yolo import build_model
 from ..nn.neuron import NeuronConfig
 from ..utils.errors import InputError, SpikeYOLOError
 from ..utils.plots import plot_results
-from ..utils.runs import get_rng_state, increment_path, plain, seed_everything, select_device, set_rng_state, unwrap
+from ..utils.runs import (
+    atomic_write,
+    get_rng_state,
+    increment_path,
+    plain,
+    seed_everything,
+    select_device,
+    set_rng_state,
+    unwrap,
+)
 from . import distributed as ddp
 from .ema import ModelEMA
 from .loss import DetectionLoss
@@ -183,8 +193,8 @@ def _absolute(value: str | None) -> str | None:
 
 
 def remove_stale_temporaries(weights: Path) -> None:
-    """Delete ``.last.pt.tmp<pid>`` files a killed run left behind (atomic writes rename them when done)."""
-    for tmp in weights.glob(".*.pt.tmp*"):
+    """Delete ``.last.tmp<pid>.pt`` files a killed run left behind (atomic writes rename them when done)."""
+    for tmp in weights.glob(".*.tmp*.pt"):
         tmp.unlink(missing_ok=True)
 
 
@@ -233,13 +243,9 @@ def capped_workers(asked: int, n_batches: int) -> tuple[int, str | None]:
 
 def write_csv_atomic(path: Path, rows: list[list]) -> None:
     """Write a whole CSV through a temporary file and a rename: a kill never leaves it half written."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    atomic_write(path, text.getvalue())
 
 
 def _lr_columns(optimizer) -> list[float]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import copy
 import errno
 import io
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..utils.errors import CheckpointError, InputError
+from ..utils.runs import atomic_write
 from ..utils.version import __version__
 from .official import OfficialFile, infer_official, official_names, read_official
 from .yolo import SpikeYOLO
@@ -25,27 +25,11 @@ RUNTIME_SETTINGS = ("T", "D")  # settings a saved model can run with other value
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a killed run never leaves a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    buf = io.BytesIO()  # serialized first, written by plain file I/O: a full disk raises ENOSPC naming the file
+    """Serialize, then write through a temporary file and a rename (:func:`atomic_write`): a killed run never
+    leaves a torn file, and a full disk raises ENOSPC naming ``path``."""
+    buf = io.BytesIO()
     torch.save(obj, buf)
-    try:
-        _write_bytes(tmp, buf.getbuffer())
-        os.replace(tmp, path)
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_bytes(path: Path, data) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
+    atomic_write(path, buf.getvalue())
 
 
 def checkpoint_dict(model: SpikeYOLO, **extra) -> dict:

@@ -56,8 +56,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
     """Write ``data`` (bytes, or text as UTF-8) to ``path`` through :func:`atomic_path`."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
+    with atomic_path(path) as tmp:
+        _write_file(tmp, data.encode() if isinstance(data, str) else data)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
         f.flush()
 
 
