@@ -143,7 +143,7 @@ def predict_source(predictor: Predictor, source, save_dir: Path | None = None, s
                    vid_stride: int = 1, **event_kwargs) -> list[dict]:
     """Run ``predictor`` over every source ``source`` names (see :mod:`spikeyolo.engine.sources`) and write the
     outputs; returns one summary dict per source (skipped ones last). ``event_kwargs`` (``window_us``,
-    ``step_us``, ``carry_state``) go to :func:`spikeyolo.engine.stream.predict_recording` for event recordings."""
+    ``step_us``, ``carry_state``) go to :func:`spikeyolo.engine.recordings.predict_recording` for event recordings."""
     sources = resolve_sources(source)
     stems = output_stems(sources)
     if save_dir is not None:
@@ -195,7 +195,7 @@ def predict_source(predictor: Predictor, source, save_dir: Path | None = None, s
 
 
 def _predict_events(predictor, f: Path, stem: str, save_dir, save, progress, **kwargs) -> dict:
-    """An event recording: sliding windows of events through the model (spikeyolo.engine.stream)."""
+    """An event recording: sliding windows of events through the model (spikeyolo.engine.recordings)."""
     out = (save_dir or f.parent) / f"{stem}_bbox.npy"
     video = save_dir / f"{stem}.mp4" if save_dir is not None and save else None
     dets = predict_recording(predictor.model, f, out, imgsz=predictor.imgsz, conf=predictor.conf,
@@ -218,7 +218,7 @@ def predict_to_folder(weights, source, imgsz: int | None = None, conf: float = 0
 
     ``window_us``, ``step_us``, ``carry_state`` apply to event recordings only (ignored for images and videos);
     ``None`` takes the window the checkpoint was trained with (else 250 ms) and a 50 ms step (the window with
-    ``carry_state``), see :func:`spikeyolo.engine.stream.predict_recording`. ``weights`` may be a ``.onnx``
+    ``carry_state``), see :func:`spikeyolo.engine.recordings.predict_recording`. ``weights`` may be a ``.onnx``
     deploy export; ``precision`` / ``backend`` run the deploy form (``calibration``: images for int8).
 
     Returns ``(per-source summaries, save_dir)``.

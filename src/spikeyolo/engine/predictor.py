@@ -5,7 +5,7 @@ some ``classes``), and its boxes are mapped back to the frame's pixels. Sources 
 ``.txt`` lists, webcams, stream URLs) are resolved by :mod:`spikeyolo.engine.sources`; videos and streams are
 read frame by frame (every ``vid_stride``-th), frames and images go through the model ``batch`` at a time.
 Event recordings (``.dat``; ``.raw``, ``.aedat4``, ``.es`` with the ``[events]`` extra) are handed to
-``spikeyolo.engine.stream.predict_recording``: sliding windows with
+``spikeyolo.engine.recordings.predict_recording``: sliding windows with
 the window, T and representation the model was trained with (``model.config["events"]``), written as
 ``<stem>_bbox.npy``.
 
@@ -171,7 +171,7 @@ def _frames(sources: list[Source], vid_stride: int, skip=None):
                 cap.release()
         else:
             raise ValueError(f"{s.path}: event recordings give detections per time window, not per image; use "
-                             "`spikeyolo predict --source` on it, or spikeyolo.engine.stream.predict_recording")
+                             "`spikeyolo predict --source` on it, or spikeyolo.engine.recordings.predict_recording")
 
 
 def iter_with_images(predictor: Predictor, sources: list[Source], batch: int = 1, vid_stride: int = 1,

@@ -12,7 +12,7 @@ A run writes ``<project>/<name>/`` (``name``, ``name2``, ... never an existing r
 optimizer, schedule, EMA counter, epoch, best fitness, RNG states, configuration; loads with
 ``weights_only=True``), ``weights/best.pt`` (highest ``0.1*mAP50 + 0.9*mAP50-95``) and plots. On an event
 dataset the model's config also records the window and representation (``config["events"]``), so prediction
-on a ``.dat`` (``spikeyolo.engine.stream.predict_recording``) feeds the model the inputs it was trained on.
+on a ``.dat`` (``spikeyolo.engine.recordings.predict_recording``) feeds the model the inputs it was trained on.
 ``resume`` continues a run from its ``last.pt`` at the next epoch and ends as if it had never stopped.
 Also written: ``labels.jpg`` and ``train_batch0..2.jpg`` (engine/train_plots.py), ``weights/epoch<N>.pt`` every
 ``save_period`` epochs, TensorBoard scalars of every results.csv column when the package is installed
@@ -254,7 +254,7 @@ def _lr_columns(optimizer) -> list[float]:
 
 def record_event_settings(model: nn.Module, dataset) -> None:
     """Write the dataset's event settings into ``model.config["events"]`` (saved with every checkpoint, used by
-    ``spikeyolo.engine.stream.predict_recording``), or drop a stale entry when training on images."""
+    ``spikeyolo.engine.recordings.predict_recording``), or drop a stale entry when training on images."""
     config = getattr(unwrap(model), "config", None)
     if not isinstance(config, dict):
         return

@@ -320,7 +320,7 @@ def import_official(
     path: str | Path, scale: str, nc: int = 80, T: int = 1, D: int | None = None, names: list[str] | None = None,
     state: dict | None = None, **kwargs
 ) -> SpikeYOLO:
-    """Build our model from an official checkpoint. ``kwargs`` go to :func:`spikeyolo.model.build_config`
+    """Build our model from an official checkpoint. ``kwargs`` go to :func:`spikeyolo.models.yolo.build_config`
     (``neuron=NeuronConfig(decay=0.5, input_gain=0.5)`` or ``decay=0.5, input_gain=0.5`` for the Gen1
     release). Shapes must match exactly."""
     official = state if state is not None else read_official_state_dict(path)

@@ -108,7 +108,7 @@ class SpikeYOLO(nn.Module):
     ``forward(images [B, C, H, W] or frames [B, T, C, H, W])``: in train mode the per-level raw maps, in eval
     mode ``[B, 4 + nc, anchors]`` decoded predictions. ``config`` is plain data that rebuilds the model; keys
     the build does not read are kept as they are, e.g. ``events`` (window and representation of the event
-    data the model was trained on, written by the trainer and read by ``spikeyolo.engine.stream``).
+    data the model was trained on, written by the trainer and read by ``spikeyolo.engine.recordings``).
     """
 
     def __init__(self, config: dict):
